@@ -1,0 +1,392 @@
+# -*- coding: utf-8 -*-
+# Copyright: netstack.tuning contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Kernel state items: sysctls (procfs), sysfs attributes and small files.
+
+Each item is addressed by a *kind* and a *key*, optionally inside a named network
+namespace.  This module validates names (no path escapes), reads and writes values and
+normalises them so that equal settings compare equal ("4096  131072\t6291456" ==
+"4096 131072 6291456").  It knows nothing of journals; see journal.py for transactions.
+
+Network namespaces: net.* sysctls are per namespace.  Procfs resolves /proc/sys/net
+against the *calling thread's* network namespace, so ``in_netns`` switches the thread
+with setns(2) for the duration of a read/write and switches back.  Sysfs is different:
+/sys/class/net shows the namespace of whoever mounted sysfs, so sysfs items inside a
+namespace are handled in a short-lived child that mounts its own sysfs (what
+``ip netns exec`` does).
+"""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import contextlib
+import ctypes
+import errno
+import json
+import os
+import re
+
+from ansible_collections.netstack.tuning.plugins.module_utils.common import NetstackError
+
+PROC_SYS = "/proc/sys"
+SYS = "/sys"
+NETNS_DIR = "/var/run/netns"
+CLONE_NEWNET = 0x40000000
+CLONE_NEWNS = 0x00020000
+MS_REC = 0x4000
+MS_SLAVE = 1 << 19
+
+_SYSCTL_RE = re.compile(r"^[A-Za-z0-9_\-.:/@+]+$")
+_GLOB_CHARS = set("*?[]{}")
+_INT_RE = re.compile(r"^-?\d+$")
+
+
+# --------------------------------------------------------------------------- names
+
+def sysctl_path(name):
+    """Validate a sysctl name and return its path relative to /proc/sys.
+
+    Accepts the dotted form (``net.ipv4.tcp_rmem``) and the slash form
+    (``net/ipv4/tcp_rmem``; needed when a component itself contains a dot, as in
+    ``net/ipv4/conf/eth0.100/rp_filter``).  Rejects absolute paths, ``..``, empty
+    components and glob characters.
+    """
+    if not isinstance(name, str) or not name:
+        raise NetstackError("sysctl name must be a non-empty string", field=repr(name))
+    if name.startswith("/"):
+        raise NetstackError("absolute paths are not sysctl names", field=name)
+    if _GLOB_CHARS & set(name):
+        raise NetstackError("glob characters are not allowed in sysctl names", field=name)
+    if not _SYSCTL_RE.match(name):
+        raise NetstackError("invalid characters in sysctl name", field=name)
+    parts = name.split("/") if "/" in name else name.split(".")
+    if any(p in ("", ".", "..") for p in parts):
+        raise NetstackError("sysctl name may not contain empty, '.' or '..' components", field=name)
+    return "/".join(parts)
+
+
+def sysctl_name(relpath):
+    """Canonical display name for a /proc/sys relative path (dots unless ambiguous)."""
+    parts = relpath.split("/")
+    if any("." in p for p in parts):
+        return relpath
+    return ".".join(parts)
+
+
+def canonical_sysctl(name):
+    return sysctl_name(sysctl_path(name))
+
+
+def sysfs_path(path):
+    """Validate a sysfs attribute path (absolute, under /sys, no escapes)."""
+    if not isinstance(path, str) or not path.startswith(SYS + "/"):
+        raise NetstackError("sysfs path must be absolute and under /sys", field=repr(path))
+    if _GLOB_CHARS & set(path):
+        raise NetstackError("glob characters are not allowed in sysfs paths", field=path)
+    parts = path.split("/")[1:]
+    if any(p in ("", ".", "..") for p in parts):
+        raise NetstackError("sysfs path may not contain empty, '.' or '..' components", field=path)
+    return path
+
+
+# --------------------------------------------------------------------------- values
+
+def normalize(value):
+    """Normalise a value as given by a user (str, int, bool, list) or read from the kernel.
+
+    Whitespace runs collapse to one space; integers lose leading '+' and zeros; lists
+    become space-separated vectors.  Strings that are not numbers are kept as they are
+    (stripped).
+    """
+    if isinstance(value, bool):
+        value = int(value)
+    if isinstance(value, (list, tuple)):
+        return " ".join(normalize(v) for v in value)
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        if value != int(value):
+            raise NetstackError("sysctl values are integers or strings, not %r" % value)
+        return str(int(value))
+    if value is None:
+        raise NetstackError("value may not be null")
+    text = " ".join(str(value).split())
+    tokens = text.split(" ") if text else []
+    if tokens and all(_INT_RE.match(t.lstrip("+")) for t in tokens):
+        return " ".join(str(int(t.lstrip("+"))) for t in tokens)
+    return text
+
+
+def value_shape(normalized):
+    """('int', n) for n integers, ('str', 0) otherwise."""
+    tokens = normalized.split(" ") if normalized else []
+    if tokens and all(_INT_RE.match(t) for t in tokens):
+        return ("int", len(tokens))
+    return ("str", 0)
+
+
+def check_type(key, current, wanted):
+    """Reject a value whose shape differs from what the kernel holds now.
+
+    An integer sysctl takes an integer, a 3-vector (tcp_rmem) takes three integers.
+    String sysctls (tcp_congestion_control, core_pattern) take any string.
+    """
+    cur_kind, cur_n = value_shape(current)
+    new_kind, new_n = value_shape(wanted)
+    if cur_kind == "int":
+        if new_kind != "int":
+            raise NetstackError("wrong type: expected %s, got %r"
+                                % ("an integer" if cur_n == 1 else "%d integers" % cur_n, wanted),
+                                field=key)
+        if new_n != cur_n:
+            raise NetstackError("wrong type: expected %d integer(s) (current value %r), got %d"
+                                % (cur_n, current, new_n), field=key)
+
+
+# --------------------------------------------------------------------------- namespaces
+
+_libc = None
+
+
+def _setns(fd, nstype):
+    global _libc
+    if _libc is None:
+        _libc = ctypes.CDLL(None, use_errno=True)
+    if _libc.setns(fd, nstype) != 0:
+        e = ctypes.get_errno()
+        raise OSError(e, os.strerror(e))
+
+
+def netns_file(name):
+    if not name or "/" in name or name in (".", ".."):
+        raise NetstackError("invalid network namespace name", field="netns")
+    path = os.path.join(NETNS_DIR, name)
+    if not os.path.exists(path):
+        raise NetstackError("network namespace %r does not exist (no %s)" % (name, path), field="netns")
+    return path
+
+
+@contextlib.contextmanager
+def in_netns(name):
+    """Run the body with this thread inside network namespace ``name`` (None: no switch)."""
+    if not name:
+        yield
+        return
+    path = netns_file(name)
+    own = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
+    try:
+        target = os.open(path, os.O_RDONLY)
+        try:
+            _setns(target, CLONE_NEWNET)
+        finally:
+            os.close(target)
+        try:
+            yield
+        finally:
+            _setns(own, CLONE_NEWNET)
+    finally:
+        os.close(own)
+
+
+def _in_child_with_sysfs(netns, func, *args):
+    """Run func(*args) in a forked child that has entered ``netns`` and mounted its sysfs.
+
+    Returns func's JSON-serialisable result; re-raises NetstackError/OSError messages.
+    """
+    path = netns_file(netns)
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # child
+        os.close(r)
+        out = {}
+        try:
+            fd = os.open(path, os.O_RDONLY)
+            _setns(fd, CLONE_NEWNET)
+            if _libc.unshare(CLONE_NEWNS) != 0:
+                raise OSError(ctypes.get_errno(), "unshare(CLONE_NEWNS)")
+            _libc.mount(b"none", b"/", None, MS_REC | MS_SLAVE, None)
+            _libc.umount2(b"/sys", 2)  # MNT_DETACH
+            if _libc.mount(b"sysfs", b"/sys", b"sysfs", 0, None) != 0:
+                raise OSError(ctypes.get_errno(), "mount sysfs")
+            out = {"ok": func(*args)}
+        except NetstackError as e:
+            out = {"err": e.msg, "field": e.field}
+        except (OSError, IOError) as e:
+            out = {"oserr": [e.errno or 0, e.strerror or str(e)]}
+        except Exception as e:  # pragma: no cover - reported to the parent
+            out = {"err": repr(e)}
+        os.write(w, json.dumps(out).encode())
+        os._exit(0)
+    os.close(w)
+    chunks = []
+    while True:
+        b = os.read(r, 65536)
+        if not b:
+            break
+        chunks.append(b)
+    os.close(r)
+    os.waitpid(pid, 0)
+    res = json.loads(b"".join(chunks).decode() or "{}")
+    if "ok" in res:
+        return res["ok"]
+    if "oserr" in res:
+        raise OSError(res["oserr"][0], res["oserr"][1])
+    raise NetstackError(res.get("err", "netns helper failed"), field=res.get("field"))
+
+
+# --------------------------------------------------------------------------- I/O
+
+def _read_file(path):
+    with open(path, "r") as f:
+        return f.read()
+
+
+def _write_file(path, text):
+    # One write(2) of the whole value, as sysctl(8) does; the kernel parses it at once.
+    fd = os.open(path, os.O_WRONLY)
+    try:
+        os.write(fd, text.encode())
+    finally:
+        os.close(fd)
+
+
+class Item(object):
+    """One piece of kernel state: (kind, key, netns).
+
+    kind is 'sysctl' (key: dotted name), 'sysfs' (key: absolute /sys path) or 'file'
+    (key: absolute path of a small configuration file such as a sysctl.d drop-in; its
+    value is the whole content, or None when the file is absent).
+    """
+
+    __slots__ = ("kind", "key", "netns", "path")
+
+    def __init__(self, kind, key, netns=None):
+        self.kind = kind
+        self.netns = netns or None
+        if kind == "sysctl":
+            rel = sysctl_path(key)
+            self.key = sysctl_name(rel)
+            self.path = os.path.join(PROC_SYS, rel)
+        elif kind == "sysfs":
+            self.key = self.path = sysfs_path(key)
+        elif kind == "file":
+            self.key = self.path = file_path(key)
+            self.netns = None
+        else:
+            raise NetstackError("unknown state kind %r" % kind, field="kind")
+
+    def ident(self):
+        return (self.kind, self.netns or "", self.key)
+
+    def label(self):
+        return self.key if not self.netns else "%s@%s" % (self.key, self.netns)
+
+    def as_dict(self):
+        return {"kind": self.kind, "key": self.key, "netns": self.netns}
+
+    # -- access -----------------------------------------------------------------
+    def _do(self, fn, *args):
+        if self.kind == "sysfs" and self.netns:
+            return _in_child_with_sysfs(self.netns, fn, self.path, *args)
+        with in_netns(self.netns):
+            return fn(self.path, *args)
+
+    def read_raw(self):
+        """Like read(), but a 'file' item returns its raw content (None if absent)."""
+        if self.kind != "file":
+            return self.read()
+        try:
+            return _read_file(self.path)
+        except (IOError, OSError) as e:
+            if e.errno == errno.ENOENT:
+                return None
+            raise NetstackError("read failed: %s" % (e.strerror or e), field=self.key)
+
+    def write_raw(self, value):
+        if self.kind != "file":
+            return self.write(value)
+        try:
+            if value is None:
+                if os.path.exists(self.path):
+                    os.unlink(self.path)
+            else:
+                atomic_write(self.path, value)
+        except (IOError, OSError) as e:
+            raise NetstackError("cannot write file: %s" % (e.strerror or e), field=self.key)
+
+    def exists(self):
+        try:
+            return self._do(_exists)
+        except OSError:
+            return False
+
+    def read(self):
+        """Current normalised value.  Raises NetstackError naming the key."""
+        try:
+            return normalize(self._do(_read_file))
+        except (IOError, OSError) as e:
+            if e.errno == errno.ENOENT:
+                where = " in netns %s" % self.netns if self.netns else ""
+                raise NetstackError("no such %s%s (%s does not exist)" % (self.kind, where, self.path),
+                                    field=self.key)
+            if e.errno in (errno.EACCES, errno.EPERM, errno.EINVAL):
+                raise NetstackError("cannot be read (%s): a write-only or restricted key cannot be "
+                                    "journaled" % os.strerror(e.errno), field=self.key)
+            raise NetstackError("read failed: %s" % (e.strerror or e), field=self.key)
+
+    def write(self, value):
+        """Write a normalised value; the kernel's refusal becomes a NetstackError naming the key."""
+        try:
+            self._do(_write_file, value)
+        except (IOError, OSError) as e:
+            reason = os.strerror(e.errno) if e.errno else str(e)
+            hint = ""
+            if e.errno == errno.EINVAL:
+                hint = " (value out of range or malformed for this key)"
+            elif e.errno in (errno.EPERM, errno.EACCES):
+                hint = " (not writable here; read-only key or namespace restriction)"
+            raise NetstackError("kernel rejected %r: %s%s" % (value, reason, hint), field=self.key,
+                                errno=e.errno)
+
+
+def _exists(path):
+    return os.path.exists(path)
+
+
+def file_path(path):
+    """Validate the path of a configuration file the engine may write."""
+    if not isinstance(path, str) or not os.path.isabs(path):
+        raise NetstackError("file path must be absolute", field=repr(path))
+    parts = path.split("/")[1:]
+    if any(p in ("", ".", "..") for p in parts):
+        raise NetstackError("file path may not contain empty, '.' or '..' components", field=path)
+    if path.startswith(("/proc/", "/sys/", "/dev/")):
+        raise NetstackError("not a configuration file path", field=path)
+    return path
+
+
+def fsync_dir(path):
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def atomic_write(path, text, mode=0o644):
+    """Write a file durably: temp file in the same directory, fsync, rename, fsync dir."""
+    d = os.path.dirname(path)
+    tmp = os.path.join(d, ".%s.netstack-tmp" % os.path.basename(path))
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    try:
+        os.write(fd, text.encode())
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.rename(tmp, path)
+    fsync_dir(d)
+
+
+def item_from_dict(d):
+    return Item(d["kind"], d["key"], d.get("netns"))

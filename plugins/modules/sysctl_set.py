@@ -1,0 +1,310 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: netstack.tuning contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+DOCUMENTATION = r"""
+---
+module: sysctl_set
+short_description: Set many sysctls at once, all-or-nothing, journaled and reversible
+version_added: 0.1.0
+description:
+  - Sets a dict of kernel parameters in one task. Every key is validated before anything is
+    written (the name must exist under C(/proc/sys) and may not escape it; the value must
+    have the shape the kernel holds, for example three integers for C(net.ipv4.tcp_rmem)).
+  - The changed keys are written as one transaction. If a key fails, the keys written
+    before it are restored and the error names the key and the kernel's reason.
+  - Every prior value is recorded durably in the journal under O(state_dir) before it is
+    overwritten, so M(netstack.tuning.netstack_journal) can roll back any change, also after
+    a crash of the process that wrote it.
+  - With O(confirm_timeout), a detached watchdog on the host restores the prior values
+    unless the change is confirmed with M(netstack.tuning.netstack_journal) in time, even if
+    the Ansible connection or the controller dies.
+  - Values are compared normalised, so C(4096  131072 6291456) equals C(4096 131072 6291456);
+    the task reports C(changed) only when a value really changes.
+  - Other managers of the same keys (sysctl.d and sysctl.conf files, an active tuned profile,
+    a running bpftune) are detected and reported.
+author:
+  - netstack.tuning contributors
+options:
+  sysctls:
+    description:
+      - Sysctl name to value. Names in dotted (C(net.core.somaxconn)) or slash form
+        (C(net/ipv4/conf/eth0.100/rp_filter)). Values are integers, strings, or lists of
+        integers for vector sysctls.
+      - With O(state=rolled_back) only the names are used.
+    type: dict
+  names:
+    description:
+      - Names of the sysctls to restore, with O(state=rolled_back), as an alternative to O(sysctls).
+    type: list
+    elements: str
+  state:
+    description:
+      - V(present) sets the values.
+      - V(rolled_back) restores the named keys to the values they had before netstack first
+        changed them (or before journal entry O(journal_id)); keys netstack never changed stay
+        as they are.
+    type: str
+    choices: [present, rolled_back]
+    default: present
+  persist:
+    description:
+      - V(runtime) changes the running kernel only.
+      - V(file) also writes the set to the drop-in O(persist_file) under O(persist_dir) so it
+        survives a reboot. The file is part of the same journaled transaction.
+    type: str
+    choices: [runtime, file]
+    default: runtime
+  persist_file:
+    description: Name of the drop-in (for example C(60-netstack.conf)). Required with O(persist=file).
+    type: str
+  persist_dir:
+    description: Directory of the drop-in.
+    type: path
+    default: /etc/sysctl.d
+  netns:
+    description:
+      - Name of a network namespace (as in C(ip netns)) whose C(net.*) sysctls to change.
+        Non-C(net.*) sysctls are global whatever the namespace.
+    type: str
+  confirm_timeout:
+    description:
+      - Seconds within which the change must be confirmed; V(0) disables commit-confirm.
+      - The returned RV(journal_id) is what to confirm.
+    type: int
+    default: 0
+  conflicts:
+    description: What to do when another manager sets one of the keys.
+    type: str
+    choices: [warn, fail, ignore]
+    default: warn
+  journal_id:
+    description: With O(state=rolled_back), restore the values from before this journal entry.
+    type: str
+  reason:
+    description: Why the change is made; recorded in the journal.
+    type: str
+    default: ""
+  state_dir:
+    description: Directory of the journal.
+    type: path
+    default: /var/lib/netstack
+attributes:
+  check_mode:
+    support: full
+  diff_mode:
+    support: full
+notes:
+  - Runs on the managed host; needs root to write most sysctls.
+seealso:
+  - module: netstack.tuning.netstack_journal
+  - module: ansible.posix.sysctl
+"""
+
+EXAMPLES = r"""
+- name: Apply a latency profile, reverted by the host unless confirmed within 120 s
+  netstack.tuning.sysctl_set:
+    sysctls:
+      net.core.somaxconn: 8192
+      net.ipv4.tcp_rmem: [4096, 131072, 6291456]
+      net.ipv4.tcp_congestion_control: cubic
+    confirm_timeout: 120
+    reason: nginx latency profile
+  register: applied
+
+- name: Confirm it
+  netstack.tuning.netstack_journal:
+    action: confirm
+    journal_id: "{{ applied.journal_id }}"
+  when: applied.journal_id is not none
+
+- name: Persist a set into a drop-in
+  netstack.tuning.sysctl_set:
+    sysctls:
+      net.ipv4.tcp_fastopen: 3
+    persist: file
+    persist_file: 60-netstack.conf
+
+- name: Change net.* sysctls inside a network namespace only
+  netstack.tuning.sysctl_set:
+    netns: lab1
+    sysctls:
+      net.ipv4.tcp_syn_retries: 4
+
+- name: Put keys back to what they were before netstack changed them
+  netstack.tuning.sysctl_set:
+    state: rolled_back
+    names: [net.core.somaxconn, net.ipv4.tcp_rmem]
+"""
+
+RETURN = r"""
+changes:
+  description: Keys whose value changed (or would change in check mode).
+  returned: always
+  type: list
+  elements: dict
+  sample: [{"key": "net.core.somaxconn", "before": "4096", "after": "8192"}]
+unchanged:
+  description: Keys already at the wanted value.
+  returned: always
+  type: list
+  elements: str
+journal_id:
+  description: Journal entry of the transaction, or null when nothing was written.
+  returned: always
+  type: str
+  sample: "000042"
+confirm_deadline:
+  description: Unix time by which the change must be confirmed, when O(confirm_timeout) is set.
+  returned: always
+  type: float
+conflicts:
+  description: Other managers of the keys (C(key), C(manager), C(where), C(value)).
+  returned: always
+  type: list
+  elements: dict
+persist_path:
+  description: Path of the drop-in, with O(persist=file).
+  returned: when persist is file
+  type: str
+recovered:
+  description: Journal entries of transactions interrupted by a crash that were restored first.
+  returned: when something was written
+  type: list
+  elements: str
+"""
+
+import os
+
+from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.netstack.tuning.plugins.module_utils.common import NetstackError
+from ansible_collections.netstack.tuning.plugins.module_utils import kstate
+from ansible_collections.netstack.tuning.plugins.module_utils import sysctl as sysctl_engine
+from ansible_collections.netstack.tuning.plugins.module_utils.journal import Journal
+
+
+def _diff(changes, path=None, file_before=None, file_after=None):
+    before = "".join("%s = %s\n" % (c.item.key, c.before) for c in changes)
+    after = "".join("%s = %s\n" % (c.item.key, c.after) for c in changes)
+    diffs = [{"before_header": "sysctl (running kernel)", "after_header": "sysctl (running kernel)",
+              "before": before, "after": after}]
+    if path and file_before != file_after:
+        diffs.append({"before_header": path, "after_header": path,
+                      "before": file_before or "", "after": file_after or ""})
+    return diffs
+
+
+def run(module):
+    p = module.params
+    journal = Journal(p["state_dir"])
+    netns = p["netns"]
+    if p["persist"] == "file" and netns:
+        raise NetstackError("persist=file cannot be combined with netns: a drop-in applies to "
+                            "the host namespace at boot", field="persist")
+    path = None
+    if p["persist"] == "file" or (p["state"] == "rolled_back" and p["persist_file"]):
+        if not p["persist_file"]:
+            raise NetstackError("required when persist=file", field="persist_file")
+        path = sysctl_engine.dropin_path(p["persist_file"], p["persist_dir"])
+        if not os.path.isdir(p["persist_dir"]):
+            raise NetstackError("directory %s does not exist" % p["persist_dir"], field="persist_dir")
+    if p["confirm_timeout"] < 0:
+        raise NetstackError("must be >= 0", field="confirm_timeout")
+
+    file_item = kstate.Item("file", path) if path else None
+    file_before = file_item.read_raw() if file_item else None
+    file_after = file_before
+
+    if p["state"] == "present":
+        if not p["sysctls"]:
+            raise NetstackError("required with state=present", field="sysctls")
+        changes = sysctl_engine.plan(p["sysctls"], netns)
+        if file_item:
+            file_after = sysctl_engine.render_dropin(changes)
+        keys = [c.item.key for c in changes]
+        conflicts = [] if p["conflicts"] == "ignore" else \
+            sysctl_engine.detect_conflicts(keys, own_files=[path] if path else [])
+        if conflicts and not netns:
+            msgs = ["%s is also set by %s (%s%s)" % (c["key"], c["manager"], c["where"],
+                                                      ", value %s" % c["value"] if c["value"] else "")
+                    for c in conflicts]
+            if p["conflicts"] == "fail":
+                raise NetstackError("other managers set these keys: " + "; ".join(msgs),
+                                    field="conflicts", conflicts=conflicts)
+            for m in msgs:
+                module.warn(m)
+        elif netns:
+            conflicts = []  # files and tuned apply to the host namespace, not this one
+    else:
+        names = list(p["names"] or []) + list((p["sysctls"] or {}).keys())
+        if not names:
+            raise NetstackError("state=rolled_back needs names or sysctls", field="names")
+        changes = sysctl_engine.plan_restore(names, journal, netns, p["journal_id"])
+        conflicts = []
+        if file_item:
+            orig = journal.original_values([file_item.ident()])
+            if file_item.ident() in orig:
+                file_after = orig[file_item.ident()]
+
+    changed_items = [c for c in changes if c.changed]
+    file_changed = file_item is not None and file_before != file_after
+    result = {
+        "changed": bool(changed_items) or file_changed,
+        "changes": [c.as_dict() for c in changed_items],
+        "unchanged": [c.item.key for c in changes if not c.changed],
+        "journal_id": None,
+        "confirm_deadline": None,
+        "conflicts": conflicts,
+    }
+    if path:
+        result["persist_path"] = path
+    if module._diff:
+        result["diff"] = _diff(changed_items, path, file_before, file_after)
+    if not result["changed"] or module.check_mode:
+        return result
+
+    writes = [(c.item, c.after) for c in changed_items]
+    if file_changed:
+        writes.append((file_item, file_after))
+    reason = p["reason"] or ("sysctl_set state=%s" % p["state"])
+    summary = journal.apply(writes, source="sysctl_set", reason=reason,
+                            confirm_timeout=p["confirm_timeout"])
+    result["journal_id"] = summary["id"]
+    result["confirm_deadline"] = summary["confirm_deadline"]
+    result["recovered"] = summary["recovered"]
+    return result
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec=dict(
+            sysctls=dict(type="dict"),
+            names=dict(type="list", elements="str"),
+            state=dict(type="str", default="present", choices=["present", "rolled_back"]),
+            persist=dict(type="str", default="runtime", choices=["runtime", "file"]),
+            persist_file=dict(type="str"),
+            persist_dir=dict(type="path", default="/etc/sysctl.d"),
+            netns=dict(type="str"),
+            confirm_timeout=dict(type="int", default=0),
+            conflicts=dict(type="str", default="warn", choices=["warn", "fail", "ignore"]),
+            journal_id=dict(type="str"),
+            reason=dict(type="str", default=""),
+            state_dir=dict(type="path", default="/var/lib/netstack"),
+        ),
+        mutually_exclusive=[("names", "sysctls")],
+        supports_check_mode=True,
+    )
+    try:
+        result = run(module)
+    except NetstackError as e:
+        module.fail_json(**e.as_dict())
+    module.exit_json(**result)
+
+
+if __name__ == "__main__":
+    main()
