@@ -142,8 +142,11 @@ class Journal(object):
         rec.setdefault("ts", time.time())
         line = (json.dumps(rec, sort_keys=True) + "\n").encode()
         new = not os.path.exists(self.path)
-        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o600)
         try:
+            size = os.fstat(fd).st_size
+            if size and os.pread(fd, 1, size - 1) != b"\n":
+                line = b"\n" + line  # a crash tore the last record: start on a fresh line
             os.write(fd, line)
             os.fsync(fd)
         finally:
@@ -231,8 +234,8 @@ class Journal(object):
                                             field=item.label())
             except NetstackError as e:
                 restored, restore_errors = self._restore([(i, d["before"]) for i, d in reversed(done)])
-                pos = [i.label() for i, _ in changes].index(e.field) + 1 if e.field in \
-                    [i.label() for i, _ in changes] else 0
+                pos = next((n + 1 for n, (i, _) in enumerate(changes)
+                            if e.field in (i.key, i.label())), 0)
                 if pos:
                     e.msg += " (key %d of %d; the %d key(s) written before it were restored)" % (
                         pos, len(changes), len(restored))

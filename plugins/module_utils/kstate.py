@@ -37,9 +37,9 @@ CLONE_NEWNS = 0x00020000
 MS_REC = 0x4000
 MS_SLAVE = 1 << 19
 
-_SYSCTL_RE = re.compile(r"^[A-Za-z0-9_\-.:/@+]+$")
+_SYSCTL_RE = re.compile(r"\A[A-Za-z0-9_\-.:/@+]+\Z")
 _GLOB_CHARS = set("*?[]{}")
-_INT_RE = re.compile(r"^-?\d+$")
+_INT_RE = re.compile(r"\A-?\d+\Z")
 
 
 # --------------------------------------------------------------------------- names

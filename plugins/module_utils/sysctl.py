@@ -22,7 +22,7 @@ from ansible_collections.netstack.tuning.plugins.module_utils import kstate
 SYSCTL_D_DIRS = ("/etc/sysctl.d", "/run/sysctl.d", "/usr/local/lib/sysctl.d", "/usr/lib/sysctl.d",
                  "/lib/sysctl.d")
 SYSCTL_CONF = "/etc/sysctl.conf"
-DROPIN_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*\.conf$")
+DROPIN_RE = re.compile(r"\A[A-Za-z0-9][A-Za-z0-9_.-]*\.conf\Z")
 
 
 class Change(object):

@@ -21,7 +21,7 @@ fail=0; passed=0; failed=0
 for t in "${targets[@]}"; do
   echo "=== integration target: $t"
   start=$(date +%s)
-  if ansible-playbook -i "$root/tests/integration/inventory.yml" "$here/target.yml" -e "netstack_target=$t" "${ANSIBLE_EXTRA_ARGS[@]:-}"; then
+  if ansible-playbook -i "$root/tests/integration/inventory.yml" "$here/target.yml" -e "netstack_target=$t" ${ANSIBLE_EXTRA_ARGS:-}; then
     echo "=== $t: PASSED in $(( $(date +%s) - start ))s"; passed=$((passed+1))
   else
     echo "=== $t: FAILED in $(( $(date +%s) - start ))s"; failed=$((failed+1)); fail=1
