@@ -155,7 +155,10 @@ def enter_netns(path):
             os.close(fd)
     except OSError as e:
         raise NetstackError("cannot enter network namespace at %s: %s" % (path, e.strerror or e), field="netns")
+    host_mnt = os.readlink("/proc/self/ns/mnt")
     _libc_call("unshare", "unshare(CLONE_NEWNS)", CLONE_NEWNS)
+    if os.readlink("/proc/self/ns/mnt") == host_mnt:  # never remount the host's /sys
+        raise NetstackError("unshare(CLONE_NEWNS) did not give a private mount namespace")
     _libc_call("mount", "make / rslave", b"", b"/", b"none", ctypes.c_ulong(MS_SLAVE | MS_REC), None)
     _libc().umount2(b"/sys", MNT_DETACH)  # may not be a mount point of its own
     _libc_call("mount", "mount sysfs", b"sysfs", b"/sys", b"sysfs", ctypes.c_ulong(0), None)

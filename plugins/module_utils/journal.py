@@ -257,6 +257,8 @@ class Journal(object):
         """Write back prior values; keep going past errors and report them."""
         restored, errors = [], []
         for item, before in pairs:
+            if item.netns and not os.path.exists(os.path.join(kstate.NETNS_DIR, item.netns)):
+                continue  # the namespace is gone, and its state with it: nothing to restore
             try:
                 if item.read_raw() != before:
                     item.write_raw(before)

@@ -325,3 +325,15 @@ def test_dropin_name_validation():
         with pytest.raises(NetstackError) as e:
             sysctl.dropin_path(bad)
         assert e.value.field == "persist_file"
+
+
+def test_rollback_skips_items_of_deleted_namespaces(tmp_path):
+    ns = NS + "-gone"
+    subprocess.run(["ip", "netns", "add", ns], check=True)
+    j = Journal(str(tmp_path))
+    try:
+        s = apply_set(j, ns, {"net.ipv4.tcp_syn_retries": 2})
+    finally:
+        subprocess.run(["ip", "netns", "del", ns], check=True)
+    assert j.rollback(s["id"]) == [s["id"]]
+    assert j.get(s["id"]).state == "rolled_back"

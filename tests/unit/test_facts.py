@@ -227,7 +227,9 @@ def test_interfaces_inside_a_netns():
                                "peer", "name", "nsu1"])
         subprocess.check_call(["ip", "netns", "exec", ns, "sh", "-c",
                                "echo 1 > /sys/class/net/nsu0/queues/rx-0/rps_cpus"])
+        mounts = _read("/proc/self/mountinfo")
         out = facts.gather(["interfaces", "kernel", "tcp"], netns=ns)
+        assert _read("/proc/self/mountinfo") == mounts  # the sysfs remount stayed in the child
         devs = out["interfaces"]["devices"]
         assert set(devs) == {"lo", "nsu0", "nsu1"}
         assert devs["nsu0"]["mtu"] == 1280 and devs["nsu0"]["virtual"] is True

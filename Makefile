@@ -1,0 +1,49 @@
+# netstack.tuning — developer entry points. `make demo` and `make test` are the two the
+# README promises; the rest are their parts.
+SHELL := /bin/bash
+VENV  := .venv
+BIN   := $(VENV)/bin
+PY    := $(BIN)/python
+export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
+export PATH := $(CURDIR)/$(BIN):$(PATH)
+SANITY_ROOT := build/sanity/ansible_collections/netstack/tuning
+
+.PHONY: setup demo test unit sanity lint integration molecule image lab-test bench bench-sysctl clean
+
+setup:            ## install system packages and the virtualenv (idempotent)
+	@scripts/bootstrap.sh
+
+demo: setup       ## the main job on this machine (safe lab form)
+	$(BIN)/ansible-playbook -i inventories/local/hosts.yml playbooks/demo.yml
+
+test: setup unit sanity lint integration molecule  ## everything CI runs
+	@echo "make test: all suites passed"
+
+unit:
+	$(PY) -m pytest tests/unit -q
+
+sanity:           ## ansible-test sanity on a copy placed at ansible_collections/netstack/tuning
+	@rm -rf build/sanity && mkdir -p $(SANITY_ROOT)
+	@git ls-files -co --exclude-standard | grep -v '^collections/' | rsync -a --files-from=- ./ $(SANITY_ROOT)/
+	@cd $(SANITY_ROOT) && git init -q && git add -A && \
+	  $(CURDIR)/$(BIN)/ansible-test sanity --python 3.11 --requirements --color no \
+	    --exclude tests/unit/ --exclude tests/integration/pytest/ --exclude tests/lab/ \
+	    --exclude benchmarks/ --exclude scripts/ --exclude .ci/
+
+lint:             ## ansible-lint, production profile, on roles and playbooks
+	$(BIN)/ansible-lint --profile production roles/ playbooks/
+
+integration:      ## modules against this machine's kernel, in throwaway namespaces
+	tests/integration/run.sh
+	$(PY) -m pytest tests/integration/pytest -q
+
+molecule:         ## roles on QEMU VMs (see docs/testing.md)
+	@if [ -x tests/lab/run-molecule.sh ]; then tests/lab/run-molecule.sh; else echo "molecule: no scenarios yet"; fi
+
+bench: bench-sysctl  ## all benchmarks; results under benchmarks/results/
+
+bench-sysctl:
+	$(PY) benchmarks/sysctl_apply.py --repeats 5
+
+clean:
+	rm -rf build .pytest_cache tests/output
