@@ -7,6 +7,9 @@ PY    := $(BIN)/python
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 SANITY_ROOT := build/sanity/ansible_collections/netstack/tuning
+# Test tooling, benchmarks and lab scripts run on the controller only, with Python 3.11;
+# sanity covers what ships to managed hosts (plugins/, roles/, playbooks/, docs).
+SANITY_EXCLUDE := tests/unit/ tests/integration/pytest/ tests/lab/ tests/vm/ benchmarks/ scripts/ .ci/ molecule/
 
 .PHONY: setup demo test unit sanity lint integration molecule image lab-test bench bench-sysctl clean
 
@@ -23,12 +26,13 @@ unit:
 	$(PY) -m pytest tests/unit -q
 
 sanity:           ## ansible-test sanity on a copy placed at ansible_collections/netstack/tuning
-	@rm -rf build/sanity && mkdir -p $(SANITY_ROOT)
+	@rm -rf build/sanity && mkdir -p $(SANITY_ROOT) ~/.ansible/test/cache
+	@v=$$(grep -oP "pip='\\K[0-9.]+" $(VENV)/lib/python3*/site-packages/ansible_test/_internal/python_requirements.py | head -1); \
+	  cp scripts/ansible_test_get_pip.py ~/.ansible/test/cache/get_pip_$${v//./_}.py
 	@git ls-files -co --exclude-standard | grep -v '^collections/' | rsync -a --files-from=- ./ $(SANITY_ROOT)/
 	@cd $(SANITY_ROOT) && git init -q && git add -A && \
-	  $(CURDIR)/$(BIN)/ansible-test sanity --python 3.11 --requirements --color no \
-	    --exclude tests/unit/ --exclude tests/integration/pytest/ --exclude tests/lab/ \
-	    --exclude benchmarks/ --exclude scripts/ --exclude .ci/
+	  excl=$$(for d in $(SANITY_EXCLUDE); do [ -e "$$d" ] && echo "--exclude $$d"; done); \
+	  $(CURDIR)/$(BIN)/ansible-test sanity --python 3.11 --requirements --color no $$excl
 
 lint:             ## ansible-lint, production profile, on roles and playbooks
 	$(BIN)/ansible-lint --profile production roles/ playbooks/

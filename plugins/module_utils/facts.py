@@ -20,48 +20,24 @@ __metaclass__ = type
 import ctypes
 import errno
 import glob
-import json
 import mmap
 import os
 import platform
 import re
-import select
-import signal
 import socket
 import struct
-import time
 
 from ansible_collections.netstack.tuning.plugins.module_utils.common import NetstackError, read_text, run, which
 from ansible_collections.netstack.tuning.plugins.module_utils.cpus import mask_to_cpus, parse_cpulist
+from ansible_collections.netstack.tuning.plugins.module_utils.nsutil import (
+    enter_netns, errno_text, in_child, libc, netns_path, new_netns)
 
 PROBES = ("kernel", "bpf", "bcc", "tcp", "qdiscs", "zerocopy", "cpu", "interfaces", "cgroups", "tuners")
 # Probes whose answer depends on the network namespace; with ``netns`` they run inside it.
 NETNS_PROBES = ("tcp", "interfaces")
-NETNS_DIR = "/var/run/netns"
-
-CLONE_NEWNS, CLONE_NEWNET = 0x00020000, 0x40000000
-MS_REC, MS_SLAVE, MNT_DETACH = 0x4000, 0x80000, 2
 SO_ZEROCOPY = 60
 # syscall numbers: (bpf, io_uring_setup, io_uring_register)
 _SYSCALLS = {"x86_64": (321, 425, 427), "aarch64": (280, 425, 427)}
-
-
-def errno_text(err):
-    """``22`` -> ``"EINVAL: Invalid argument"``."""
-    return "%s: %s" % (errno.errorcode.get(err, "E%d" % err), os.strerror(err))
-
-
-# --------------------------------------------------------------------------- syscalls
-
-_LIBC = None
-
-
-def _libc():
-    global _LIBC
-    if _LIBC is None:
-        _LIBC = ctypes.CDLL(None, use_errno=True)
-        _LIBC.syscall.restype = ctypes.c_long
-    return _LIBC
 
 
 def _syscall_nr(which_one):
@@ -73,100 +49,12 @@ def _syscall_nr(which_one):
 
 def _syscall(name, *args):
     """Call a raw syscall; return its result or raise OSError with the kernel's errno."""
-    ret = _libc().syscall(ctypes.c_long(_syscall_nr(name)), *args)
+    ret = libc().syscall(ctypes.c_long(_syscall_nr(name)), *args)
     if ret < 0:
         err = ctypes.get_errno()
         raise OSError(err, errno_text(err))
     return ret
 
-
-def _libc_call(fn, what, *args):
-    if getattr(_libc(), fn)(*args) != 0:
-        err = ctypes.get_errno()
-        raise OSError(err, "%s: %s" % (what, errno_text(err)))
-
-
-def in_child(work, setup=None, timeout=120):
-    """Run ``work()`` in a forked child (after ``setup()``), return its JSON-able result.
-
-    The child is where namespaces are entered or created, so the caller's process and the
-    host never change.  Exceptions in the child come back as NetstackError.
-    """
-    r, w = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # child: never returns
-        try:
-            os.close(r)
-            if setup:
-                setup()
-            payload = {"result": work()}
-        except NetstackError as e:
-            payload = {"error": e.msg, "field": e.field}
-        except BaseException as e:  # noqa: everything must reach the parent
-            payload = {"error": "%s: %s" % (type(e).__name__, e)}
-        try:
-            data = json.dumps(payload).encode("utf-8")
-            while data:
-                data = data[os.write(w, data):]
-        finally:
-            os._exit(0)
-    os.close(w)
-    chunks, deadline = [], time.time() + timeout
-    try:
-        while True:
-            ready = select.select([r], [], [], max(0.0, deadline - time.time()))[0]
-            if not ready:
-                os.kill(pid, signal.SIGKILL)
-                raise NetstackError("probe child timed out after %ss" % timeout)
-            chunk = os.read(r, 65536)
-            if not chunk:
-                break
-            chunks.append(chunk)
-    finally:
-        os.close(r)
-        os.waitpid(pid, 0)
-    try:
-        payload = json.loads(b"".join(chunks).decode("utf-8"))
-    except ValueError:
-        raise NetstackError("probe child died without an answer")
-    if "error" in payload:
-        raise NetstackError(payload["error"], field=payload.get("field"))
-    return payload["result"]
-
-
-def netns_path(name):
-    """Validate a named network namespace (``ip netns`` style) and return its path."""
-    if not isinstance(name, str) or not re.match(r"^[A-Za-z0-9_.@:+-]{1,64}$", name) or name in (".", ".."):
-        raise NetstackError("invalid network namespace name %r" % (name,), field="netns")
-    path = os.path.join(NETNS_DIR, name)
-    if not os.path.exists(path):
-        raise NetstackError("network namespace %r not found (no %s; create it with 'ip netns add %s')"
-                            % (name, path, name), field="netns")
-    return path
-
-
-def enter_netns(path):
-    """In a child: join a named netns and mount its own sysfs, as ``ip netns exec`` does."""
-    try:
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            _libc_call("setns", "setns(%s)" % path, fd, CLONE_NEWNET)
-        finally:
-            os.close(fd)
-    except OSError as e:
-        raise NetstackError("cannot enter network namespace at %s: %s" % (path, e.strerror or e), field="netns")
-    host_mnt = os.readlink("/proc/self/ns/mnt")
-    _libc_call("unshare", "unshare(CLONE_NEWNS)", CLONE_NEWNS)
-    if os.readlink("/proc/self/ns/mnt") == host_mnt:  # never remount the host's /sys
-        raise NetstackError("unshare(CLONE_NEWNS) did not give a private mount namespace")
-    _libc_call("mount", "make / rslave", b"", b"/", b"none", ctypes.c_ulong(MS_SLAVE | MS_REC), None)
-    _libc().umount2(b"/sys", MNT_DETACH)  # may not be a mount point of its own
-    _libc_call("mount", "mount sysfs", b"sysfs", b"/sys", b"sysfs", ctypes.c_ulong(0), None)
-
-
-def new_netns():
-    """In a child: a fresh, empty network namespace that vanishes when the child exits."""
-    _libc_call("unshare", "unshare(CLONE_NEWNET)", CLONE_NEWNET)
 
 
 # --------------------------------------------------------------------------- kernel
@@ -495,7 +383,7 @@ def probe_cpu(sysfs="/sys/devices/system"):
         "smt_active": None if smt is None else smt == "1",
         "smt_control": read_text(os.path.join(cpu_dir, "smt", "control")),
         "thread_siblings": siblings,
-        "packages": {k: v for k, v in sorted(packages.items())},
+        "packages": dict(sorted(packages.items())),
         "numa_nodes": nodes,
     }
 

@@ -34,6 +34,7 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+import contextlib
 import fcntl
 import json
 import os
@@ -116,27 +117,22 @@ class Journal(object):
             os.makedirs(self.dir, 0o700)
             kstate.fsync_dir(os.path.dirname(self.dir.rstrip("/")) or "/")
 
+    @contextlib.contextmanager
     def lock(self):
         """Re-entrant exclusive lock (flock) over the journal."""
-        j = self
-
-        class _L(object):
-            def __enter__(self_):
-                if j._depth == 0:
-                    j.ensure()
-                    j._lock_fd = os.open(j.lock_path, os.O_RDWR | os.O_CREAT, 0o600)
-                    fcntl.flock(j._lock_fd, fcntl.LOCK_EX)
-                j._depth += 1
-                return j
-
-            def __exit__(self_, *exc):
-                j._depth -= 1
-                if j._depth == 0:
-                    fcntl.flock(j._lock_fd, fcntl.LOCK_UN)
-                    os.close(j._lock_fd)
-                    j._lock_fd = None
-                return False
-        return _L()
+        if self._depth == 0:
+            self.ensure()
+            self._lock_fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+            fcntl.flock(self._lock_fd, fcntl.LOCK_EX)
+        self._depth += 1
+        try:
+            yield self
+        finally:
+            self._depth -= 1
+            if self._depth == 0:
+                fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
+                os.close(self._lock_fd)
+                self._lock_fd = None
 
     def _append(self, rec):
         rec.setdefault("ts", time.time())
@@ -234,8 +230,8 @@ class Journal(object):
                                             field=item.label())
             except NetstackError as e:
                 restored, restore_errors = self._restore([(i, d["before"]) for i, d in reversed(done)])
-                pos = next((n + 1 for n, (i, _) in enumerate(changes)
-                            if e.field in (i.key, i.label())), 0)
+                pos = next((n + 1 for n, (it, _v) in enumerate(changes)
+                            if e.field in (it.key, it.label())), 0)
                 if pos:
                     e.msg += " (key %d of %d; the %d key(s) written before it were restored)" % (
                         pos, len(changes), len(restored))

@@ -12,8 +12,8 @@ Network namespaces: net.* sysctls are per namespace.  Procfs resolves /proc/sys/
 against the *calling thread's* network namespace, so ``in_netns`` switches the thread
 with setns(2) for the duration of a read/write and switches back.  Sysfs is different:
 /sys/class/net shows the namespace of whoever mounted sysfs, so sysfs items inside a
-namespace are handled in a short-lived child that mounts its own sysfs (what
-``ip netns exec`` does).
+namespace are handled in a short-lived child that mounts its own sysfs in a private
+mount namespace (nsutil.enter_netns, what ``ip netns exec`` does).
 """
 
 from __future__ import absolute_import, division, print_function
@@ -21,21 +21,16 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 import contextlib
-import ctypes
 import errno
-import json
 import os
 import re
 
 from ansible_collections.netstack.tuning.plugins.module_utils.common import NetstackError
+from ansible_collections.netstack.tuning.plugins.module_utils import nsutil
 
 PROC_SYS = "/proc/sys"
 SYS = "/sys"
-NETNS_DIR = "/var/run/netns"
-CLONE_NEWNET = 0x40000000
-CLONE_NEWNS = 0x00020000
-MS_REC = 0x4000
-MS_SLAVE = 1 << 19
+NETNS_DIR = nsutil.NETNS_DIR
 
 _SYSCTL_RE = re.compile(r"\A[A-Za-z0-9_\-.:/@+]+\Z")
 _GLOB_CHARS = set("*?[]{}")
@@ -146,25 +141,9 @@ def check_type(key, current, wanted):
 
 # --------------------------------------------------------------------------- namespaces
 
-_libc = None
-
-
-def _setns(fd, nstype):
-    global _libc
-    if _libc is None:
-        _libc = ctypes.CDLL(None, use_errno=True)
-    if _libc.setns(fd, nstype) != 0:
-        e = ctypes.get_errno()
-        raise OSError(e, os.strerror(e))
-
-
 def netns_file(name):
-    if not name or "/" in name or name in (".", ".."):
-        raise NetstackError("invalid network namespace name", field="netns")
-    path = os.path.join(NETNS_DIR, name)
-    if not os.path.exists(path):
-        raise NetstackError("network namespace %r does not exist (no %s)" % (name, path), field="netns")
-    return path
+    """Path of a named network namespace; NetstackError naming ``netns`` if it is not there."""
+    return nsutil.netns_path(name)
 
 
 @contextlib.contextmanager
@@ -178,61 +157,34 @@ def in_netns(name):
     try:
         target = os.open(path, os.O_RDONLY)
         try:
-            _setns(target, CLONE_NEWNET)
+            nsutil.libc_call("setns", "setns(%s)" % path, target, nsutil.CLONE_NEWNET)
         finally:
             os.close(target)
         try:
             yield
         finally:
-            _setns(own, CLONE_NEWNET)
+            nsutil.libc_call("setns", "setns(back)", own, nsutil.CLONE_NEWNET)
     finally:
         os.close(own)
 
 
 def _in_child_with_sysfs(netns, func, *args):
-    """Run func(*args) in a forked child that has entered ``netns`` and mounted its sysfs.
+    """func(*args) in a forked child inside ``netns`` with that namespace's own sysfs.
 
-    Returns func's JSON-serialisable result; re-raises NetstackError/OSError messages.
+    OSErrors come back as (errno, text) so callers can map them like local ones.
     """
     path = netns_file(netns)
-    r, w = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # child
-        os.close(r)
-        out = {}
+
+    def work():
         try:
-            fd = os.open(path, os.O_RDONLY)
-            _setns(fd, CLONE_NEWNET)
-            if _libc.unshare(CLONE_NEWNS) != 0:
-                raise OSError(ctypes.get_errno(), "unshare(CLONE_NEWNS)")
-            _libc.mount(b"none", b"/", None, MS_REC | MS_SLAVE, None)
-            _libc.umount2(b"/sys", 2)  # MNT_DETACH
-            if _libc.mount(b"sysfs", b"/sys", b"sysfs", 0, None) != 0:
-                raise OSError(ctypes.get_errno(), "mount sysfs")
-            out = {"ok": func(*args)}
-        except NetstackError as e:
-            out = {"err": e.msg, "field": e.field}
-        except (OSError, IOError) as e:
-            out = {"oserr": [e.errno or 0, e.strerror or str(e)]}
-        except Exception as e:  # pragma: no cover - reported to the parent
-            out = {"err": repr(e)}
-        os.write(w, json.dumps(out).encode())
-        os._exit(0)
-    os.close(w)
-    chunks = []
-    while True:
-        b = os.read(r, 65536)
-        if not b:
-            break
-        chunks.append(b)
-    os.close(r)
-    os.waitpid(pid, 0)
-    res = json.loads(b"".join(chunks).decode() or "{}")
-    if "ok" in res:
-        return res["ok"]
+            return {"ok": func(*args)}
+        except (IOError, OSError) as e:
+            return {"oserr": [e.errno or 0, e.strerror or str(e)]}
+
+    res = nsutil.in_child(work, setup=lambda: nsutil.enter_netns(path))
     if "oserr" in res:
         raise OSError(res["oserr"][0], res["oserr"][1])
-    raise NetstackError(res.get("err", "netns helper failed"), field=res.get("field"))
+    return res["ok"]
 
 
 # --------------------------------------------------------------------------- I/O

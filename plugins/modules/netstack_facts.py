@@ -25,7 +25,7 @@ description:
     capabilities can detect conflicts.
   - docs/facts.md in the collection describes every fact and how it is probed.
 author:
-  - netstack.tuning contributors
+  - netstack.tuning maintainers (@netstack-tuning)
 options:
   gather_subset:
     description:
@@ -42,11 +42,14 @@ options:
     type: str
 attributes:
   check_mode:
+    description: Can run in check_mode and return changed status prediction without modifying target.
     support: full
     details: The module never changes anything, so check mode runs it unchanged.
   diff_mode:
+    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
     support: none
   facts:
+    description: Action returns an C(ansible_facts) dictionary that will update existing host facts.
     support: full
 notes:
   - Needs root (C(CAP_SYS_ADMIN)/C(CAP_BPF), C(CAP_NET_ADMIN)) for the BPF, qdisc and netns

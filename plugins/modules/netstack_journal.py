@@ -22,7 +22,7 @@ description:
   - V(recover) restores transactions whose writing process died before finishing.
   - V(list) returns the transactions.
 author:
-  - netstack.tuning contributors
+  - netstack.tuning maintainers (@netstack-tuning)
 options:
   action:
     description: What to do.
@@ -42,8 +42,10 @@ options:
     default: 50
 attributes:
   check_mode:
+    description: Can run in check_mode and return changed status prediction without modifying target.
     support: full
   diff_mode:
+    description: Returns no diff; the entries acted on are in the result.
     support: none
 seealso:
   - module: netstack.tuning.sysctl_set

@@ -29,7 +29,7 @@ description:
   - Other managers of the same keys (sysctl.d and sysctl.conf files, an active tuned profile,
     a running bpftune) are detected and reported.
 author:
-  - netstack.tuning contributors
+  - netstack.tuning maintainers (@netstack-tuning)
 options:
   sysctls:
     description:
@@ -96,8 +96,10 @@ options:
     default: /var/lib/netstack
 attributes:
   check_mode:
+    description: Can run in check_mode and return changed status prediction without modifying target.
     support: full
   diff_mode:
+    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
     support: full
 notes:
   - Runs on the managed host; needs root to write most sysctls.
@@ -230,8 +232,8 @@ def run(module):
         conflicts = [] if p["conflicts"] == "ignore" else \
             sysctl_engine.detect_conflicts(keys, own_files=[path] if path else [])
         if conflicts and not netns:
-            msgs = ["%s is also set by %s (%s%s)" % (c["key"], c["manager"], c["where"],
-                                                      ", value %s" % c["value"] if c["value"] else "")
+            msgs = ["%s is also set by %s (%s%s)"
+                    % (c["key"], c["manager"], c["where"], ", value %s" % c["value"] if c["value"] else "")
                     for c in conflicts]
             if p["conflicts"] == "fail":
                 raise NetstackError("other managers set these keys: " + "; ".join(msgs),

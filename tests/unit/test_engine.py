@@ -337,3 +337,26 @@ def test_rollback_skips_items_of_deleted_namespaces(tmp_path):
         subprocess.run(["ip", "netns", "del", ns], check=True)
     assert j.rollback(s["id"]) == [s["id"]]
     assert j.get(s["id"]).state == "rolled_back"
+
+
+def _host_sys_mounts():
+    return sorted(line.split()[4] for line in open("/proc/self/mountinfo") if " /sys" in line)
+
+
+def test_sysfs_item_inside_netns_is_journaled_and_host_untouched(netns, tmp_path):
+    """A sysfs attribute of an interface that exists only in the namespace."""
+    subprocess.run(["ip", "-n", netns, "link", "add", "nsv0", "type", "veth", "peer", "name", "nsv1"], check=True)
+    mounts = _host_sys_mounts()
+    item = kstate.Item("sysfs", "/sys/class/net/nsv0/mtu", netns)
+    assert item.read() == "1500"
+    assert not os.path.exists("/sys/class/net/nsv0")  # the host cannot see it
+    j = Journal(str(tmp_path))
+    s = j.apply([(item, "1400")])
+    out = subprocess.run(["ip", "-n", netns, "-o", "link", "show", "nsv0"], capture_output=True, text=True).stdout
+    assert "mtu 1400" in out
+    j.rollback(s["id"])
+    assert item.read() == "1500"
+    assert _host_sys_mounts() == mounts
+    with pytest.raises(NetstackError) as e:
+        kstate.Item("sysfs", "/sys/class/net/nsv0/no_such_attr", netns).read()
+    assert e.value.field == "/sys/class/net/nsv0/no_such_attr"

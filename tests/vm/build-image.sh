@@ -148,16 +148,27 @@ UseDNS no
 EOF
 
 # QEMU user-mode networking: the guest is always 10.0.2.15, the host side 10.0.2.2.
-mkdir -p "$rootdir/etc/systemd/network"
-cat > "$rootdir/etc/systemd/network/10-eth0.network" <<'EOF'
-[Match]
-Name=eth0
+# A oneshot unit rather than systemd-networkd: networkd waits for udev, which costs
+# seconds under software emulation, and eth0 already exists (the initramfs loads
+# virtio_net; net.ifnames=0 keeps the name).
+cat > "$rootdir/etc/systemd/system/netstack-eth0.service" <<'EOF'
+[Unit]
+Description=netstack test VM: static address on eth0 (QEMU user-mode network)
+DefaultDependencies=no
+After=local-fs.target
+Before=network.target ssh.service
+Wants=network.target
 
-[Network]
-Address=10.0.2.15/24
-Gateway=10.0.2.2
-LinkLocalAddressing=no
-IPv6AcceptRA=no
+[Service]
+Type=oneshot
+RemainAfterExit=yes
+ExecStart=/sbin/ip link set lo up
+ExecStart=/sbin/ip link set eth0 up
+ExecStart=/sbin/ip addr replace 10.0.2.15/24 dev eth0
+ExecStart=/sbin/ip route replace default via 10.0.2.2 dev eth0
+
+[Install]
+WantedBy=multi-user.target
 EOF
 mkdir -p "$rootdir/etc/systemd/system.conf.d"
 cat > "$rootdir/etc/systemd/system.conf.d/netstack-test.conf" <<'EOF'
@@ -165,11 +176,12 @@ cat > "$rootdir/etc/systemd/system.conf.d/netstack-test.conf" <<'EOF'
 DefaultTimeoutStartSec=30s
 DefaultTimeoutStopSec=10s
 EOF
-chroot "$rootdir" systemctl enable --quiet systemd-networkd.service
+chroot "$rootdir" systemctl enable --quiet netstack-eth0.service
 # Not needed in a throwaway test VM, and each costs seconds under software emulation.
 chroot "$rootdir" systemctl mask --quiet \
-  systemd-networkd-wait-online.service apt-daily.timer apt-daily-upgrade.timer \
-  e2scrub_all.timer e2scrub_reap.service fstrim.timer getty@tty1.service \
+  systemd-networkd.service systemd-networkd-wait-online.service systemd-binfmt.service \
+  apt-daily.timer apt-daily-upgrade.timer e2scrub_all.timer e2scrub_reap.service \
+  fstrim.timer getty@tty1.service \
   systemd-timesyncd.service 2>/dev/null || true
 # Roles start these when they need them (the guest boots faster without them).
 chroot "$rootdir" systemctl disable --quiet nginx.service redis-server.service

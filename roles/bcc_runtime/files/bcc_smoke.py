@@ -1,4 +1,3 @@
-#!/usr/bin/python3
 """Compile and load a trivial sockops program with bcc: proves the headers and toolchain work."""
 import json
 import sys
