@@ -56,8 +56,8 @@ def _syscall(name, *args):
     return ret
 
 
-
 # --------------------------------------------------------------------------- kernel
+
 
 def kernel_version_code(release):
     """``"6.18.44-fc"`` -> ``(6, 18, 44)``."""

@@ -41,10 +41,10 @@ accel() {
   if [ -r /dev/kvm ] && [ -w /dev/kvm ]; then
     img=$(image_dir)
     log=$(mktemp)
-    timeout 20 qemu-system-x86_64 -accel kvm -cpu host -machine q35 -m 256 -smp 1 \
+    ( timeout 20 qemu-system-x86_64 -accel kvm -cpu host -machine q35 -m 256 -smp 1 \
       -nodefaults -display none -no-reboot -monitor none -serial file:"$log" \
       -kernel "$img/vmlinuz" -append "console=ttyS0 panic=-1 rdinit=/none init=/none" \
-      >/dev/null 2>&1 || true
+      >/dev/null 2>&1 ) 2>/dev/null || true
     grep -q 'Kernel panic' "$log" && result=kvm
     rm -f "$log"
   fi
@@ -76,7 +76,7 @@ start() {
   for try in 1 2 3; do
     port=$(free_port)
     if qemu-system-x86_64 \
-        -name "$name" -machine q35 -accel "$accel" -cpu "$cpu" \
+        -name "$name" -machine pc -accel "$accel" -cpu "$cpu" \
         -smp "${NETSTACK_VM_CPUS:-2}" -m "${NETSTACK_VM_MEMORY:-1024}" \
         -nodefaults -display none -no-reboot \
         -kernel "$img/vmlinuz" -initrd "$img/initrd.img" \
