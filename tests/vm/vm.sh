@@ -41,10 +41,10 @@ accel() {
   if [ -r /dev/kvm ] && [ -w /dev/kvm ]; then
     img=$(image_dir)
     log=$(mktemp)
-    ( timeout 20 qemu-system-x86_64 -accel kvm -cpu host -machine q35 -m 256 -smp 1 \
+    ( timeout 20 qemu-system-x86_64 -accel kvm -cpu host -machine pc -m 256 -smp 1 \
       -nodefaults -display none -no-reboot -monitor none -serial file:"$log" \
       -kernel "$img/vmlinuz" -append "console=ttyS0 panic=-1 rdinit=/none init=/none" \
-      >/dev/null 2>&1 ) 2>/dev/null || true
+      >/dev/null 2>&1 || true ) 2>/dev/null   # (quiet even when qemu aborts)
     grep -q 'Kernel panic' "$log" && result=kvm
     rm -f "$log"
   fi
