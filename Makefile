@@ -35,7 +35,7 @@ sanity:           ## ansible-test sanity on a copy placed at ansible_collections
 	  $(CURDIR)/$(BIN)/ansible-test sanity --python 3.11 --requirements --color no $$excl
 
 lint:             ## ansible-lint, production profile, on roles and playbooks
-	$(BIN)/ansible-lint --profile production roles/ playbooks/
+	$(BIN)/ansible-lint --profile production roles/ playbooks/ tests/integration/targets/
 
 integration:      ## modules against this machine's kernel, in throwaway namespaces
 	tests/integration/run.sh

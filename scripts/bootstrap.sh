@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 
 APT_PKGS=(
   python3 python3-venv python3-jsonschema python3-bpfcc bpfcc-tools
-  iproute2 procps kmod openssh-client openssh-server rsync git make gcc
+  iproute2 procps kmod openssh-client openssh-server rsync git make gcc shellcheck
   nginx wrk redis-server
   qemu-system-x86 qemu-utils mmdebstrap busybox-static cpio xz-utils
 )

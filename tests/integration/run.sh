@@ -17,11 +17,12 @@ if [ ${#targets[@]} -eq 0 ]; then
     targets+=("$t")
   done
 fi
+read -r -a extra <<< "${ANSIBLE_EXTRA_ARGS:-}"  # e.g. ANSIBLE_EXTRA_ARGS="-vv"
 fail=0; passed=0; failed=0
 for t in "${targets[@]}"; do
   echo "=== integration target: $t"
   start=$(date +%s)
-  if ansible-playbook -i "$root/tests/integration/inventory.yml" "$here/target.yml" -e "netstack_target=$t" ${ANSIBLE_EXTRA_ARGS:-}; then
+  if ansible-playbook -i "$root/tests/integration/inventory.yml" "$here/target.yml" -e "netstack_target=$t" "${extra[@]}"; then
     echo "=== $t: PASSED in $(( $(date +%s) - start ))s"; passed=$((passed+1))
   else
     echo "=== $t: FAILED in $(( $(date +%s) - start ))s"; failed=$((failed+1)); fail=1

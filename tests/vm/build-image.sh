@@ -27,7 +27,7 @@ packages=(
   systemd systemd-sysv udev dbus
   openssh-server python3 python3-apt
   iproute2 procps kmod iputils-ping ethtool
-  python3-bpfcc bpftool
+  python3-bpfcc bpfcc-tools bpftool
   linux-image-amd64 linux-headers-amd64
   nginx redis-server
 )

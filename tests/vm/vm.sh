@@ -5,7 +5,8 @@
 #   vm.sh image                      build the image if its recipe changed; print its dir
 #   vm.sh accel                      print kvm or tcg: kvm only if it really runs a guest here
 #   vm.sh start NAME STATEDIR        boot NAME from a fresh qcow2 overlay in STATEDIR/NAME;
-#                                    prints one JSON line {name, address, port, user, ...}
+#                                    prints one JSON line {instance, address, port, user,
+#                                    identity_file, pid, accel, kernel, console}
 #   vm.sh wait NAME STATEDIR [SECS]  wait until root can log in over ssh (default 300 s)
 #   vm.sh ssh NAME STATEDIR [CMD..]  ssh into NAME as root (for debugging)
 #   vm.sh stop NAME STATEDIR         stop NAME and delete its overlay and state
@@ -78,9 +79,9 @@ start() {
     if qemu-system-x86_64 \
         -name "$name" -machine pc -accel "$accel" -cpu "$cpu" \
         -smp "${NETSTACK_VM_CPUS:-2}" -m "${NETSTACK_VM_MEMORY:-1024}" \
-        -nodefaults -display none -no-reboot \
+        -nodefaults -display none \
         -kernel "$img/vmlinuz" -initrd "$img/initrd.img" \
-        -append "console=ttyS0 root=/dev/vda rw net.ifnames=0 systemd.hostname=$name panic=-1 mitigations=off quiet" \
+        -append "console=ttyS0 root=/dev/vda rw net.ifnames=0 systemd.hostname=$name panic=10 mitigations=off quiet" \
         -drive file="$dir/disk.qcow2",if=virtio,format=qcow2,cache=unsafe,discard=unmap \
         -netdev user,id=net0,restrict=on,hostfwd=tcp:127.0.0.1:"$port"-:22 \
         -device virtio-net-pci,netdev=net0 \
@@ -96,7 +97,7 @@ start() {
   echo "$port" > "$dir/port"
   echo "$accel" > "$dir/accel"
   date +%s.%N > "$dir/started"
-  printf '{"name": "%s", "address": "127.0.0.1", "port": %s, "user": "root", "identity_file": "%s", "pid": %s, "accel": "%s", "console": "%s", "kernel": "%s"}\n' \
+  printf '{"instance": "%s", "address": "127.0.0.1", "port": %s, "user": "root", "identity_file": "%s", "pid": %s, "accel": "%s", "console": "%s", "kernel": "%s"}\n' \
     "$name" "$port" "$key" "$(cat "$dir/qemu.pid")" "$accel" "$dir/console.log" "$(cat "$img/kernel-release")"
 }
 
