@@ -1,0 +1,264 @@
+# -*- coding: utf-8 -*-
+# Copyright: netstack.tuning contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The sysctl study loop (controller side): Optuna proposes, a real benchmark scores.
+
+``run_study`` is independent of Ansible: it takes ``run_trial(sysctls, prune_p99_above,
+repeats)``, a callable that applies a set on the host (commit-confirmed through the
+journal), benchmarks it, reverts it and returns the metrics.  The action plugin
+``sysctl_study`` passes one that runs the ``sysctl_trial`` module; tests and the
+optimizer benchmark pass synthetic ones.
+
+Noise handling: each trial is scored by the median p99 over ``repeats`` runs; a trial
+whose first run is far worse than the baseline is pruned; the winner is re-measured in
+interleaved rounds against the kernel defaults (and tuned's network-latency profile)
+and accepted only if a one-sided Mann-Whitney U test says it is better (p < alpha).
+Constraints: zero errors, and throughput at least ``min_rps_ratio`` of the baseline.
+"""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import os
+import time
+
+from ansible_collections.netstack.tuning.plugins.module_utils.common import NetstackError
+from ansible_collections.netstack.tuning.plugins.module_utils import searchspace, stats
+
+SAMPLERS = ("tpe", "random", "cmaes", "nsga2")
+
+# tuned's network-latency profile (tuned 2.x: profiles/network-latency/tuned.conf, which
+# includes latency-performance): its [sysctl] settings, used as the hand-tuned arm.
+# CPU governor / PM QoS settings of those profiles are not sysctls and are not applied.
+TUNED_NETWORK_LATENCY = {
+    "net.core.busy_read": "50",
+    "net.core.busy_poll": "50",
+    "net.ipv4.tcp_fastopen": "3",
+    "kernel.numa_balancing": "0",
+    "kernel.hung_task_timeout_secs": "600",
+    "kernel.nmi_watchdog": "0",
+    "vm.stat_interval": "10",
+    "kernel.timer_migration": "0",
+    "vm.dirty_ratio": "10",
+    "vm.dirty_background_ratio": "3",
+    "vm.swappiness": "10",
+}
+
+
+def _optuna():
+    try:
+        import optuna
+    except ImportError:
+        raise NetstackError("optuna is not installed on the controller (pip install -r requirements.txt)",
+                            field="sampler")
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    return optuna
+
+
+def _constraints(trial):
+    return trial.user_attrs.get("constraints", [0.0])
+
+
+def make_sampler(name, seed=None, multi=False):
+    optuna = _optuna()
+    if name == "tpe":
+        return optuna.samplers.TPESampler(multivariate=True, seed=seed, constraints_func=_constraints)
+    if name == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    if name == "cmaes":
+        return optuna.samplers.CmaEsSampler(seed=seed, warn_independent_sampling=False)
+    if name == "nsga2":
+        return optuna.samplers.NSGAIISampler(seed=seed, constraints_func=_constraints,
+                                             population_size=8)
+    raise NetstackError("unknown sampler %r (one of %s)" % (name, ", ".join(SAMPLERS)), field="sampler")
+
+
+def storage_url(storage):
+    """A path becomes an SQLite URL; URLs (sqlite:///, postgresql://, ...) pass through."""
+    if not storage:
+        raise NetstackError("a storage path or SQLAlchemy URL is needed", field="storage")
+    if "://" in storage:
+        return storage
+    path = os.path.abspath(os.path.expanduser(storage))
+    d = os.path.dirname(path)
+    if not os.path.isdir(d):
+        os.makedirs(d)
+    return "sqlite:///" + path
+
+
+def open_study(storage, study_name, sampler="tpe", objectives=("p99",), seed=None):
+    optuna = _optuna()
+    multi = len(objectives) > 1
+    if sampler == "nsga2" and not multi:
+        raise NetstackError("nsga2 is for two objectives: set objectives [p99, rps]", field="sampler")
+    if sampler == "cmaes" and multi:
+        raise NetstackError("cmaes optimises one objective", field="sampler")
+    directions = ["minimize" if o != "rps" else "maximize" for o in objectives]
+    try:
+        return optuna.create_study(storage=storage_url(storage), study_name=study_name, directions=directions,
+                                   sampler=make_sampler(sampler, seed, multi), load_if_exists=True)
+    except ValueError as e:  # e.g. directions differ from an existing study of that name
+        raise NetstackError("cannot open study %r: %s" % (study_name, e), field="study_name")
+
+
+def fail_stale(study, host):
+    """Trials of this host left RUNNING by an interrupted run become FAIL (resume)."""
+    optuna = _optuna()
+    stale = []
+    for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+        if t.user_attrs.get("host") == host:
+            study.tell(t.number, state=optuna.trial.TrialState.FAIL)
+            stale.append(t.number)
+    return stale
+
+
+def finished(study, host=None):
+    optuna = _optuna()
+    states = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED, optuna.trial.TrialState.FAIL)
+    return [t for t in study.get_trials(deepcopy=False, states=states)
+            if host is None or t.user_attrs.get("host") == host]
+
+
+def best_trial(study, objectives):
+    """Lowest p99 among complete trials that meet every constraint."""
+    optuna = _optuna()
+    ok = [t for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+          if all(c <= 0 for c in _constraints(t))]
+    if not ok:
+        return None
+    return min(ok, key=lambda t: t.values[0])
+
+
+def _objective_values(metrics, objectives):
+    return [metrics["rps"] if o == "rps" else metrics[o] for o in objectives]
+
+
+def run_study(space, run_trial, n_trials, storage, study_name, current, sampler="tpe",
+              objectives=("p99",), seed=None, host="", log=None, verify_rounds=5,
+              tuned_sysctls=None, min_rps_ratio=0.95, prune_factor=2.0, alpha=0.05):
+    """Run (or resume) a study to ``n_trials`` finished trials of this host, verify the
+    winner, and return a result dict (see the sysctl_study action plugin's RETURN)."""
+    optuna = _optuna()
+    log = log or (lambda msg: None)
+    t_start = time.time()
+    study = open_study(storage, study_name, sampler, objectives, seed)
+    stale = fail_stale(study, host)
+    if stale:
+        log("resume: trials %s of %s were interrupted and are marked failed" % (stale, host))
+
+    base = run_trial({}, None, None)
+    if not base.get("ok"):
+        raise NetstackError("baseline benchmark failed: %s" % base.get("error"), field="bench")
+    bm = base["metrics"]
+    log("baseline (kernel defaults): p99 %.3f ms, %.0f req/s, errors %d" % (bm["p99"], bm["rps"], bm["errors"]))
+    study.set_user_attr("baseline:%s" % host, {"p99": bm["p99"], "rps": bm["rps"]})
+
+    done = len(finished(study, host))
+    todo = max(0, n_trials - done)
+    if done:
+        log("resume: %d trials already finished for %s, %d to go" % (done, host, todo))
+    for i in range(todo):
+        trial = study.ask()
+        trial.set_user_attr("host", host)
+        values = searchspace.suggest(trial, space)
+        sysctls = searchspace.to_sysctls(space, values, current)
+        res = run_trial(sysctls, prune_factor * bm["p99"] if prune_factor else None, None)
+        n = done + i + 1
+        if not res.get("ok"):
+            trial.set_user_attr("error", str(res.get("error"))[:500])
+            study.tell(trial, state=optuna.trial.TrialState.FAIL)
+            log("trial %d/%d #%d FAILED: %s" % (n, n_trials, trial.number, res.get("error")))
+            continue
+        m = res["metrics"]
+        trial.set_user_attr("metrics", {k: m[k] for k in ("p50", "p90", "p99", "p999", "rps", "errors")})
+        trial.set_user_attr("sysctls", sysctls)
+        if res.get("pruned"):
+            study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+            log("trial %d/%d #%d pruned: first run p99 %.3f ms > %.1fx baseline"
+                % (n, n_trials, trial.number, m["p99"], prune_factor))
+            continue
+        cons = [float(m["errors"]), min_rps_ratio * bm["rps"] - m["rps"]]
+        trial.set_user_attr("constraints", cons)
+        if sampler == "cmaes" and any(c > 0 for c in cons):
+            study.tell(trial, state=optuna.trial.TrialState.FAIL)  # CMA-ES has no constraints
+        else:
+            study.tell(trial, _objective_values(m, objectives))
+        best = best_trial(study, objectives)
+        log("trial %d/%d #%d p99 %.3f ms, %.0f req/s%s; best so far: %s"
+            % (n, n_trials, trial.number, m["p99"], m["rps"],
+               " (infeasible: %s)" % ("errors" if cons[0] > 0 else "throughput < %d%% of baseline"
+                                      % (min_rps_ratio * 100)) if any(c > 0 for c in cons) else "",
+               "#%d p99 %.3f ms" % (best.number, best.values[0]) if best else "none"))
+
+    best = best_trial(study, objectives)
+    result = {"study_name": study_name, "storage": storage_url(storage) if "://" not in storage else storage,
+              "sampler": sampler, "objectives": list(objectives), "host": host,
+              "trials": len(finished(study, host)), "baseline": bm, "stale_failed": stale}
+    if best is None:
+        result.update({"accepted": False, "reason": "no trial met the constraints"})
+        return result
+    best_sysctls = best.user_attrs["sysctls"]
+    result["best"] = {"trial": best.number, "params": dict(best.params), "sysctls": best_sysctls,
+                      "metrics": best.user_attrs["metrics"]}
+
+    # Verification: interleaved rounds, arm order rotated each round.
+    arms = [("defaults", {}), ("best", best_sysctls)]
+    if tuned_sysctls:
+        arms.insert(1, ("tuned-network-latency", tuned_sysctls))
+    samples = {name: {"p99": [], "p999": [], "rps": [], "errors": 0} for name, _ in arms}
+    log("verify: %d interleaved rounds of %s" % (verify_rounds, ", ".join(a for a, _ in arms)))
+    for r in range(verify_rounds):
+        k = r % len(arms)
+        for name, sc in arms[k:] + arms[:k]:
+            res = run_trial(sc, None, 1)
+            if not res.get("ok"):
+                raise NetstackError("verification run of %s failed: %s" % (name, res.get("error")), field="bench")
+            m = res["metrics"]
+            for key in ("p99", "p999", "rps"):
+                samples[name][key].append(m[key])
+            samples[name]["errors"] += m["errors"]
+    summary = {name: {"p99": stats.spread(s["p99"]), "p999": stats.spread(s["p999"]),
+                      "rps": stats.spread(s["rps"]), "errors": s["errors"], "p99_samples": s["p99"]}
+               for name, s in samples.items()}
+    vs_defaults = stats.compare(samples["best"]["p99"], samples["defaults"]["p99"], alpha)
+    result["verification"] = {"rounds": verify_rounds, "arms": summary, "vs_defaults": vs_defaults}
+    if tuned_sysctls:
+        result["verification"]["vs_tuned"] = stats.compare(samples["best"]["p99"],
+                                                           samples["tuned-network-latency"]["p99"], alpha)
+        result["verification"]["tuned_vs_defaults"] = stats.compare(samples["tuned-network-latency"]["p99"],
+                                                                    samples["defaults"]["p99"], alpha)
+    rps_ok = summary["best"]["rps"]["median"] >= min_rps_ratio * summary["defaults"]["rps"]["median"]
+    result["accepted"] = bool(vs_defaults["better"] and rps_ok and summary["best"]["errors"] == 0)
+    result["reason"] = ("p99 better than defaults (p=%.4f), throughput %.0f%% of defaults"
+                        % (vs_defaults["p_value"], 100.0 * summary["best"]["rps"]["median"]
+                           / summary["defaults"]["rps"]["median"])
+                        if result["accepted"] else
+                        "not accepted: p=%.4f (alpha %.2f), throughput ok=%s, errors=%d"
+                        % (vs_defaults["p_value"], alpha, rps_ok, summary["best"]["errors"]))
+    log("verify: best/defaults p99 ratio %.3f (95%% CI %.3f-%.3f), p=%.4f -> %s"
+        % (vs_defaults["ratio_of_medians"], vs_defaults["ratio_ci95"][0], vs_defaults["ratio_ci95"][1],
+           vs_defaults["p_value"], "ACCEPTED" if result["accepted"] else "rejected"))
+    result["importances"] = importances(study, objectives)
+    result["history"] = history(study, host)
+    result["elapsed_s"] = time.time() - t_start
+    return result
+
+
+def importances(study, objectives):
+    optuna = _optuna()
+    try:
+        return dict(optuna.importance.get_param_importances(study, target=lambda t: t.values[0]))
+    except (RuntimeError, ValueError, ZeroDivisionError):
+        return {}
+
+
+def history(study, host=None):
+    out = []
+    for t in study.get_trials(deepcopy=False):
+        if host is not None and t.user_attrs.get("host") != host:
+            continue
+        m = t.user_attrs.get("metrics") or {}
+        out.append({"number": t.number, "state": t.state.name, "p99": m.get("p99"), "rps": m.get("rps"),
+                    "feasible": all(c <= 0 for c in t.user_attrs.get("constraints", [0]))})
+    return out
