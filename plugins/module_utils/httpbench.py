@@ -38,10 +38,7 @@ import subprocess
 import tempfile
 import time
 
-try:
-    from urllib.parse import urlsplit
-except ImportError:  # pragma: no cover - Python 2
-    from urlparse import urlsplit
+from urllib.parse import urlsplit
 
 from ansible_collections.netstack.tuning.plugins.module_utils.common import NetstackError, run, which
 from ansible_collections.netstack.tuning.plugins.module_utils import kstate
@@ -209,7 +206,7 @@ def validate(params):
     netns_prefix, worker_processes, listen_backlog, server_sysctls.
     """
     p = dict(DEFAULTS)
-    p.update(dict((k, v) for k, v in params.items() if v is not None))
+    p.update({k: v for k, v in params.items() if v is not None})
     if p["mode"] not in ("lab", "fleet"):
         raise NetstackError("must be 'lab' or 'fleet', got %r" % (p["mode"],), field="mode")
     if p["nginx_mode"] not in ("static", "proxy"):
@@ -398,7 +395,7 @@ def parse_wrk_output(stdout):
         raise NetstackError("cannot parse wrk's result line: %s: %r" % (e, line[:200]), field="wrk")
     requests = int(raw.get("requests") or 0)
     duration_us = float(raw.get("duration_us") or 0)
-    errors = dict((k, int((raw.get("errors") or {}).get(k) or 0)) for k in ERROR_KINDS)
+    errors = {k: int((raw.get("errors") or {}).get(k) or 0) for k in ERROR_KINDS}
     errors["total"] = sum(errors[k] for k in ERROR_KINDS)
     lat_raw = raw.get("latency_us") or {}
     latency = {}
@@ -418,8 +415,8 @@ def parse_wrk_output(stdout):
         "requests_per_sec": round(requests / (duration_us / 1e6), 3) if duration_us > 0 else 0.0,
         "latency_us": latency,
         "errors": errors,
-        "thread_requests_per_sec": dict((k, None if thr.get(k) is None else round(float(thr[k]), 3))
-                                        for k in ("mean", "stdev", "max")),
+        "thread_requests_per_sec": {k: None if thr.get(k) is None else round(float(thr[k]), 3)
+                                    for k in ("mean", "stdev", "max")},
     }
 
 
@@ -505,19 +502,19 @@ def aggregate(runs):
     """
     if not runs:
         raise NetstackError("no runs to aggregate", field="repeats")
-    lat = dict((k, spread([r["latency_us"].get(k) for r in runs])) for k in SPREAD_KEYS)
+    lat = {k: spread([r["latency_us"].get(k) for r in runs]) for k in SPREAD_KEYS}
     rps = spread([r["requests_per_sec"] for r in runs])
-    errors = dict((k, sum(r["errors"].get(k, 0) for r in runs)) for k in ERROR_KINDS)
+    errors = {k: sum(r["errors"].get(k, 0) for r in runs) for k in ERROR_KINDS}
     errors["total"] = sum(errors[k] for k in ERROR_KINDS)
     requests = sum(r["requests"] for r in runs)
 
     def strip(s):
-        return dict((k, s[k]) for k in ("min", "max", "iqr"))
+        return {k: s[k] for k in ("min", "max", "iqr")}
 
     return {
-        "latency_us": dict((k, lat[k]["median"]) for k in SPREAD_KEYS),
+        "latency_us": {k: lat[k]["median"] for k in SPREAD_KEYS},
         "requests_per_sec": rps["median"],
-        "spread": {"latency_us": dict((k, strip(lat[k])) for k in SPREAD_KEYS),
+        "spread": {"latency_us": {k: strip(lat[k]) for k in SPREAD_KEYS},
                    "requests_per_sec": strip(rps)},
         "errors": errors,
         "requests": requests,
@@ -624,7 +621,7 @@ def reap_stale(prefix, ip=None):
 
 
 def nginx_version(nginx):
-    rc, out, err = run([nginx, "-v"], timeout=15)
+    _, out, err = run([nginx, "-v"], timeout=15)
     m = re.search(r"nginx/(\d+)\.(\d+)\.(\d+)", err + out)
     return tuple(int(x) for x in m.groups()) if m else None
 
@@ -785,7 +782,7 @@ class Lab(object):
             try:
                 with open(os.path.join(self.tmpdir, "logs", name)) as f:
                     lines.extend(x.rstrip() for x in f.readlines()[-n:])
-            except (IOError, OSError):
+            except OSError:
                 pass
         return [x for x in lines if x][-n:]
 
@@ -794,13 +791,10 @@ class Lab(object):
         if rc != 0:
             raise NetstackError("nginx rejected the generated configuration: %s" % (err.strip() or out.strip()),
                                 field="nginx", log=self._log_tail())
-        stderr = open(os.path.join(self.tmpdir, "logs", "nginx.stderr"), "ab")
-        try:
+        with open(os.path.join(self.tmpdir, "logs", "nginx.stderr"), "ab") as stderr:
             # A session of its own: the master and its workers form one process group to kill.
             self.proc = subprocess.Popen(self._nginx_argv() + ["-g", "daemon off;"], stdin=subprocess.DEVNULL,
                                          stdout=stderr, stderr=stderr, start_new_session=True, close_fds=True)
-        finally:
-            stderr.close()
         deadline = time.time() + self.startup_timeout
         last = None
         while True:
@@ -812,7 +806,7 @@ class Lab(object):
                 if status == 200 and length == self.params["payload_bytes"]:
                     break
                 last = "HTTP %s with %d bytes" % (status, length)
-            except (IOError, OSError) as e:
+            except OSError as e:
                 last = str(e)
             if time.time() > deadline:
                 raise NetstackError("nginx did not serve %s within %ss (last: %s): %s"

@@ -60,17 +60,22 @@ def _constraints(trial):
     return trial.user_attrs.get("constraints", [0.0])
 
 
+def _constraint_kwargs(optuna):
+    # Optuna 5 reads constraints set on the trial (Trial.set_constraint); older releases
+    # take a constraints_func.  Either way the values are those stored by run_study.
+    return {} if hasattr(optuna.trial.Trial, "set_constraint") else {"constraints_func": _constraints}
+
+
 def make_sampler(name, seed=None, multi=False):
     optuna = _optuna()
     if name == "tpe":
-        return optuna.samplers.TPESampler(multivariate=True, seed=seed, constraints_func=_constraints)
+        return optuna.samplers.TPESampler(multivariate=True, seed=seed, **_constraint_kwargs(optuna))
     if name == "random":
         return optuna.samplers.RandomSampler(seed=seed)
     if name == "cmaes":
         return optuna.samplers.CmaEsSampler(seed=seed, warn_independent_sampling=False)
     if name == "nsga2":
-        return optuna.samplers.NSGAIISampler(seed=seed, constraints_func=_constraints,
-                                             population_size=8)
+        return optuna.samplers.NSGAIISampler(seed=seed, population_size=8, **_constraint_kwargs(optuna))
     raise NetstackError("unknown sampler %r (one of %s)" % (name, ", ".join(SAMPLERS)), field="sampler")
 
 
@@ -180,6 +185,9 @@ def run_study(space, run_trial, n_trials, storage, study_name, current, sampler=
             continue
         cons = [float(m["errors"]), min_rps_ratio * bm["rps"] - m["rps"]]
         trial.set_user_attr("constraints", cons)
+        if hasattr(trial, "set_constraint"):
+            trial.set_constraint("errors", cons[0])
+            trial.set_constraint("throughput", cons[1])
         if sampler == "cmaes" and any(c > 0 for c in cons):
             study.tell(trial, state=optuna.trial.TrialState.FAIL)  # CMA-ES has no constraints
         else:
@@ -192,11 +200,12 @@ def run_study(space, run_trial, n_trials, storage, study_name, current, sampler=
                "#%d p99 %.3f ms" % (best.number, best.values[0]) if best else "none"))
 
     best = best_trial(study, objectives)
-    result = {"study_name": study_name, "storage": storage_url(storage) if "://" not in storage else storage,
+    result = {"importances": importances(study, objectives), "history": history(study, host),"study_name": study_name, "storage": storage_url(storage) if "://" not in storage else storage,
               "sampler": sampler, "objectives": list(objectives), "host": host,
               "trials": len(finished(study, host)), "baseline": bm, "stale_failed": stale}
     if best is None:
-        result.update({"accepted": False, "reason": "no trial met the constraints"})
+        result.update({"accepted": False, "reason": "no trial met the constraints",
+                       "elapsed_s": time.time() - t_start})
         return result
     best_sysctls = best.user_attrs["sysctls"]
     result["best"] = {"trial": best.number, "params": dict(best.params), "sysctls": best_sysctls,
@@ -239,8 +248,6 @@ def run_study(space, run_trial, n_trials, storage, study_name, current, sampler=
     log("verify: best/defaults p99 ratio %.3f (95%% CI %.3f-%.3f), p=%.4f -> %s"
         % (vs_defaults["ratio_of_medians"], vs_defaults["ratio_ci95"][0], vs_defaults["ratio_ci95"][1],
            vs_defaults["p_value"], "ACCEPTED" if result["accepted"] else "rejected"))
-    result["importances"] = importances(study, objectives)
-    result["history"] = history(study, host)
     result["elapsed_s"] = time.time() - t_start
     return result
 
