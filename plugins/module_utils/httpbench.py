@@ -537,7 +537,7 @@ def run_benchmark(url, duration=10, connections=16, threads=1, warmup=2, repeats
         if p["warmup"] > 0:
             warm = run_wrk(url, p["warmup"], p["connections"], p["threads"], p["timeout"], netns, script, wrk, ip)
         runs = [run_wrk(url, p["duration"], p["connections"], p["threads"], p["timeout"], netns, script, wrk, ip)
-                for _ in range(p["repeats"])]
+                for _i in range(p["repeats"])]
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     result = aggregate(runs)
@@ -558,7 +558,7 @@ def _pid_alive(pid):
 
 
 def _netns_pids(ip, name):
-    rc, out, _ = run([ip, "netns", "pids", name], timeout=15)
+    rc, out, _err = run([ip, "netns", "pids", name], timeout=15)
     if rc != 0:
         return []
     return [int(x) for x in out.split() if x.isdigit()]
@@ -567,7 +567,7 @@ def _netns_pids(ip, name):
 def _kill_netns_processes(ip, name):
     """SIGKILL every process still inside namespace ``name`` (its nginx, a stray wrk)."""
     killed = []
-    for _ in range(50):
+    for _i in range(50):
         pids = _netns_pids(ip, name)
         if not pids:
             break
@@ -585,7 +585,7 @@ def _delete_netns(ip, name):
     if not os.path.exists(os.path.join(kstate.NETNS_DIR, name)):
         return
     _kill_netns_processes(ip, name)
-    rc, _, err = run([ip, "netns", "del", name], timeout=30)
+    rc, _out, err = run([ip, "netns", "del", name], timeout=30)
     if rc != 0 and os.path.exists(os.path.join(kstate.NETNS_DIR, name)):
         raise NetstackError("cannot delete network namespace %s: %s" % (name, err.strip()), field="netns")
 
@@ -621,7 +621,7 @@ def reap_stale(prefix, ip=None):
 
 
 def nginx_version(nginx):
-    _, out, err = run([nginx, "-v"], timeout=15)
+    _rc, out, err = run([nginx, "-v"], timeout=15)
     m = re.search(r"nginx/(\d+)\.(\d+)\.(\d+)", err + out)
     return tuple(int(x) for x in m.groups()) if m else None
 
@@ -643,7 +643,7 @@ def http_get(netns, addr, port, path, timeout=2.0):
     finally:
         s.close()
     raw = b"".join(chunks)
-    head, _, body = raw.partition(b"\r\n\r\n")
+    head, _sep, body = raw.partition(b"\r\n\r\n")
     status = head.split(b"\r\n", 1)[0].split()
     return (int(status[1]) if len(status) > 1 and status[1].isdigit() else 0), len(body)
 
@@ -734,7 +734,7 @@ class Lab(object):
             f.write(self.conf_text)
 
     def _ip(self, *args):
-        rc, _, err = run([self.ip] + list(args), timeout=30)
+        rc, _out, err = run([self.ip] + list(args), timeout=30)
         if rc != 0:
             raise NetstackError("ip %s failed: %s" % (" ".join(args), err.strip()), field="netns")
 
@@ -865,7 +865,7 @@ class Lab(object):
         for step in (self.stop_server, self._remove_namespaces, self._remove_tmpdir):
             try:
                 step()
-            except Exception as e:  # keep tearing down; report at the end
+            except Exception as e:  # noqa: BLE001 - keep tearing down; report at the end
                 errors.append(str(e))
         if errors:
             raise NetstackError("lab teardown incomplete: %s" % "; ".join(errors), field="netns")

@@ -253,9 +253,12 @@ def run_study(space, run_trial, n_trials, storage, study_name, current, sampler=
 
 
 def importances(study, objectives):
+    import warnings
     optuna = _optuna()
     try:
-        return dict(optuna.importance.get_param_importances(study, target=lambda t: t.values[0]))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "too few trials" and friends: reported as {} or equal values
+            return dict(optuna.importance.get_param_importances(study, target=lambda t: t.values[0]))
     except (RuntimeError, ValueError, ZeroDivisionError):
         return {}
 
@@ -269,3 +272,68 @@ def history(study, host=None):
         out.append({"number": t.number, "state": t.state.name, "p99": m.get("p99"), "rps": m.get("rps"),
                     "feasible": all(c <= 0 for c in t.user_attrs.get("constraints", [0]))})
     return out
+
+
+def render_report(result, title="sysctl study"):
+    """One self-contained HTML page: summary, optimisation history, importances,
+    verification latency distributions, and the winning sysctls against the arms."""
+    from ansible_collections.netstack.tuning.plugins.module_utils import svgplot
+    try:
+        from html import escape
+    except ImportError:  # pragma: no cover
+        from cgi import escape
+
+    def row(*cells):
+        return "<tr>%s</tr>" % "".join("<td>%s</td>" % escape(str(c)) for c in cells)
+
+    h = result.get("history", [])
+    done = [x for x in h if x["state"] == "COMPLETE" and x["p99"] is not None]
+    best_so_far, pts = float("inf"), []
+    for x in done:
+        if x["feasible"]:
+            best_so_far = min(best_so_far, x["p99"])
+        pts.append((x["number"], best_so_far if best_so_far < float("inf") else None))
+    parts = ["<!doctype html><html><head><meta charset='utf-8'><title>%s</title>" % escape(title),
+             "<style>body{font-family:sans-serif;max-width:980px;margin:2em auto}"
+             "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}"
+             "td:first-child{text-align:left}</style></head><body>",
+             "<h1>%s</h1>" % escape(title),
+             "<p>study <b>%s</b> (%s, sampler %s, objectives %s), host %s: %d trials. %s</p>" % (
+                 escape(result.get("study_name", "")), escape(result.get("storage", "")),
+                 escape(result.get("sampler", "")), escape(", ".join(result.get("objectives", []))),
+                 escape(result.get("host", "")), result.get("trials", 0),
+                 "<b>Accepted</b>: " + escape(result.get("reason", "")) if result.get("accepted")
+                 else "<b>Not accepted</b>: " + escape(result.get("reason", "")))]
+    parts.append(svgplot.line_chart(
+        {"trial p99": [(x["number"], x["p99"]) for x in done]}, "Optimisation history", "trial", "p99 (ms)",
+        points=True))
+    parts.append(svgplot.line_chart({"best feasible so far": pts}, "Best so far", "trial", "p99 (ms)"))
+    imp = sorted(result.get("importances", {}).items(), key=lambda kv: -kv[1])
+    parts.append(svgplot.bar_chart(imp, "Parameter importances (PED-ANOVA)", "importance"))
+    v = result.get("verification")
+    if v:
+        parts.append(svgplot.box_plot({k: a["p99_samples"] for k, a in v["arms"].items()},
+                                      "Verification: p99 per interleaved run", "p99 (ms)"))
+        parts.append("<h2>Verification (%d interleaved rounds)</h2><table><tr><th>arm</th><th>p99 median ms</th>"
+                     "<th>p99 IQR</th><th>p99.9 median ms</th><th>req/s median</th><th>errors</th></tr>"
+                     % v["rounds"])
+        for k, a in v["arms"].items():
+            parts.append(row(k, "%.3f" % a["p99"]["median"], "%.3f" % a["p99"]["iqr"], "%.3f" % a["p999"]["median"],
+                             "%.0f" % a["rps"]["median"], a["errors"]))
+        parts.append("</table><ul>")
+        for label, key in (("best vs defaults", "vs_defaults"), ("best vs tuned network-latency", "vs_tuned"),
+                           ("tuned vs defaults", "tuned_vs_defaults")):
+            c = v.get(key)
+            if c:
+                parts.append("<li>%s: p99 ratio %.3f (95%% CI %.3f-%.3f), %s: p=%.4f</li>" % (
+                    escape(label), c["ratio_of_medians"], c["ratio_ci95"][0], c["ratio_ci95"][1],
+                    escape(c["test"]), c["p_value"]))
+        parts.append("</ul>")
+    best = result.get("best")
+    if best:
+        parts.append("<h2>Best set (trial %d)</h2><table><tr><th>sysctl</th><th>value</th></tr>" % best["trial"])
+        for k, val in sorted(best["sysctls"].items()):
+            parts.append(row(k, val))
+        parts.append("</table>")
+    parts.append("</body></html>")
+    return "\n".join(parts)

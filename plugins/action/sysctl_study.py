@@ -1,0 +1,127 @@
+# -*- coding: utf-8 -*-
+# Copyright: netstack.tuning contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Action plugin: the Optuna study loop runs here, on the controller; each trial runs the
+sysctl_trial module on the host (apply commit-confirmed, benchmark, revert)."""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import os
+
+from ansible.errors import AnsibleActionFail
+from ansible.plugins.action import ActionBase
+from ansible.utils.display import Display
+
+from ansible_collections.netstack.tuning.plugins.module_utils.common import NetstackError
+from ansible_collections.netstack.tuning.plugins.module_utils import searchspace, study
+
+display = Display()
+COLLECTION_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+DEFAULT_SPACE = os.path.join(COLLECTION_ROOT, "roles", "sysctl_tuner", "files", "spaces", "nginx_latency.yml")
+
+ARGS = dict(
+    space=dict(type="raw"),
+    trials=dict(type="int", default=20),
+    sampler=dict(type="str", default="tpe", choices=list(study.SAMPLERS)),
+    objectives=dict(type="list", elements="str", default=["p99"]),
+    storage=dict(type="str", default="~/.netstack/studies.db"),
+    study_name=dict(type="str"),
+    seed=dict(type="int"),
+    bench=dict(type="dict", default={}),
+    confirm_timeout=dict(type="int", default=300),
+    state_dir=dict(type="path", default="/var/lib/netstack"),
+    verify_rounds=dict(type="int", default=5),
+    compare_tuned=dict(type="bool", default=True),
+    min_rps_ratio=dict(type="float", default=0.95),
+    prune_factor=dict(type="float", default=2.0),
+    alpha=dict(type="float", default=0.05),
+    report=dict(type="path"),
+)
+
+
+class ActionModule(ActionBase):
+    TRANSFERS_FILES = False
+    _requires_connection = True
+
+    def _module(self, args, task_vars):
+        return self._execute_module(module_name="netstack.tuning.sysctl_trial", module_args=args,
+                                    task_vars=task_vars)
+
+    def run(self, tmp=None, task_vars=None):
+        result = super(ActionModule, self).run(tmp, task_vars)
+        dummy, p = self.validate_argument_spec(argument_spec=ARGS)
+        host = task_vars.get("inventory_hostname", "")
+        try:
+            space = self._load_space(p["space"])
+            if p["trials"] < 1:
+                raise NetstackError("must be >= 1", field="trials")
+            if set(p["objectives"]) - {"p99", "rps"} or not p["objectives"] or p["objectives"][0] != "p99":
+                raise NetstackError("must be [p99] or [p99, rps]", field="objectives")
+            if p["verify_rounds"] < 3:
+                raise NetstackError("must be >= 3 for a meaningful test", field="verify_rounds")
+            keys = sorted({q["sysctl"] for q in space["parameters"]} | set(study.TUNED_NETWORK_LATENCY))
+            insp = self._module({"action": "inspect", "keys": keys}, task_vars)
+            if insp.get("failed"):
+                raise NetstackError("cannot inspect the host: %s" % insp.get("msg"), field="space")
+            missing = [q["sysctl"] for q in space["parameters"] if q["sysctl"] in insp["missing"]]
+            if missing:
+                raise NetstackError("this host's kernel has no %s" % ", ".join(missing), field="space")
+            tuned = {k: v for k, v in study.TUNED_NETWORK_LATENCY.items() if k not in insp["missing"]}
+            result["tuned_skipped"] = [k for k in study.TUNED_NETWORK_LATENCY if k in insp["missing"]]
+            if self._play_context.check_mode:
+                result.update(changed=False, skipped=True, msg="check mode: space valid, nothing measured",
+                              space=space["name"], scopes=insp["scopes"])
+                return result
+            name = p["study_name"] or "%s-%s" % (space["name"], host)
+
+            def run_trial(sysctls, prune, repeats):
+                args = {"sysctls": sysctls, "bench": p["bench"], "confirm_timeout": p["confirm_timeout"],
+                        "state_dir": p["state_dir"]}
+                if prune:
+                    args["prune_p99_above"] = prune
+                if repeats:
+                    args["repeats"] = repeats
+                r = self._module(args, task_vars)
+                if r.get("failed"):
+                    return {"ok": False, "error": r.get("msg")}
+                return r
+
+            res = study.run_study(
+                space, run_trial, p["trials"], os.path.expanduser(p["storage"]), name, insp["current"],
+                sampler=p["sampler"], objectives=tuple(p["objectives"]), seed=p["seed"], host=host,
+                log=lambda msg: display.display("[%s] %s" % (host, msg)), verify_rounds=p["verify_rounds"],
+                tuned_sysctls=tuned if p["compare_tuned"] else None, min_rps_ratio=p["min_rps_ratio"],
+                prune_factor=p["prune_factor"], alpha=p["alpha"])
+            res["scopes"] = insp["scopes"]
+            if p["report"]:
+                path = os.path.expanduser(p["report"])
+                d = os.path.dirname(os.path.abspath(path))
+                if not os.path.isdir(d):
+                    os.makedirs(d)
+                with open(path, "w") as f:
+                    f.write(study.render_report(res, "sysctl study %s on %s" % (name, host)))
+                res["report"] = path
+        except NetstackError as e:
+            raise AnsibleActionFail(str(e), result=dict(field=e.field))
+        result.update(res)
+        result["changed"] = False
+        return result
+
+    def _load_space(self, space):
+        if space is None:
+            space = DEFAULT_SPACE
+        if isinstance(space, dict):
+            return searchspace.load(space)
+        if not isinstance(space, str):
+            raise NetstackError("a path to a YAML file or a mapping", field="space")
+        path = space
+        if not os.path.isabs(path):
+            path = self._find_needle("files", space) if not os.path.exists(space) else space
+        try:
+            with open(path) as f:
+                text = f.read()
+        except (IOError, OSError) as e:
+            raise NetstackError("cannot read %s: %s" % (path, e), field="space")
+        return searchspace.load(text)

@@ -1,0 +1,160 @@
+# -*- coding: utf-8 -*-
+# Copyright: netstack.tuning contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""One tuning trial on a host: apply a sysctl set, benchmark nginx with wrk, revert.
+
+The set is split by scope: net.* keys that exist in a network namespace are applied in
+the lab's server namespace (where nginx runs), every other key on the host.  Both go
+into ONE journal transaction with a confirm timeout, so if this process dies (the
+controller was killed, the connection dropped) the host's watchdog reverts the host
+keys by itself; a detached reaper also removes the lab's namespaces and nginx once this
+process is gone.  On a normal run the transaction is rolled back before returning:
+the host ends every trial as it started.
+"""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import os
+import signal
+import sys
+import time
+
+from ansible_collections.netstack.tuning.plugins.module_utils.common import NetstackError
+from ansible_collections.netstack.tuning.plugins.module_utils import httpbench, kstate, nsutil
+from ansible_collections.netstack.tuning.plugins.module_utils import sysctl as sysctl_engine
+from ansible_collections.netstack.tuning.plugins.module_utils.journal import Journal, _proc_start
+
+BENCH_DEFAULTS = {"nginx_mode": "static", "payload_bytes": 1024, "connections": 16, "threads": 1,
+                  "duration": 5, "warmup": 1, "repeats": 3, "worker_processes": "auto", "timeout": 2}
+
+
+def netns_scoped(keys):
+    """{key: True if it is a net.* key that exists inside a fresh network namespace}."""
+    keys = [kstate.canonical_sysctl(k) for k in keys]
+
+    def work():
+        return {k: os.path.exists(os.path.join(kstate.PROC_SYS, kstate.sysctl_path(k))) for k in keys}
+
+    present = nsutil.in_child(work, setup=nsutil.new_netns)
+    return {k: k.startswith("net.") and present[k] for k in keys}
+
+
+def inspect(keys):
+    """Current values and scope of ``keys``: netns-scoped ones as a fresh namespace has
+    them, the rest from the host.  Keys this kernel does not have are listed in
+    ``missing`` instead of failing (a space or profile may name optional keys)."""
+    canon = [kstate.canonical_sysctl(k) for k in keys]
+    missing = [k for k in canon if not os.path.exists(os.path.join(kstate.PROC_SYS, kstate.sysctl_path(k)))]
+    present = [k for k in canon if k not in missing]
+    scoped = netns_scoped(present) if present else {}
+
+    def fresh_values():
+        return {k: kstate.normalize(open(os.path.join(kstate.PROC_SYS, kstate.sysctl_path(k))).read())
+                for k in present if scoped[k]}
+
+    fresh = nsutil.in_child(fresh_values, setup=nsutil.new_netns) if present else {}
+    current = {k: fresh[k] if scoped[k] else kstate.Item("sysctl", k).read() for k in present}
+    return {"current": current, "missing": missing,
+            "scopes": {k: ("netns" if v else "host") for k, v in scoped.items()}}
+
+
+def _metrics(runs):
+    agg = httpbench.aggregate(runs)
+    lat = agg["latency_us"]
+    m = {"p50": lat["p50"] / 1000.0, "p90": lat["p90"] / 1000.0, "p99": lat["p99"] / 1000.0,
+         "p999": lat["p99_9"] / 1000.0, "rps": agg["requests_per_sec"], "errors": agg["errors"]["total"],
+         "requests": agg["requests"], "repeats": agg["repeats"],
+         "samples": {"p99": [r["latency_us"]["p99"] / 1000.0 for r in runs],
+                     "p999": [r["latency_us"]["p99_9"] / 1000.0 for r in runs],
+                     "rps": [r["requests_per_sec"] for r in runs]},
+         "spread": agg["spread"]}
+    return m
+
+
+def spawn_reaper(owner_pid, prefix):
+    """Detached process: once ``owner_pid`` is gone, remove labs it left (namespaces,
+    nginx, temp dirs).  Harmless when the owner cleaned up itself."""
+    start = _proc_start(owner_pid)
+    pid = os.fork()
+    if pid:
+        os.waitpid(pid, 0)
+        return
+    try:
+        os.setsid()
+        if os.fork():
+            os._exit(0)
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
+        devnull = os.open(os.devnull, os.O_RDWR)
+        for fd in (0, 1, 2):
+            os.dup2(devnull, fd)
+        os.closerange(3, 65536)
+        sys.stdout = sys.stderr = open(os.devnull, "w")
+        deadline = time.time() + 24 * 3600
+        while _proc_start(owner_pid) == start and time.time() < deadline:
+            time.sleep(0.5)
+        httpbench.reap_stale(prefix)
+    finally:
+        os._exit(0)
+
+
+def run(sysctls, bench=None, confirm_timeout=300, state_dir=None, prune_p99_above=None, repeats=None,
+        netns_prefix="nstrial"):
+    """Apply ``sysctls`` (may be empty: the baseline), benchmark, revert.  Returns a dict
+    with ``ok``, ``metrics``, ``pruned``, ``applied``, ``journal_id``, ``scopes``."""
+    b = dict(BENCH_DEFAULTS)
+    b.update({k: v for k, v in (bench or {}).items() if v is not None})
+    if repeats:
+        b["repeats"] = repeats
+    keys = [kstate.canonical_sysctl(k) for k in sysctls]
+    scoped = netns_scoped(keys) if keys else {}
+    journal = Journal(state_dir)
+    spawn_reaper(os.getpid(), netns_prefix)
+    out = {"ok": False, "pruned": False, "applied": [], "journal_id": None,
+           "scopes": {k: ("netns" if v else "host") for k, v in scoped.items()}}
+    with httpbench.Lab(nginx_mode=b["nginx_mode"], payload_bytes=b["payload_bytes"],
+                       worker_processes=b["worker_processes"], connections=b["connections"],
+                       netns_prefix=netns_prefix) as lab:
+        txn = None
+        try:
+            if sysctls:
+                ns_part = {k: v for k, v in sysctls.items() if scoped[kstate.canonical_sysctl(k)]}
+                host_part = {k: v for k, v in sysctls.items() if not scoped[kstate.canonical_sysctl(k)]}
+                cc = ns_part.get("net.ipv4.tcp_congestion_control")
+                if cc:
+                    # Outside the initial namespace the kernel only lets a namespace pick a
+                    # congestion control from the host's allowed list (EPERM otherwise).
+                    allowed = kstate.Item("sysctl", "net.ipv4.tcp_allowed_congestion_control").read().split()
+                    if str(cc) not in allowed:
+                        host_part["net.ipv4.tcp_allowed_congestion_control"] = " ".join(allowed + [str(cc)])
+                # host keys first: the namespace's settings may depend on them
+                changes = (sysctl_engine.plan(host_part) if host_part else []) + \
+                    (sysctl_engine.plan(ns_part, lab.server_netns) if ns_part else [])
+                writes = [(c.item, c.after) for c in changes if c.changed]
+                out["applied"] = [c.as_dict() for c in changes if c.changed]
+                if writes:
+                    txn = journal.apply(writes, source="sysctl_trial", reason="tuning trial",
+                                        confirm_timeout=confirm_timeout)
+                    out["journal_id"] = txn["id"]
+                lab.restart_server()  # listen-time settings (accept queue) take effect
+            script = httpbench.write_lua(lab.tmpdir)
+            if b["warmup"]:
+                httpbench.run_wrk(lab.url, b["warmup"], b["connections"], b["threads"], b["timeout"],
+                                  lab.client_netns, script, lab.wrk, lab.ip)
+            runs = []
+            for i in range(b["repeats"]):
+                runs.append(httpbench.run_wrk(lab.url, b["duration"], b["connections"], b["threads"],
+                                              b["timeout"], lab.client_netns, script, lab.wrk, lab.ip))
+                if i == 0 and prune_p99_above and runs[0]["latency_us"]["p99"] / 1000.0 > prune_p99_above:
+                    out["pruned"] = True
+                    break
+            out["metrics"] = _metrics(runs)
+            out["ok"] = True
+        except NetstackError as e:
+            out["error"] = str(e)
+            out["field"] = e.field
+        finally:
+            if txn:
+                journal.rollback(txn["id"], by="rollback", reason="end of tuning trial")
+    return out

@@ -1,0 +1,158 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: netstack.tuning contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+DOCUMENTATION = r"""
+---
+module: sysctl_study
+short_description: Tune sysctls for nginx latency with Optuna, verified against defaults and tuned
+version_added: 0.1.0
+description:
+  - An action plugin - the study loop runs on the controller. Each trial asks Optuna for a
+    parameter set from the search space, runs M(netstack.tuning.sysctl_trial) on the host
+    (apply commit-confirmed through the journal, benchmark nginx with wrk, revert) and tells
+    Optuna the median p99 over the repeats.
+  - Constraints - zero errors, and throughput at least O(min_rps_ratio) of the baseline.
+    A trial whose first run is worse than O(prune_factor) times the baseline p99 is pruned.
+  - The winner is re-measured in O(verify_rounds) interleaved rounds against the kernel
+    defaults and the sysctls of tuned's network-latency profile, and accepted only if a
+    one-sided Mann-Whitney U test finds its p99 lower than the defaults' (p < O(alpha)).
+  - Storage is an SQLite file by default or any SQLAlchemy URL (PostgreSQL), so many hosts
+    of one hardware class can share one study; a study of the same name is resumed, and
+    trials left running by an interrupted run are marked failed. The storage stays
+    readable by optuna-dashboard.
+  - One progress line per trial is printed while it runs.
+author:
+  - netstack.tuning maintainers (@netstack-tuning)
+options:
+  space:
+    description: Search space, a YAML file (path) or a mapping; defaults to the collection's nginx-latency space.
+    type: raw
+  trials:
+    description: Finished trials wanted for this host (a resumed study runs only the rest).
+    type: int
+    default: 20
+  sampler:
+    description: C(tpe) (multivariate), C(random), C(cmaes), or C(nsga2) for two objectives.
+    type: str
+    choices: [tpe, random, cmaes, nsga2]
+    default: tpe
+  objectives:
+    description: V([p99]) or V([p99, rps]) (minimise p99, maximise requests/s).
+    type: list
+    elements: str
+    default: [p99]
+  storage:
+    description: SQLite file path or SQLAlchemy URL (for example C(postgresql+psycopg2://user@host/db)).
+    type: str
+    default: ~/.netstack/studies.db
+  study_name:
+    description: Name of the study; defaults to C(<space name>-<inventory host>).
+    type: str
+  seed:
+    description: Sampler seed.
+    type: int
+  bench:
+    description: Benchmark settings passed to M(netstack.tuning.sysctl_trial).
+    type: dict
+    default: {}
+  confirm_timeout:
+    description: Seconds after which the host reverts a trial by itself.
+    type: int
+    default: 300
+  state_dir:
+    description: Journal directory on the host.
+    type: path
+    default: /var/lib/netstack
+  verify_rounds:
+    description: Interleaved verification rounds (each arm measured once per round).
+    type: int
+    default: 5
+  compare_tuned:
+    description: Include tuned's network-latency sysctls as a third arm in verification.
+    type: bool
+    default: true
+  min_rps_ratio:
+    description: Throughput floor as a fraction of the baseline.
+    type: float
+    default: 0.95
+  prune_factor:
+    description: Prune a trial whose first run's p99 exceeds this multiple of the baseline p99; 0 disables.
+    type: float
+    default: 2.0
+  alpha:
+    description: Significance level of the verification test.
+    type: float
+    default: 0.05
+  report:
+    description: Path on the controller of an HTML report with plots.
+    type: path
+attributes:
+  check_mode:
+    description: Validates the space and inspects the host; measures nothing.
+    support: full
+  diff_mode:
+    description: No diff; the study changes nothing lasting on the host.
+    support: none
+  action:
+    description: Runs on the controller as an action plugin.
+    support: full
+seealso:
+  - module: netstack.tuning.sysctl_trial
+"""
+
+EXAMPLES = r"""
+- name: Tune this host for nginx p99
+  netstack.tuning.sysctl_study:
+    trials: 30
+    bench: {duration: 10, repeats: 3, connections: 32}
+    report: reports/{{ inventory_hostname }}-study.html
+  register: study
+
+- name: A study shared by every host of one hardware class (PostgreSQL)
+  netstack.tuning.sysctl_study:
+    storage: postgresql+psycopg2://optuna@db.example/optuna
+    study_name: nginx-latency-r6i
+    trials: 10
+"""
+
+RETURN = r"""
+accepted:
+  description: Whether the winner beat the defaults with confidence (and kept throughput, zero errors).
+  returned: always
+  type: bool
+reason:
+  description: Why it was (not) accepted.
+  returned: always
+  type: str
+best:
+  description: Winning trial (C(trial), C(params), C(sysctls), C(metrics)).
+  returned: when a trial met the constraints
+  type: dict
+baseline:
+  description: Kernel-default metrics measured before the trials.
+  returned: always
+  type: dict
+verification:
+  description: Per-arm spreads and the statistical comparisons (test, p-value, ratio and its 95% CI).
+  returned: when a winner exists
+  type: dict
+importances:
+  description: Parameter importances.
+  returned: always
+  type: dict
+history:
+  description: Trial number, state, p99, rps, feasibility.
+  returned: always
+  type: list
+  elements: dict
+report:
+  description: Path of the HTML report.
+  returned: when report is set
+  type: str
+"""

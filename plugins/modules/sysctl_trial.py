@@ -1,0 +1,153 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: netstack.tuning contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+DOCUMENTATION = r"""
+---
+module: sysctl_trial
+short_description: One tuning trial - apply sysctls, benchmark nginx with wrk, revert
+version_added: 0.1.0
+description:
+  - Runs on the host under test. Builds a lab (nginx in one network namespace, wrk in
+    another, a veth pair between them, addresses in 198.18.0.0/15), applies O(sysctls)
+    commit-confirmed through the journal (net.* keys that exist per namespace in the
+    server's namespace, every other key on the host), benchmarks, and rolls the change
+    back. The host ends the trial as it started.
+  - If the module's process dies mid-trial (the controller was killed, the connection
+    dropped), the host's watchdog reverts the host-wide keys at the confirm deadline and a
+    detached reaper removes the lab's namespaces and nginx.
+  - Used by the M(netstack.tuning.sysctl_study) action; usable alone for one measurement.
+  - O(action=inspect) returns the current values and scope (netns or host) of O(keys).
+author:
+  - netstack.tuning maintainers (@netstack-tuning)
+options:
+  action:
+    description: V(run) a trial, or V(inspect) the current values of O(keys).
+    type: str
+    choices: [run, inspect]
+    default: run
+  sysctls:
+    description: Sysctls to apply for the trial; empty measures the kernel defaults.
+    type: dict
+    default: {}
+  keys:
+    description: Sysctl names to inspect.
+    type: list
+    elements: str
+    default: []
+  bench:
+    description:
+      - Benchmark settings, keys C(nginx_mode) (static or proxy), C(payload_bytes),
+        C(connections), C(threads), C(duration), C(warmup), C(repeats),
+        C(worker_processes), C(timeout); see M(netstack.tuning.http_bench).
+    type: dict
+    default: {}
+  repeats:
+    description: Overrides C(bench.repeats).
+    type: int
+  prune_p99_above:
+    description: Stop after the first run when its p99 (ms) is above this (a clearly bad trial).
+    type: float
+  confirm_timeout:
+    description: Seconds after which the host reverts the trial by itself.
+    type: int
+    default: 300
+  state_dir:
+    description: Journal directory.
+    type: path
+    default: /var/lib/netstack
+attributes:
+  check_mode:
+    description: In check mode nothing runs; the module validates its input and returns.
+    support: full
+  diff_mode:
+    description: No diff; the trial changes nothing lasting.
+    support: none
+seealso:
+  - module: netstack.tuning.http_bench
+  - module: netstack.tuning.sysctl_set
+"""
+
+EXAMPLES = r"""
+- name: Measure one candidate set
+  netstack.tuning.sysctl_trial:
+    sysctls:
+      net.core.somaxconn: 4096
+      net.ipv4.tcp_slow_start_after_idle: 0
+    bench: {duration: 5, repeats: 3, connections: 16}
+  register: trial
+"""
+
+RETURN = r"""
+ok:
+  description: Whether the trial ran to the end.
+  returned: always
+  type: bool
+metrics:
+  description: Medians over repeats (C(p50), C(p90), C(p99), C(p999) in ms, C(rps)), C(errors), per-repeat C(samples), C(spread).
+  returned: when ok
+  type: dict
+pruned:
+  description: The trial stopped after its first run because it was clearly worse.
+  returned: always
+  type: bool
+applied:
+  description: Keys that were changed for the trial (key, before, after, netns).
+  returned: always
+  type: list
+  elements: dict
+scopes:
+  description: Key to C(netns) or C(host).
+  returned: always
+  type: dict
+current:
+  description: Current values of O(keys) (V(inspect)).
+  returned: with action inspect
+  type: dict
+"""
+
+from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.netstack.tuning.plugins.module_utils.common import NetstackError
+from ansible_collections.netstack.tuning.plugins.module_utils import trial
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec=dict(
+            action=dict(type="str", default="run", choices=["run", "inspect"]),
+            sysctls=dict(type="dict", default={}),
+            keys=dict(type="list", elements="str", default=[], no_log=False),
+            bench=dict(type="dict", default={}),
+            repeats=dict(type="int"),
+            prune_p99_above=dict(type="float"),
+            confirm_timeout=dict(type="int", default=300),
+            state_dir=dict(type="path", default="/var/lib/netstack"),
+        ),
+        supports_check_mode=True,
+    )
+    p = module.params
+    try:
+        if p["action"] == "inspect":
+            module.exit_json(changed=False, **trial.inspect(p["keys"]))
+        if p["confirm_timeout"] <= 0:
+            raise NetstackError("must be > 0: a trial is always commit-confirmed", field="confirm_timeout")
+        unknown = set(p["bench"]) - set(trial.BENCH_DEFAULTS)
+        if unknown:
+            raise NetstackError("unknown keys %s (known: %s)" % (sorted(unknown), sorted(trial.BENCH_DEFAULTS)),
+                                field="bench")
+        if module.check_mode:
+            module.exit_json(changed=False, ok=True, pruned=False, applied=[], scopes={}, skipped=True)
+        res = trial.run(p["sysctls"], p["bench"], p["confirm_timeout"], p["state_dir"], p["prune_p99_above"],
+                        p["repeats"])
+    except NetstackError as e:
+        module.fail_json(**e.as_dict())
+    module.exit_json(changed=False, **res)
+
+
+if __name__ == "__main__":
+    main()
