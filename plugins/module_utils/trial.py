@@ -149,6 +149,9 @@ def run(sysctls, bench=None, confirm_timeout=300, state_dir=None, prune_p99_abov
                 if i == 0 and prune_p99_above and runs[0]["latency_us"]["p99"] / 1000.0 > prune_p99_above:
                     out["pruned"] = True
                     break
+            if any(r["latency_us"].get("p99") is None for r in runs):
+                raise NetstackError("a benchmark run completed no request (errors: %s)"
+                                    % [r["errors"] for r in runs], field="bench")
             out["metrics"] = _metrics(runs)
             out["ok"] = True
         except NetstackError as e:

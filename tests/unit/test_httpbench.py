@@ -422,3 +422,60 @@ def test_reap_stale_removes_labs_of_dead_processes():
             sleeper.kill()
         for n in (name, live_name):
             subprocess.run(["ip", "netns", "del", n], capture_output=True, check=False)
+
+
+# ------------------------------------------------------------------ fleet mode (loopback)
+
+needs_wrk = pytest.mark.skipif(not which("wrk"), reason="wrk not installed")
+
+
+@pytest.fixture
+def loopback_server():
+    import http.server
+    import threading
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_GET(self):
+            body = b"x" * 128
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    srv.daemon_threads = True
+    t = threading.Thread(target=srv.serve_forever, daemon=True)
+    t.start()
+    try:
+        yield "http://127.0.0.1:%d/payload" % srv.server_address[1]
+    finally:
+        srv.shutdown()
+        srv.server_close()
+
+
+@needs_wrk
+def test_fleet_mode_runs_wrk_here_against_the_url(loopback_server):
+    r = hb.benchmark({"mode": "fleet", "target_url": loopback_server, "duration": 1, "warmup": 1, "repeats": 2,
+                      "connections": 2, "threads": 1})
+    assert "lab" not in r and r["target_url"] == loopback_server
+    assert r["requests"] > 0 and r["repeats"] == 2 and r["warmup"]["requests"] > 0
+    assert r["latency_us"]["p50"] <= r["latency_us"]["p99"] <= r["latency_us"]["p99_9"]
+    assert r["errors"]["status"] == 0
+
+
+@needs_wrk
+def test_fleet_mode_unreachable_url_names_target_url():
+    import socket
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()  # nothing listens there now
+    with pytest.raises(NetstackError) as e:
+        hb.benchmark({"mode": "fleet", "target_url": "http://127.0.0.1:%d/" % port, "duration": 1, "warmup": 0,
+                      "repeats": 1, "connections": 1})
+    assert e.value.field == "target_url" and "wrk failed" in str(e.value)
