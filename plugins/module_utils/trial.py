@@ -146,7 +146,7 @@ def run(sysctls, bench=None, confirm_timeout=300, state_dir=None, prune_p99_abov
             for i in range(b["repeats"]):
                 runs.append(httpbench.run_wrk(lab.url, b["duration"], b["connections"], b["threads"],
                                               b["timeout"], lab.client_netns, script, lab.wrk, lab.ip))
-                if i == 0 and prune_p99_above and runs[0]["latency_us"]["p99"] / 1000.0 > prune_p99_above:
+                if i == 0 and prune_p99_above and (runs[0]["latency_us"]["p99"] or 0) / 1000.0 > prune_p99_above:
                     out["pruned"] = True
                     break
             if any(r["latency_us"].get("p99") is None for r in runs):
