@@ -21,6 +21,7 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 import os
+import random
 import time
 
 from ansible_collections.netstack.tuning.plugins.module_utils.common import NetstackError
@@ -100,11 +101,19 @@ def open_study(storage, study_name, sampler="tpe", objectives=("p99",), seed=Non
     if sampler == "cmaes" and multi:
         raise NetstackError("cmaes optimises one objective", field="sampler")
     directions = ["minimize" if o != "rps" else "maximize" for o in objectives]
-    try:
-        return optuna.create_study(storage=storage_url(storage), study_name=study_name, directions=directions,
-                                   sampler=make_sampler(sampler, seed, multi), load_if_exists=True)
-    except ValueError as e:  # e.g. directions differ from an existing study of that name
-        raise NetstackError("cannot open study %r: %s" % (study_name, e), field="study_name")
+    url = storage_url(storage)
+    for attempt in range(5):
+        try:
+            return optuna.create_study(storage=url, study_name=study_name, directions=directions,
+                                       sampler=make_sampler(sampler, seed, multi), load_if_exists=True)
+        except ValueError as e:  # e.g. directions differ from an existing study of that name
+            raise NetstackError("cannot open study %r: %s" % (study_name, e), field="study_name")
+        except Exception as e:  # pylint: disable=broad-except
+            # Hosts that reach a fresh shared database at once race to create its schema
+            # (PostgreSQL: duplicate type/table); the loser retries and finds it made.
+            if "sqlalchemy" not in type(e).__module__ or attempt == 4:
+                raise NetstackError("cannot open storage %s: %s" % (url, e), field="storage")
+            time.sleep(0.5 + random.random())
 
 
 def fail_stale(study, host):
