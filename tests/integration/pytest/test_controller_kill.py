@@ -7,10 +7,11 @@ the prior value by itself.  The change happens inside a throwaway network namesp
 """
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
+
+from conftest import kill_controller
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 NS = "it-kill-%d" % os.getpid()
@@ -62,8 +63,7 @@ def test_watchdog_reverts_after_controller_is_killed(tmp_path):
             assert time.time() < deadline, "change never applied"
             time.sleep(0.1)
         killed_at = time.time()
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
+        kill_controller(proc)
         assert read(NS) == "4242"  # still in force right after the controller died
         while read(NS) != orig and time.time() < killed_at + 15:
             time.sleep(0.2)

@@ -10,6 +10,7 @@ import tempfile
 import time
 
 import pytest
+from conftest import kill_controller
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 BIN = os.path.dirname(sys.executable)
@@ -17,25 +18,6 @@ BIN = os.path.dirname(sys.executable)
 
 def sysctl(key):
     return subprocess.run(["sysctl", "-n", key], capture_output=True, text=True, check=True).stdout.strip()
-
-
-def descendants(pid):
-    """Every process below ``pid`` (the module process may run in its own session)."""
-    children = {}
-    for d in os.listdir("/proc"):
-        if d.isdigit():
-            try:
-                stat = open("/proc/%s/stat" % d).read()
-            except OSError:
-                continue
-            ppid = int(stat[stat.rindex(")") + 2:].split()[1])
-            children.setdefault(ppid, []).append(int(d))
-    out, todo = [], [pid]
-    while todo:
-        for c in children.get(todo.pop(), []):
-            out.append(c)
-            todo.append(c)
-    return out
 
 
 def lab_namespaces():
@@ -86,14 +68,7 @@ def test_controller_killed_mid_trial_host_reverts_by_itself(tmp_path):
         killed = time.time()
         # The controller and everything it started on this host, module process included,
         # die at once; only the detached watchdog and reaper are left to clean up.
-        victims = descendants(proc.pid)
-        os.killpg(proc.pid, signal.SIGKILL)
-        for pid in victims:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except OSError:
-                pass
-        proc.wait()
+        kill_controller(proc)
         assert sysctl("vm.stat_interval") != orig  # nobody reverted it yet
         while (sysctl("vm.stat_interval") != orig or lab_namespaces()) and time.time() < killed + 30:
             time.sleep(0.5)
