@@ -22,6 +22,7 @@ __metaclass__ = type
 
 import os
 import random
+import re
 import time
 
 from ansible_collections.netstack.tuning.plugins.module_utils.common import NetstackError
@@ -93,6 +94,11 @@ def storage_url(storage):
     return "sqlite:///" + path
 
 
+def redact(url):
+    """A storage URL without its password, for logs and results."""
+    return re.sub(r"(://[^:/@]+):[^@]*@", r"\1:***@", url)
+
+
 def open_study(storage, study_name, sampler="tpe", objectives=("p99",), seed=None):
     optuna = _optuna()
     multi = len(objectives) > 1
@@ -102,17 +108,18 @@ def open_study(storage, study_name, sampler="tpe", objectives=("p99",), seed=Non
         raise NetstackError("cmaes optimises one objective", field="sampler")
     directions = ["minimize" if o != "rps" else "maximize" for o in objectives]
     url = storage_url(storage)
+    smp = make_sampler(sampler, seed, multi)
     for attempt in range(5):
         try:
             return optuna.create_study(storage=url, study_name=study_name, directions=directions,
-                                       sampler=make_sampler(sampler, seed, multi), load_if_exists=True)
+                                       sampler=smp, load_if_exists=True)
         except ValueError as e:  # e.g. directions differ from an existing study of that name
             raise NetstackError("cannot open study %r: %s" % (study_name, e), field="study_name")
         except Exception as e:  # pylint: disable=broad-except
             # Hosts that reach a fresh shared database at once race to create its schema
             # (PostgreSQL: duplicate type/table); the loser retries and finds it made.
             if "sqlalchemy" not in type(e).__module__ or attempt == 4:
-                raise NetstackError("cannot open storage %s: %s" % (url, e), field="storage")
+                raise NetstackError("cannot open storage %s: %s" % (redact(url), e), field="storage")
             time.sleep(0.5 + random.random())
 
 
@@ -209,8 +216,8 @@ def run_study(space, run_trial, n_trials, storage, study_name, current, sampler=
                "#%d p99 %.3f ms" % (best.number, best.values[0]) if best else "none"))
 
     best = best_trial(study, objectives)
-    result = {"importances": importances(study, objectives), "history": history(study, host),"study_name": study_name, "storage": storage_url(storage) if "://" not in storage else storage,
-              "sampler": sampler, "objectives": list(objectives), "host": host,
+    result = {"importances": importances(study, objectives), "history": history(study, host),
+              "study_name": study_name, "storage": redact(storage_url(storage)), "sampler": sampler, "objectives": list(objectives), "host": host,
               "trials": len(finished(study, host)), "baseline": bm, "stale_failed": stale}
     if best is None:
         result.update({"accepted": False, "reason": "no trial met the constraints",

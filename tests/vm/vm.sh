@@ -73,7 +73,7 @@ start() {
   rm -rf "$dir"; mkdir -p "$dir"
   qemu-img create -q -f qcow2 -F qcow2 -b "$img/rootfs.qcow2" "$dir/disk.qcow2"
   accel=$(accel)
-  if [ "$accel" = kvm ]; then cpu=host; else cpu=qemu64; fi
+  if [ "$accel" = kvm ]; then cpu=host; else cpu=max; fi
   for try in 1 2 3; do
     port=$(free_port)
     if qemu-system-x86_64 \
