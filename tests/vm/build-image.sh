@@ -5,7 +5,7 @@
 #            matching linux-headers so bcc compiles against exact headers)
 #   initrd   a small busybox initramfs made here: insmod virtio/ext4 modules, switch_root
 # The result is cached under .cache/vm/<key>/ where <key> hashes this recipe (this file,
-# initramfs-init and the injected ssh public key); a second run with an unchanged recipe
+# initramfs-init, guest/* and the injected ssh public key); a second run with an unchanged recipe
 # only prints the path.  Downloaded .debs are kept in .cache/vm/debs/ so a rebuild after a
 # recipe change does not download them again.
 #
@@ -53,7 +53,7 @@ mkdir -p "$cache/ssh" "$cache/debs"
 if [ ! -s "$cache/ssh/id_ed25519" ]; then
   ssh-keygen -q -t ed25519 -N '' -C netstack-test-vm -f "$cache/ssh/id_ed25519"
 fi
-key=$(cat "$0" "$here/initramfs-init" "$cache/ssh/id_ed25519.pub" | sha256sum | cut -c1-16)
+key=$(cat "$0" "$here/initramfs-init" "$here"/guest/* "$cache/ssh/id_ed25519.pub" | sha256sum | cut -c1-16)
 if [ $print_key = 1 ]; then echo "$key"; exit 0; fi
 out="$cache/$key"
 
@@ -183,6 +183,9 @@ chroot "$rootdir" systemctl mask --quiet \
   apt-daily.timer apt-daily-upgrade.timer e2scrub_all.timer e2scrub_reap.service \
   fstrim.timer getty@tty1.service \
   systemd-timesyncd.service 2>/dev/null || true
+# Speed only (see the file): bytecode cache for Ansible's zip-imported module_utils.
+install -m 644 "$here/guest/netstack_zipimport_cache.py" "$rootdir/usr/lib/python3/dist-packages/"
+echo 'import netstack_zipimport_cache' > "$rootdir/usr/lib/python3/dist-packages/netstack_zipimport_cache.pth"
 # Roles start these when they need them (the guest boots faster without them).
 chroot "$rootdir" systemctl disable --quiet nginx.service redis-server.service
 
