@@ -154,7 +154,7 @@ stop() {
 
 cmd=${1:-}; shift || true
 case "$cmd" in
-  image) "$here/build-image.sh" ;;
+  image) bash "$here/build-image.sh" ;;
   accel) accel ;;
   start) [ $# -eq 2 ] || die "usage: vm.sh start NAME STATEDIR"; start "$@" ;;
   wait)  [ $# -ge 2 ] || die "usage: vm.sh wait NAME STATEDIR [SECS]"; wait_ssh "$@" ;;
