@@ -11,7 +11,7 @@ SANITY_ROOT := build/sanity/ansible_collections/netstack/tuning
 # sanity covers what ships to managed hosts (plugins/, roles/, playbooks/, docs).
 SANITY_EXCLUDE := tests/unit/ tests/integration/pytest/ tests/lab/ tests/vm/ benchmarks/ scripts/ .ci/ molecule/
 
-.PHONY: setup demo test unit sanity lint integration molecule image lab-test bench bench-sysctl clean
+.PHONY: setup demo test unit sanity lint integration molecule image lab-test bench bench-sysctl bench-tune bench-tcp clean
 
 setup:            ## install system packages and the virtualenv (idempotent)
 	@scripts/bootstrap.sh
@@ -44,10 +44,17 @@ integration:      ## modules against this machine's kernel, in throwaway namespa
 molecule:         ## roles on QEMU VMs (see docs/testing.md)
 	@if [ -x tests/lab/run-molecule.sh ]; then tests/lab/run-molecule.sh; else echo "molecule: no scenarios yet"; fi
 
-bench: bench-sysctl  ## all benchmarks; results under benchmarks/results/
+bench: bench-sysctl bench-tune bench-tcp  ## all benchmarks; results under benchmarks/results/
 
-bench-sysctl:
+bench-sysctl:     ## 20 keys: sysctl_set vs ansible.posix.sysctl
 	$(PY) benchmarks/sysctl_apply.py --repeats 5
+
+bench-tune:       ## tuning: optimizer quality (synthetic) and the nginx lab (defaults/tuned/winner)
+	$(PY) benchmarks/tune_optimizer.py --seeds 20 --budget 300
+	$(PY) benchmarks/tune_lab.py --trials 20 --rounds 10
+
+bench-tcp:        ## per-connection TCP tuning: sockops overhead on short connections
+	/usr/bin/python3 benchmarks/tcp_tuning_overhead.py --repeats 7
 
 clean:
 	rm -rf build .pytest_cache tests/output

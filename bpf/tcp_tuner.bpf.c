@@ -9,6 +9,7 @@
 //   hits     PERCPU_ARRAY[2 * MAX_RULES] of struct rule_stats: per-rule hits / setsockopt errors
 //   peers    LRU_HASH peer address -> struct peer_state: active flows, long flows, bytes
 //   flows    SK_STORAGE per socket: matched rule, long/short classification
+//   scratch  PERCPU_ARRAY[1]: verifier aid (see match())
 //
 // Uses only UAPI context (struct bpf_sock_ops), so it compiles against any recent headers.
 // Rule matching (first match wins): remote prefix (IPv4 kept as ::ffff:a.b.c.d), remote and
@@ -113,6 +114,7 @@ BPF_ARRAY(cfg, struct config, 1);
 BPF_PERCPU_ARRAY(hits, struct rule_stats, 64);
 BPF_TABLE("lru_hash", struct peer_key, struct peer_state, peers, 4096);
 BPF_SK_STORAGE(flows, struct flow_state);
+BPF_PERCPU_ARRAY(scratch, __u32, 1);
 
 static __always_inline void peer_of(struct bpf_sock_ops *skops, struct peer_key *p)
 {
@@ -137,22 +139,38 @@ static __always_inline void peer_of(struct bpf_sock_ops *skops, struct peer_key 
     p->addr[3] = a3;
 }
 
-// a > b as 0/1 without a branch (u32 operands; the difference in 64 bits has the sign).
-static __always_inline __u32 gt(__u32 a, __u32 b)
+// One rule: sets *found to its index + 1 when it matches.  Written out MAX_RULES times
+// by hand (RULES32 below): this bcc has no bpf_loop callbacks, and clang rewrites a
+// counted loop into a form whose bound the verifier cannot see.
+static __always_inline void match_one(__u32 idx, struct peer_key *p, __u32 rport, __u32 lport,
+                                      __u32 active, __u32 longf, __u32 *found)
 {
-    __u64 d = (__u64)b - (__u64)a;
-    asm volatile("" : "+r"(d));  // keep clang from turning this back into a branch
-    return d >> 63;
+    struct rule *r = rules.lookup(&idx);
+    if (!r || !(r->flags & R_VALID))
+        return;
+    if (((p->addr[0] & r->mask[0]) ^ r->addr[0]) | ((p->addr[1] & r->mask[1]) ^ r->addr[1]) |
+        ((p->addr[2] & r->mask[2]) ^ r->addr[2]) | ((p->addr[3] & r->mask[3]) ^ r->addr[3]))
+        return;
+    if ((__u32)(rport - r->rport_lo) > (__u32)(r->rport_hi - r->rport_lo) ||
+        (__u32)(lport - r->lport_lo) > (__u32)(r->lport_hi - r->lport_lo))
+        return;
+    if (active < r->min_active || longf < r->min_long)
+        return;
+    *found = idx + 1;
 }
+
+#define STEP(i) if (!found && (i) < n) match_one(base + (i), p, rport, lport, active, longf, &found);
+#define RULES8(b) STEP(b) STEP(b + 1) STEP(b + 2) STEP(b + 3) STEP(b + 4) STEP(b + 5) STEP(b + 6) STEP(b + 7)
 
 // Index (into `rules`) of the first matching rule + 1, or 0.
 static __always_inline __u32 match(struct bpf_sock_ops *skops, struct config *c, struct peer_key *p)
 {
     __u32 set = c->active_set & 1;
+    __u32 base = set * MAX_RULES;
     __u32 n = c->nrules[set];
     __u32 rport = bpf_ntohl(skops->remote_port) & 0xffff;
     __u32 lport = skops->local_port & 0xffff;
-    __u32 active = 0, longf = 0;
+    __u32 active = 0, longf = 0, found = 0, zero = 0;
 
     if (c->flags & C_TRACK) {
         struct peer_state *ps = peers.lookup(p);
@@ -161,27 +179,14 @@ static __always_inline __u32 match(struct bpf_sock_ops *skops, struct config *c,
             longf = ps->long_flows;
         }
     }
-    // Unrolled: straight-line code the verifier checks in linear time.
-#pragma clang loop unroll(full)
-    for (__u32 i = 0; i < MAX_RULES; i++) {
-        if (i >= n)
-            break;
-        __u32 idx = set * MAX_RULES + i;
-        struct rule *r = rules.lookup(&idx);
-        if (!r)
-            break;
-        // One branch per rule, the rest is arithmetic: the verifier walks every iteration.
-        __u32 miss = ((p->addr[0] & r->mask[0]) ^ r->addr[0]) | ((p->addr[1] & r->mask[1]) ^ r->addr[1]) |
-                     ((p->addr[2] & r->mask[2]) ^ r->addr[2]) | ((p->addr[3] & r->mask[3]) ^ r->addr[3]);
-        miss |= gt((__u32)(rport - r->rport_lo), (__u32)(r->rport_hi - r->rport_lo));
-        miss |= gt((__u32)(lport - r->lport_lo), (__u32)(r->lport_hi - r->lport_lo));
-        miss |= ~r->flags & R_VALID;
-        miss |= gt(r->min_active, active);
-        miss |= gt(r->min_long, longf);
-        if (!miss)
-            return idx + 1;
-    }
-    return 0;
+    RULES8(0) RULES8(8) RULES8(16) RULES8(24)
+    // Pass the result through a map value: the verifier then treats it as one unknown
+    // scalar instead of walking the rest of the program once per possible rule index.
+    __u32 *slot = scratch.lookup(&zero);
+    if (!slot)
+        return 0;
+    *slot = found;
+    return *(volatile __u32 *)slot;
 }
 
 static __always_inline void count(__u32 idx, int errors)

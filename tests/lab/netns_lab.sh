@@ -15,7 +15,7 @@
 #   state in /run/netstack-lab (tmpfs): ssh/id_ed25519 (the key root logs in with),
 #   authorized_keys, known_hosts (every host key: ssh verifies them for real),
 #   NNN/{sshd_config,ssh_host_ed25519_key,sshd.pid,sshd.log,state/}
-#   inventory: inventories/lab/hosts.yml, groups lab = canary (first host) + fleet (rest)
+#   inventory: inventories/lab/generated/hosts.yml (git-ignored), groups lab = canary (first host) + fleet (rest)
 #
 # All namespaces share this machine's filesystem and non-net kernel state.  A lab host
 # changes its own net.* sysctls (they are per namespace) but /etc, /var/lib/netstack and
@@ -24,7 +24,7 @@
 # Environment: NETSTACK_LAB_PREFIX (default nslab, at most 6 characters),
 # NETSTACK_LAB_NET (first two octets, default 198.18; 198.19 is the other half of the
 # range), NETSTACK_LAB_STATE (default /run/netstack-lab), NETSTACK_LAB_INVENTORY
-# (default <repo>/inventories/lab/hosts.yml).  Two labs with different prefix, net and
+# (default <repo>/inventories/lab/generated/hosts.yml).  Two labs with different prefix, net and
 # state dir can run side by side (tests/lab/test_netns_lab.py does that).
 set -euo pipefail
 
@@ -33,7 +33,7 @@ repo=$(cd "$here/../.." && pwd)
 prefix=${NETSTACK_LAB_PREFIX:-nslab}
 net=${NETSTACK_LAB_NET:-198.18}
 state=${NETSTACK_LAB_STATE:-/run/netstack-lab}
-inventory=${NETSTACK_LAB_INVENTORY:-$repo/inventories/lab/hosts.yml}
+inventory=${NETSTACK_LAB_INVENTORY:-$repo/inventories/lab/generated/hosts.yml}
 bridge="${prefix}0"
 sshd=/usr/sbin/sshd
 

@@ -1,0 +1,101 @@
+"""Unit tests of the tcp_policy engine (pure Python: validation, encoding round trips)
+and of the bpf engine's input checks.  The kernel-facing parts are covered by the
+integration targets bpf_program and tcp_policy (they need bcc and root)."""
+import struct
+
+import pytest
+
+from ansible_collections.netstack.tuning.plugins.module_utils import bpf, tcppolicy
+from ansible_collections.netstack.tuning.plugins.module_utils.common import NetstackError
+
+CCS = ["reno", "cubic", "bbr"]
+
+
+def test_rule_layout_matches_the_c_struct():
+    # struct rule in bpf/tcp_tuner.bpf.c: 4 + 16 + 16 + 4*2 + 10*4 + 16
+    assert tcppolicy.RULE_SIZE == 100
+    assert struct.calcsize(tcppolicy.CFG_FMT) == 24
+
+
+def test_encode_decode_round_trip_ipv4():
+    rules = [{"name": "dc", "match": {"remote": "198.18.0.0/15", "remote_ports": "80-443", "local_ports": 8080,
+                                      "peer_long_flows_gt": 2},
+              "set": {"congestion_control": "cubic", "initial_cwnd": 32, "rto_min_ms": 20, "delack_max_ms": 5,
+                      "sndbuf": 262144, "rcvbuf": 262144, "cwnd_clamp": 64, "notsent_lowat": 131072,
+                      "syn_rto_ms": 300}}]
+    norm, enc, flags = tcppolicy.plan(rules, 1 << 20, None, 250, CCS)
+    assert flags == tcppolicy.C_TRACK
+    d = tcppolicy.decode_rule(enc[0], 250)
+    assert d["match"] == {"remote": "198.18.0.0/15", "remote_ports": "80-443", "local_ports": "8080-8080",
+                          "peer_long_flows_gt": 2}
+    assert d["set"] == rules[0]["set"]
+    flags_r, addr, mask = struct.unpack_from("<I16s16s", enc[0])
+    assert addr == b"\0" * 10 + b"\xff\xff" + bytes([198, 18, 0, 0])
+    assert mask == b"\xff" * 12 + b"\xff\xfe\0\0"
+
+
+def test_any_and_ipv6():
+    norm, enc, flags = tcppolicy.plan([{"name": "a", "set": {"initial_cwnd": 10}},
+                                       {"name": "b", "match": {"remote": "2001:db8::/32"}, "set": {"cwnd_clamp": 5}}],
+                                      1, False, 250, CCS)
+    assert flags == 0
+    assert tcppolicy.decode_rule(enc[0], 250)["match"]["remote"] == "any"
+    assert tcppolicy.decode_rule(enc[1], 250)["match"]["remote"] == "2001:db8::/32"
+
+
+def test_syn_rto_uses_hz():
+    _n, enc, _f = tcppolicy.plan([{"name": "s", "set": {"syn_rto_ms": 300}}], 1, None, 1000, CCS)
+    assert struct.unpack_from("<I", enc[0], 80)[0] == 300
+    _n, enc, _f = tcppolicy.plan([{"name": "s", "set": {"syn_rto_ms": 300}}], 1, None, 250, CCS)
+    assert struct.unpack_from("<I", enc[0], 80)[0] == 75
+
+
+@pytest.mark.parametrize("rules,field", [
+    ([{"name": "x", "set": {"congestion_control": "nosuch"}}], "congestion_control"),
+    ([{"name": "x", "set": {"rto_min_ms": 500}}], "rules[0] (x).set.rto_min_ms"),
+    ([{"name": "x", "set": {}}], "rules[0] (x).set"),
+    ([{"name": "x", "set": {"bogus": 1}}], "rules[0] (x).set"),
+    ([{"name": "x", "match": {"remote": "300.1.1.1/8"}, "set": {"initial_cwnd": 1}}], "match.remote"),
+    ([{"name": "x", "match": {"remote_ports": "90-80"}, "set": {"initial_cwnd": 1}}], "remote_ports"),
+    ([{"name": "x", "set": {"initial_cwnd": 1}}, {"name": "x", "set": {"initial_cwnd": 2}}], "name"),
+    ([{"set": {"initial_cwnd": 1}}], "rules[0]"),
+])
+def test_bad_rules_name_the_field(rules, field):
+    with pytest.raises(NetstackError) as e:
+        tcppolicy.validate(rules, CCS)
+    assert field in str(e.value)
+
+
+def test_too_many_rules():
+    with pytest.raises(NetstackError):
+        tcppolicy.validate([{"name": "r%d" % i, "set": {"initial_cwnd": 1}} for i in range(33)], CCS)
+
+
+def test_bpf_names_and_programs():
+    with pytest.raises(NetstackError) as e:
+        bpf.Engine("/nonexistent").present("has.dot", "x", [{"function": "f", "type": "sock_ops", "cgroup": "/"}])
+    assert e.value.field == "name"
+    with pytest.raises(NetstackError) as e:
+        bpf.normalize_programs([{"function": "f", "type": "xdp"}])
+    assert e.value.field == "programs[0].type"
+    with pytest.raises(NetstackError) as e:
+        bpf.normalize_programs([{"function": "f", "type": "sk_msg"}])
+    assert e.value.field == "programs[0].map"
+    with pytest.raises(NetstackError) as e:
+        bpf.normalize_programs([{"function": "f", "type": "sched_cls", "interface": "bad name!"}])
+    assert e.value.field == "programs[0].interface"
+
+
+def test_digest_changes_with_flags_and_attach():
+    p = [{"function": "f", "type": "sk_msg", "map": "m", "attach_type": "sk_msg_verdict"}]
+    a = bpf.source_digest("src", [], p)
+    assert a == bpf.source_digest("src", [], p)
+    assert a != bpf.source_digest("src", ["-DX"], p)
+    assert a != bpf.source_digest("src2", [], p)
+
+
+def test_log_tail_keeps_errors_and_the_end():
+    text = "\n".join(["main.c:1: error: boom"] + ["line %d" % i for i in range(200)])
+    out = bpf._tail(text, 10)
+    assert out[0] == "main.c:1: error: boom"
+    assert out[-1] == "line 199"
