@@ -101,9 +101,9 @@ def bootstrap_ratio_ci(a, b, level=0.95, rounds=2000, seed=0):
     """Confidence interval of median(a)/median(b) by the percentile bootstrap."""
     rng = random.Random(seed)
     ratios = []
-    for _ in range(rounds):
-        ra = [rng.choice(a) for _ in a]
-        rb = [rng.choice(b) for _ in b]
+    for dummy in range(rounds):
+        ra = [rng.choice(a) for dummy in a]
+        rb = [rng.choice(b) for dummy in b]
         mb = median(rb)
         if mb:
             ratios.append(median(ra) / mb)

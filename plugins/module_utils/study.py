@@ -231,8 +231,8 @@ def run_study(space, run_trial, n_trials, storage, study_name, current, sampler=
     arms = [("defaults", {}), ("best", best_sysctls)]
     if tuned_sysctls:
         arms.insert(1, ("tuned-network-latency", tuned_sysctls))
-    samples = {name: {"p99": [], "p999": [], "rps": [], "errors": 0} for name, _ in arms}
-    log("verify: %d interleaved rounds of %s" % (verify_rounds, ", ".join(a for a, _ in arms)))
+    samples = {arm[0]: {"p99": [], "p999": [], "rps": [], "errors": 0} for arm in arms}
+    log("verify: %d interleaved rounds of %s" % (verify_rounds, ", ".join(arm[0] for arm in arms)))
     for r in range(verify_rounds):
         k = r % len(arms)
         for name, sc in arms[k:] + arms[:k]:

@@ -79,8 +79,8 @@ def _legend(parts, names):
 
 def line_chart(series, title="", xlabel="", ylabel="", points=False, marks=(), xfmt=_fmt):
     """series: {name: [(x, y), ...]}; marks: [(x, y, label)] drawn as red circles."""
-    xs = [x for s in series.values() for x, _ in s] + [m[0] for m in marks]
-    ys = [y for s in series.values() for _, y in s if y is not None] + [m[1] for m in marks]
+    xs = [pt[0] for s in series.values() for pt in s] + [m[0] for m in marks]
+    ys = [pt[1] for s in series.values() for pt in s if pt[1] is not None] + [m[1] for m in marks]
     if not xs or not ys:
         return "<p>(no data for %s)</p>" % _esc(title)
     xlo, xhi, xt = _nice(min(xs), max(xs))
@@ -106,7 +106,7 @@ def bar_chart(items, title="", xlabel="", ylabel="", horizontal=True):
     if not items:
         return "<p>(no data for %s)</p>" % _esc(title)
     h = max(H, T + B + 18 * len(items))
-    vmax = max(v for _, v in items) or 1.0
+    vmax = max(it[1] for it in items) or 1.0
     left = 220
     pw = W - left - R
     parts = ['<svg xmlns="http://www.w3.org/2000/svg" width="%d" height="%d" viewBox="0 0 %d %d" '

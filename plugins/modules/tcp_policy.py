@@ -34,7 +34,7 @@ author:
   - netstack.tuning maintainers (@netstack-tuning)
 options:
   program:
-    description: Name the program set was loaded under (M(netstack.tuning.bpf_program) O(name)).
+    description: Name the program set was loaded under (the O(netstack.tuning.bpf_program#module:name) option of M(netstack.tuning.bpf_program)).
     type: str
     default: tcp_tuner
   rules:

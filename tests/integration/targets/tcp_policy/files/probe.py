@@ -1,4 +1,3 @@
-#!/usr/bin/python3
 # Copyright: netstack.tuning contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """Open loopback TCP connections from inside a cgroup and report what they got.
@@ -40,7 +39,7 @@ def cc(s):
 
 def ss(port):
     out = subprocess.run(["ss", "-tinH", "state", "established", "( sport = :%d )" % port],
-                         capture_output=True, text=True).stdout
+                         capture_output=True, text=True, check=False).stdout
     return " ".join(out.split())
 
 
