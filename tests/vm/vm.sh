@@ -74,6 +74,8 @@ start() {
   qemu-img create -q -f qcow2 -F qcow2 -b "$img/rootfs.qcow2" "$dir/disk.qcow2"
   accel=$(accel)
   if [ "$accel" = kvm ]; then cpu=host; else cpu=max; fi
+  # The guest may reboot itself (QEMU resets it); a kernel panic reboots after 10 s.
+  # cache=unsafe: the overlay is thrown away with the VM, so host flushes buy nothing.
   for try in 1 2 3; do
     port=$(free_port)
     if qemu-system-x86_64 \
