@@ -19,7 +19,7 @@ setup:            ## install system packages and the virtualenv (idempotent)
 demo: setup       ## the main job on this machine (safe lab form)
 	$(BIN)/ansible-playbook -i inventories/local/hosts.yml playbooks/demo.yml
 
-test: setup unit sanity lint integration molecule  ## everything CI runs
+test: setup unit sanity lint integration lab-test molecule  ## everything CI runs
 	@echo "make test: all suites passed"
 
 unit:
@@ -41,8 +41,14 @@ integration:      ## modules against this machine's kernel, in throwaway namespa
 	tests/integration/run.sh
 	$(PY) -m pytest tests/integration/pytest -q
 
-molecule:         ## roles on QEMU VMs (see docs/testing.md)
-	@if [ -x tests/lab/run-molecule.sh ]; then tests/lab/run-molecule.sh; else echo "molecule: no scenarios yet"; fi
+image:            ## the Debian 12 guest image for Molecule (cached by recipe hash)
+	tests/vm/build-image.sh
+
+molecule: image   ## roles on QEMU VMs, every scenario (see docs/testing.md)
+	tests/vm/run-molecule.sh
+
+lab-test:         ## the many-host SSH lab: start, playbook over SSH, stop, nothing left
+	$(PY) -m pytest tests/lab -q
 
 bench: bench-sysctl bench-tune bench-tcp  ## all benchmarks; results under benchmarks/results/
 

@@ -262,6 +262,23 @@ def remove_lab():
         subprocess.run(["ip", "netns", "del", ns], capture_output=True)
 
 
+NETSTAT = ("TcpExt:TCPSynRetrans", "TcpExt:TCPLossProbes", "TcpExt:TCPTimeouts", "Tcp:RetransSegs",
+           "TcpExt:TCPSpuriousRTOs", "TcpExt:TCPLostRetransmit")
+
+
+def netstat(ns):
+    """Counters of the client namespace (/proc/net/{snmp,netstat} read from inside it)."""
+    out = {}
+    text = sh(*in_ns(ns, "cat", "/proc/net/snmp", "/proc/net/netstat"))
+    lines = text.splitlines()
+    for head, vals in zip(lines[0::2], lines[1::2]):
+        h, v = head.split(), vals.split()
+        if h and v and h[0] == v[0]:
+            for k, x in zip(h[1:], v[1:]):
+                out[h[0] + k] = int(x) if x.lstrip("-").isdigit() else 0
+    return {k: out.get(k, 0) for k in NETSTAT}
+
+
 def pct(v, p):
     v = sorted(v)
     if not v:
@@ -289,7 +306,8 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--worker", choices=["server", "client"], help=argparse.SUPPRESS)
     ap.add_argument("--cgroup", help=argparse.SUPPRESS)
-    ap.add_argument("--loss", default="0,0.01", help="comma-separated drop probabilities per direction; 0 is the control")
+    ap.add_argument("--loss", default="0,0.01",
+                    help="comma-separated drop probabilities per direction; 0 is the control")
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--seconds", type=float, default=8.0, help="short-flow window per run")
     ap.add_argument("--warm", type=float, default=1.0, help="long flows run this long before the window")
@@ -298,6 +316,8 @@ def main():
     ap.add_argument("--long", type=int, default=2, help="bulk senders")
     ap.add_argument("--long-mbit", type=float, default=100.0, help="pacing cap per bulk sender (0: none)")
     ap.add_argument("--flow-aware", action="store_true", help="rule only while a long flow to the server exists")
+    ap.add_argument("--set", dest="rule_set", help="JSON object replacing the rule's settings (ablations)")
+    ap.add_argument("--cc", help="default congestion control of both namespaces (default: inherited from the host)")
     ap.add_argument("--out", default=os.path.join(ROOT, "benchmarks", "results"))
     ap.add_argument("--tag", default="")
     a = ap.parse_args()
@@ -314,6 +334,8 @@ def main():
             "set": {"initial_cwnd": 48, "rto_min_ms": 10, "syn_rto_ms": 50, "delack_max_ms": 5}}
     if a.flow_aware:
         rule["match"]["peer_long_flows_gt"] = 0
+    if a.rule_set:
+        rule["set"] = json.loads(a.rule_set)
     root = bpf.cgroup2_root()
     cg = {"on": os.path.join(root, "netstack-bench-gain-on"), "off": os.path.join(root, "netstack-bench-gain-off")}
     eng = bpf.Engine(STATE)
@@ -325,6 +347,9 @@ def main():
     try:
         remove_lab()
         make_lab()
+        if a.cc:
+            for ns in (NS_C, NS_S):
+                sh(*in_ns(ns, "sysctl", "-q", "-w", "net.ipv4.tcp_congestion_control=" + a.cc))
         for d in cg.values():
             os.makedirs(d, exist_ok=True)
         # loss emulators: ingress of both veth ends
@@ -369,13 +394,19 @@ def main():
             argv = in_ns(NS_C, sys.executable, os.path.abspath(__file__), "--worker", "client", "--cgroup", cg[arm],
                          "--seconds", str(a.seconds), "--warm", str(a.warm), "--size", str(a.size),
                          "--short-procs", str(a.short_procs), "--long", str(a.long), "--long-mbit", str(a.long_mbit))
+            before = netstat(NS_C)
             p = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
             children.append(p)
             out, err = p.communicate(timeout=a.warm + a.seconds + 180)
             children.remove(p)
             if p.returncode != 0:
                 raise RuntimeError("client failed: %s" % err.strip()[-2000:])
-            return summarise_run(json.loads(out), a.seconds)
+            after = netstat(NS_C)
+            r = summarise_run(json.loads(out), a.seconds)
+            r.update({"ns_" + k.split(":")[1]: after[k] - before[k] for k in NETSTAT})
+            r.update({"ns_" + k.split(":")[1] + "_per_kflow": (after[k] - before[k]) * 1000.0 / max(1, r["flows"])
+                      for k in NETSTAT})
+            return r
 
         for loss in losses:
             set_loss(loss)
@@ -426,7 +457,8 @@ def main():
 KEYS = [("fct_p50_ms", "FCT p50 ms"), ("fct_p90_ms", "FCT p90 ms"), ("fct_p99_ms", "FCT p99 ms"),
         ("fct_mean_ms", "FCT mean ms"), ("conn_p99_ms", "connect p99 ms"), ("flows_per_s", "short flows/s"),
         ("retrans_flows_pct", "short flows with a retransmit %"), ("long_mbit", "long flows Mbit/s (sum)"),
-        ("long_retrans", "long-flow retransmits")]
+        ("long_retrans", "long-flow retransmits")] + \
+    [("ns_" + k.split(":")[1] + "_per_kflow", k.split(":")[1] + " per 1000 short flows") for k in NETSTAT]
 
 
 def report(a, losses, runs, loss_stats, hits, rule, default_cc):
@@ -464,20 +496,27 @@ def report(a, losses, runs, loss_stats, hits, rule, default_cc):
         meas = ", ".join("%s %.3f%% of %d" % ("server ingress" if n.endswith("_s") else "client ingress",
                                                100 * v["rate"], v["seen"]) for n, v in ml.items())
         md += ["## loss %.2f%% per direction" % (100 * loss), "",
-               "Measured drops: %s." % (meas or "none (emulator off)") if loss else "Emulator attached, dropping nothing.",
-               "", "| metric | off (defaults) median [min-max] | on (rules) median [min-max] | on/off (medians) | on/off per pair, median |",
-               "|---|---|---|---|---|"]
+               ("Measured drops: %s." % (meas or "none")) if loss else "Emulator attached, dropping nothing.", "",
+               "| metric | off (defaults) median [min-max] | on (rules) median [min-max] | on/off (medians) "
+               "| on/off per pair, median |", "|---|---|---|---|---|"]
         for k, t in KEYS:
-            f = "%.0f" if k in ("flows_per_s", "long_mbit", "long_retrans") else "%.2f"
-            cell = lambda arm: (f + " [" + f + "-" + f + "]") % (lv["median"][arm][k], lv["min"][arm][k],
-                                                                   lv["max"][arm][k])
-            rm, pm = lv["ratio_of_medians"][k], lv["pair_ratio_median"][k]
-            md.append("| %s | %s | %s | %s | %s |" % (t, cell("off"), cell("on"), "%.3f" % rm if rm is not None else "-",
-                                                      "%.3f" % pm if pm is not None else "-"))
+            fmt = "%.1f" if k.startswith("ns_") else "%.2f"
+            if k in ("flows_per_s", "long_mbit", "long_retrans"):
+                fmt = "%.0f"
+            cells = [(fmt + " [" + fmt + "-" + fmt + "]") % (lv["median"][arm][k], lv["min"][arm][k], lv["max"][arm][k])
+                     for arm in ("off", "on")]
+            ratios = ["%.3f" % x if x is not None else "-"
+                      for x in (lv["ratio_of_medians"][k], lv["pair_ratio_median"][k])]
+            md.append("| %s | %s | %s | %s | %s |" % tuple([t] + cells + ratios))
         md.append("")
     md += ["Rule hits counted by the program (short-flow connections of the `on` arm): %d (setsockopt errors %d)."
            % (hits["hits"], hits["errors"]),
-           "Percentiles are per run (thousands of flows each); the table gives the median run and the range over runs.",
+           "\"per 1000 short flows\" rows: the client namespace's SNMP counters over each whole run (warm-up "
+           "second included) divided by the run's short flows; they include the long flows' share (raw deltas "
+           "in the JSON). SynRetrans = SYN retransmits, LossProbes = tail loss probes, Timeouts = RTO expiries, "
+           "LostRetransmit = a retransmission lost again.",
+           "Percentiles are per run (hundreds to thousands of flows each: a closed loop, so an arm with slow flows "
+           "completes fewer; counts per run are in the JSON); the table gives the median run and the range over runs.",
            "This benchmark reports; it does not pass or fail.", ""]
     os.makedirs(a.out, exist_ok=True)
     with open(os.path.join(a.out, "tcp_tuning_gain%s.json" % a.tag), "w") as f:
