@@ -127,6 +127,12 @@ def run(sysctls, bench=None, confirm_timeout=300, state_dir=None, prune_p99_abov
                     # congestion control from the host's allowed list (EPERM otherwise).
                     allowed = kstate.Item("sysctl", "net.ipv4.tcp_allowed_congestion_control").read().split()
                     if str(cc) not in allowed:
+                        if not os.access(os.path.join(kstate.PROC_SYS, "net/ipv4/tcp_allowed_congestion_control"),
+                                         os.W_OK):
+                            raise NetstackError(
+                                "%s is not in this host's tcp_allowed_congestion_control (%s), which only the "
+                                "initial network namespace can change: use one of those in the search space"
+                                % (cc, " ".join(allowed)), field="net.ipv4.tcp_congestion_control")
                         host_part["net.ipv4.tcp_allowed_congestion_control"] = " ".join(allowed + [str(cc)])
                 # host keys first: the namespace's settings may depend on them
                 changes = (sysctl_engine.plan(host_part) if host_part else []) + \
