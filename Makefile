@@ -59,8 +59,9 @@ bench-tune:       ## tuning: optimizer quality (synthetic) and the nginx lab (de
 	$(PY) benchmarks/tune_optimizer.py --seeds 20 --budget 300
 	$(PY) benchmarks/tune_lab.py --trials 20 --rounds 10
 
-bench-tcp:        ## per-connection TCP tuning: sockops overhead on short connections
+bench-tcp:        ## per-connection TCP tuning: sockops overhead, and short-flow FCT under loss
 	/usr/bin/python3 benchmarks/tcp_tuning_overhead.py --repeats 7
+	/usr/bin/python3 benchmarks/tcp_tuning_gain.py
 
 clean:
 	rm -rf build .pytest_cache tests/output

@@ -726,6 +726,7 @@ class Engine(object):
         stage = os.path.join(self.pin_root, "__staging_%s" % name)
         if os.path.exists(stage):
             shutil.rmtree(stage)
+        os.makedirs(stage, 0o700)  # makedirs' mode applies to the leaf only: make each level 0700
         os.makedirs(os.path.join(stage, "progs"), 0o700)
         os.makedirs(os.path.join(stage, "maps"), 0o700)
         attached_new = []
