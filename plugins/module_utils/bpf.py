@@ -46,6 +46,7 @@ import struct
 import tempfile
 import time
 
+from ansible_collections.netstack.tuning.plugins.module_utils import nsutil
 from ansible_collections.netstack.tuning.plugins.module_utils.common import NetstackError, run, which
 from ansible_collections.netstack.tuning.plugins.module_utils import kstate
 
@@ -80,15 +81,7 @@ PERCPU_MAPS = (5, 6, 10)
 
 # ------------------------------------------------------------------ bpf(2) syscall layer
 
-_LIBC = None
-
-
-def _libc():
-    global _LIBC
-    if _LIBC is None:
-        _LIBC = ctypes.CDLL(None, use_errno=True)
-        _LIBC.syscall.restype = ctypes.c_long
-    return _LIBC
+_libc = nsutil.libc  # the one libc handle of the engine (errno kept, syscall returns long)
 
 
 def sys_bpf(cmd, attr):
