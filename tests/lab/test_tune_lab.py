@@ -29,6 +29,7 @@ def test_tune_playbook_on_three_lab_hosts(lab_env, tmp_path):
         "sysctl_tuner_space": str(SPACE), "sysctl_tuner_rollout_scope": "netns", "sysctl_tuner_persist": "runtime",
         "sysctl_tuner_state_dir": "{{ netstack_state_dir }}", "sysctl_tuner_storage": str(tmp_path / "s.db"),
         "sysctl_tuner_trials": 3, "sysctl_tuner_verify_rounds": 3, "sysctl_tuner_require_accepted": False,
+        "sysctl_tuner_prune_factor": 0, "sysctl_tuner_min_rps_ratio": 0.0,
         "sysctl_tuner_bench": {"duration": 1, "warmup": 0, "repeats": 1, "connections": 4},
         "sysctl_tuner_gate_bench": {"duration": 1, "warmup": 0, "repeats": 1, "connections": 4},
     }
