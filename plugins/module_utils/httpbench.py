@@ -41,7 +41,7 @@ import time
 from urllib.parse import urlsplit
 
 from ansible_collections.netstack.tuning.plugins.module_utils.common import NetstackError, run, which
-from ansible_collections.netstack.tuning.plugins.module_utils import kstate
+from ansible_collections.netstack.tuning.plugins.module_utils import kstate, stats
 from ansible_collections.netstack.tuning.plugins.module_utils import sysctl as sysctl_engine
 
 try:
@@ -469,24 +469,13 @@ def run_wrk(url, duration, connections, threads, timeout=2, netns=None, script=N
 
 # --------------------------------------------------------------------------- aggregation
 
-def quantile(values, q):
-    """Linear-interpolated quantile of a non-empty list (NumPy's default, 'type 7')."""
-    xs = sorted(values)
-    if not xs:
-        return None
-    pos = (len(xs) - 1) * q
-    lo = int(pos)
-    hi = min(lo + 1, len(xs) - 1)
-    return xs[lo] + (xs[hi] - xs[lo]) * (pos - lo)
-
-
 def spread(values):
     """median, min, max and IQR (q3 - q1) of the non-None values; all None when there are none."""
     xs = [v for v in values if v is not None]
     if not xs:
         return {"median": None, "min": None, "max": None, "iqr": None}
-    return {"median": _round(quantile(xs, 0.5)), "min": _round(min(xs)), "max": _round(max(xs)),
-            "iqr": _round(quantile(xs, 0.75) - quantile(xs, 0.25))}
+    s = stats.spread(xs)
+    return {k: _round(s[k]) for k in ("median", "min", "max", "iqr")}
 
 
 def _round(x):

@@ -245,7 +245,9 @@ class Journal(object):
             if confirm_timeout:
                 applied["confirm_deadline"] = time.time() + float(confirm_timeout)
             self._append(applied)
-            summary = self.get(txn_id).summary()
+            txn = Txn(begin)
+            txn.add(applied)
+            summary = txn.summary()
             summary["recovered"] = recovered
             return summary
 
@@ -354,8 +356,15 @@ def watchdog_loop(state_dir, txn_id):
             f.write("%s pid=%d txn=%s %s\n" % (time.strftime("%Y-%m-%dT%H:%M:%S"), os.getpid(), txn_id, msg))
 
     note("armed")
+    seen, t = None, None
     while True:
-        t = j.get(txn_id)
+        try:
+            st = os.stat(j.path)
+            stamp = (st.st_size, st.st_mtime_ns)
+        except OSError:
+            stamp = None
+        if stamp != seen:  # re-read the journal only when it changed
+            seen, t = stamp, j.get(txn_id)
         if t.state in ("confirmed", "failed", "rolled_back"):
             note("done: transaction %s" % t.state)
             return

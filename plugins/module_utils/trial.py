@@ -30,15 +30,25 @@ BENCH_DEFAULTS = {"nginx_mode": "static", "payload_bytes": 1024, "connections": 
                   "duration": 5, "warmup": 1, "repeats": 3, "worker_processes": "auto", "timeout": 2}
 
 
+def _fresh_netns_values(keys):
+    """{key: value in a fresh network namespace, or None where the key is not there}."""
+    def work():
+        out = {}
+        for k in keys:
+            try:
+                with open(os.path.join(kstate.PROC_SYS, kstate.sysctl_path(k))) as f:
+                    out[k] = kstate.normalize(f.read())
+            except (IOError, OSError):
+                out[k] = None
+        return out
+    return nsutil.in_child(work, setup=nsutil.new_netns)
+
+
 def netns_scoped(keys):
     """{key: True if it is a net.* key that exists inside a fresh network namespace}."""
     keys = [kstate.canonical_sysctl(k) for k in keys]
-
-    def work():
-        return {k: os.path.exists(os.path.join(kstate.PROC_SYS, kstate.sysctl_path(k))) for k in keys}
-
-    present = nsutil.in_child(work, setup=nsutil.new_netns)
-    return {k: k.startswith("net.") and present[k] for k in keys}
+    fresh = _fresh_netns_values(keys)
+    return {k: k.startswith("net.") and fresh[k] is not None for k in keys}
 
 
 def inspect(keys):
@@ -48,13 +58,8 @@ def inspect(keys):
     canon = [kstate.canonical_sysctl(k) for k in keys]
     missing = [k for k in canon if not os.path.exists(os.path.join(kstate.PROC_SYS, kstate.sysctl_path(k)))]
     present = [k for k in canon if k not in missing]
-    scoped = netns_scoped(present) if present else {}
-
-    def fresh_values():
-        return {k: kstate.normalize(open(os.path.join(kstate.PROC_SYS, kstate.sysctl_path(k))).read())
-                for k in present if scoped[k]}
-
-    fresh = nsutil.in_child(fresh_values, setup=nsutil.new_netns) if present else {}
+    fresh = _fresh_netns_values(present) if present else {}
+    scoped = {k: k.startswith("net.") and fresh[k] is not None for k in present}
     current = {k: fresh[k] if scoped[k] else kstate.Item("sysctl", k).read() for k in present}
     return {"current": current, "missing": missing,
             "scopes": {k: ("netns" if v else "host") for k, v in scoped.items()}}

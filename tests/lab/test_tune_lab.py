@@ -5,10 +5,9 @@ rolled back through its journal and the lab stopped with nothing left.
 The lab hosts are network namespaces of this machine, so the run uses the
 per-namespace search space and rolls out only per-namespace keys (docs/tuning.md)."""
 import json
-import os
 import subprocess
 
-from test_netns_lab import LAB, PREFIX, REPO, lab, lab_env, leftovers  # noqa: F401 (fixture)
+from conftest import PREFIX, REPO, lab, leftovers
 
 SPACE = REPO / "roles" / "sysctl_tuner" / "files" / "spaces" / "nginx_latency_netns.yml"
 

@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from ansible_collections.netstack.tuning.plugins.module_utils import httpbench as hb
+from ansible_collections.netstack.tuning.plugins.module_utils import httpbench as hb, stats
 from ansible_collections.netstack.tuning.plugins.module_utils.common import NetstackError, which
 
 # ------------------------------------------------------------------ recorded wrk output
@@ -109,11 +109,13 @@ def _run(p50, p99, rps, errors=0, requests=1000, p99_9=None):
 
 
 def test_quantile_is_linear_interpolation():
-    assert hb.quantile([1, 2, 3, 4], 0.5) == 2.5
-    assert hb.quantile([4, 1, 3, 2], 0.25) == 1.75
-    assert hb.quantile([4, 1, 3, 2], 0.75) == 3.25
-    assert hb.quantile([7], 0.9) == 7
-    assert hb.quantile([], 0.5) is None
+    # spread() uses the engine's one quantile (stats.quantile, NumPy's default 'type 7')
+    assert stats.quantile([1, 2, 3, 4], 0.5) == 2.5
+    assert stats.quantile([4, 1, 3, 2], 0.25) == 1.75
+    assert stats.quantile([4, 1, 3, 2], 0.75) == 3.25
+    assert stats.quantile([7], 0.9) == 7
+    with pytest.raises(ValueError):
+        stats.quantile([], 0.5)
 
 
 def test_aggregate_medians_spread_and_totals():
