@@ -68,7 +68,7 @@ def in_child(work, setup=None, timeout=120):
             payload = {"result": work()}
         except NetstackError as e:
             payload = {"error": e.msg, "field": e.field}
-        except BaseException as e:  # pylint: disable=broad-except  (everything must reach the parent)
+        except BaseException as e:  # everything must reach the parent
             payload = {"error": "%s: %s" % (type(e).__name__, e)}
         try:
             data = json.dumps(payload).encode("utf-8")
