@@ -1,0 +1,477 @@
+# -*- coding: utf-8 -*-
+# Copyright: netstack.tuning contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The transparent same-host path (capability 4): policy, encoding, and the pinned maps of
+bpf/shm_redirect.bpf.c.
+
+A policy says which same-host TCP connections take the path:
+
+    {"policies": [{"name": "redis", "ports": 6379}, {"name": "web", "ports": "8000-8099"}],
+     "local_addresses": ["127.0.0.0/8", "::1/128"],
+     "cgroup": "/"}
+
+A connection is captured when both of its addresses are in ``local_addresses`` (this host's
+addresses: loopback by default) and either end's port is in a policy's ``ports``; the first
+matching policy counts it.  ``cgroup`` (relative to the cgroup v2 root) scopes the sock_ops
+hook: only sockets of processes in that cgroup subtree are seen.
+
+The program keeps two policy sets (double buffer): a change fills the inactive set and
+flips, so a new connection sees the old or the new policy, never a mix.  Connections
+already on the path keep it until they close (taking them off would drop the bytes queued
+for the reader); connections on TCP stay on TCP.
+
+Encoding (must match shm_redirect.bpf.c):
+    policy  <IHH>     flags, port_lo, port_hi
+    prefix  <16s16s>  addr, mask (network order, IPv4 as ::ffff:a.b.c.d)
+    config  <IIIIII>  active_set, npolicies[2], nprefixes[2], flags
+    stats   <8Q>      captured, capture_errors, shm_conns, tcp_conns, shm_msgs, shm_bytes,
+                      tcp_msgs, tcp_bytes   (per CPU)
+"""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import ipaddress
+import json
+import os
+import re
+import struct
+
+from ansible_collections.netstack.tuning.plugins.module_utils.common import NetstackError
+
+MAX_POLICIES = 16
+MAX_PREFIXES = 16
+POLICY_FMT = "<IHH"
+PREFIX_FMT = "<16s16s"
+CFG_FMT = "<IIIIII"
+STATS_FMT = "<8Q"
+STATS_FIELDS = ("captured", "capture_errors", "shm_conns", "tcp_conns", "shm_msgs", "shm_bytes",
+                "tcp_msgs", "tcp_bytes")
+P_VALID = 1
+C_ENABLED = 1
+SOURCE_NAME = "shm_redirect.bpf.c"
+MAPS = ("socks", "policies", "prefixes", "cfg", "stats")
+DEFAULT_LOCAL = ["127.0.0.0/8", "::1/128"]
+
+_PORTS = {"oneOf": [{"type": "integer", "minimum": 1, "maximum": 65535},
+                    {"type": "string", "pattern": r"^\s*\d{1,5}\s*(-\s*\d{1,5}\s*)?$"}]}
+SCHEMA = {
+    "$schema": "https://json-schema.org/draft/2020-12/schema",
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["policies"],
+    "properties": {
+        "policies": {
+            "type": "array",
+            "maxItems": MAX_POLICIES,
+            "items": {
+                "type": "object",
+                "additionalProperties": False,
+                "required": ["name", "ports"],
+                "properties": {
+                    "name": {"type": "string", "pattern": r"^[A-Za-z0-9_.:-]{1,48}$"},
+                    "ports": _PORTS,
+                },
+            },
+        },
+        "local_addresses": {"type": "array", "minItems": 1, "maxItems": MAX_PREFIXES,
+                            "items": {"type": "string", "minLength": 2, "maxLength": 64}},
+        "cgroup": {"type": "string", "maxLength": 4096},
+    },
+}
+
+
+def default_source():
+    """Path of bpf/shm_redirect.bpf.c next to this engine (a collection checkout or the
+    agent's installed copy), or None."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    cand = os.path.join(os.path.dirname(os.path.dirname(here)), "bpf", SOURCE_NAME)
+    return cand if os.path.isfile(cand) else None
+
+
+# ------------------------------------------------------------------ validation
+
+def _path(prefix, err):
+    out = prefix
+    for p in err.absolute_path:
+        out += "[%d]" % p if isinstance(p, int) else "." + str(p)
+    return out
+
+
+def ports(value, field):
+    if isinstance(value, bool):
+        raise NetstackError("a port or 'lo-hi' range is required", field=field)
+    if isinstance(value, int):
+        lo = hi = value
+    else:
+        m = re.match(r"^\s*(\d{1,5})\s*(?:-\s*(\d{1,5})\s*)?$", str(value))
+        if not m:
+            raise NetstackError("%r is not a port or 'lo-hi' range" % (value,), field=field)
+        lo = int(m.group(1))
+        hi = int(m.group(2)) if m.group(2) else lo
+    if not (1 <= lo <= hi <= 65535):
+        raise NetstackError("port range %s-%s is out of order or outside 1-65535" % (lo, hi), field=field)
+    return lo, hi
+
+
+def validate(config, field="shm"):
+    """Validate a policy (JSON Schema where jsonschema is importable, plus the checks a
+    schema cannot express); returns it normalised.  NetstackError names the field."""
+    if not isinstance(config, dict):
+        raise NetstackError("must be a dict with policies, local_addresses, cgroup", field=field)
+    try:
+        import jsonschema
+    except ImportError:
+        jsonschema = None
+    if jsonschema is not None:
+        errors = sorted(jsonschema.Draft202012Validator(SCHEMA).iter_errors(config),
+                        key=lambda e: list(e.absolute_path))
+        if errors:
+            raise NetstackError(errors[0].message, field=_path(field, errors[0]))
+    pols = config.get("policies")
+    if not isinstance(pols, list) or len(pols) > MAX_POLICIES:
+        raise NetstackError("a list of at most %d policies is required" % MAX_POLICIES, field=field + ".policies")
+    out, names = [], set()
+    for i, p in enumerate(pols):
+        where = "%s.policies[%d]" % (field, i)
+        if not isinstance(p, dict) or not isinstance(p.get("name"), str) or \
+                not re.match(r"^[A-Za-z0-9_.:-]{1,48}$", p["name"]):
+            raise NetstackError("each policy is a dict with a name of 1-48 letters, digits, '_.:-'",
+                                field=where + ".name")
+        if p["name"] in names:
+            raise NetstackError("duplicate policy name %s" % p["name"], field=where + ".name")
+        names.add(p["name"])
+        unknown = set(p) - {"name", "ports"}
+        if unknown:
+            raise NetstackError("unknown key(s) %s" % ", ".join(sorted(unknown)), field=where)
+        if "ports" not in p:
+            raise NetstackError("required", field=where + ".ports")
+        lo, hi = ports(p["ports"], where + ".ports")
+        out.append({"name": p["name"], "ports": "%d-%d" % (lo, hi) if lo != hi else str(lo), "lo": lo, "hi": hi})
+    addrs = config.get("local_addresses") or list(DEFAULT_LOCAL)
+    if not isinstance(addrs, list) or len(addrs) > MAX_PREFIXES:
+        raise NetstackError("a list of at most %d prefixes is required" % MAX_PREFIXES,
+                            field=field + ".local_addresses")
+    nets = []
+    for i, a in enumerate(addrs):
+        try:
+            net = ipaddress.ip_network(str(a).strip(), strict=False)
+        except ValueError as e:
+            raise NetstackError("not an address or prefix: %s" % e, field="%s.local_addresses[%d]" % (field, i))
+        if net.prefixlen == 0:
+            raise NetstackError("%s matches every address, so connections to other hosts would be captured; "
+                                "list this host's addresses" % net, field="%s.local_addresses[%d]" % (field, i))
+        if str(net) not in nets:
+            nets.append(str(net))
+    cg = config.get("cgroup") or "/"
+    if not isinstance(cg, str) or "\0" in cg or "/../" in cg + "/" or cg.endswith("/.."):
+        raise NetstackError("a cgroup v2 path (relative to the cgroup v2 root) is required", field=field + ".cgroup")
+    return {"policies": out, "local_addresses": nets, "cgroup": "/" + cg.strip("/") if cg.strip("/") else "/"}
+
+
+def public(norm):
+    """The normalised policy as a user writes it (for diffs and return values)."""
+    return {"policies": [{"name": p["name"], "ports": p["ports"]} for p in norm["policies"]],
+            "local_addresses": list(norm["local_addresses"]), "cgroup": norm["cgroup"]}
+
+
+# ------------------------------------------------------------------ encoding
+
+def encode_prefix(net):
+    net = ipaddress.ip_network(net, strict=False)
+    if net.version == 4:
+        addr = b"\0" * 10 + b"\xff\xff" + net.network_address.packed
+        plen = 96 + net.prefixlen
+    else:
+        addr = net.network_address.packed
+        plen = net.prefixlen
+    mask = (((1 << 128) - 1) ^ ((1 << (128 - plen)) - 1)).to_bytes(16, "big")
+    return struct.pack(PREFIX_FMT, bytes(a & b for a, b in zip(addr, mask)), mask)
+
+
+def decode_prefix(raw):
+    addr, mask = struct.unpack(PREFIX_FMT, raw[:32])
+    plen = bin(int.from_bytes(mask, "big")).count("1")
+    if addr[:12] == b"\0" * 10 + b"\xff\xff" and plen >= 96:
+        return str(ipaddress.ip_network((addr[12:], plen - 96)))
+    return str(ipaddress.ip_network((addr, plen)))
+
+
+def encode_policy(p):
+    return struct.pack(POLICY_FMT, P_VALID, p["lo"], p["hi"])
+
+
+def decode_policy(raw):
+    flags, lo, hi = struct.unpack(POLICY_FMT, raw[:8])
+    return {"valid": bool(flags & P_VALID), "ports": "%d-%d" % (lo, hi) if lo != hi else str(lo), "lo": lo, "hi": hi}
+
+
+# ------------------------------------------------------------------ the maps
+
+class Maps(object):
+    """The pinned maps of one loaded shm_redirect program."""
+
+    def __init__(self, pin_dir):
+        from ansible_collections.netstack.tuning.plugins.module_utils import bpf
+        self.pin_dir = pin_dir
+        missing = [m for m in MAPS if not os.path.exists(os.path.join(pin_dir, "maps", m))]
+        if missing:
+            raise NetstackError("%s has no pinned map(s) %s" % (pin_dir, ", ".join(missing)), field="name")
+        self.maps = {}
+        try:
+            for m in MAPS:
+                self.maps[m] = bpf.Map.pinned(os.path.join(pin_dir, "maps", m))
+        except NetstackError:
+            self.close()
+            raise
+
+    def close(self):
+        for m in self.maps.values():
+            m.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *a):
+        self.close()
+
+    @staticmethod
+    def _key(i):
+        return struct.pack("<I", i)
+
+    def config(self):
+        raw = self.maps["cfg"].lookup(self._key(0))
+        active, p0, p1, x0, x1, flags = struct.unpack(CFG_FMT, raw[:24])
+        return {"active_set": active & 1, "npolicies": [p0, p1], "nprefixes": [x0, x1], "flags": flags}
+
+    def active(self):
+        """(config, [policy dicts], [prefix strings]) of the active set, read from the kernel."""
+        c = self.config()
+        s = c["active_set"]
+        n = min(c["npolicies"][s], MAX_POLICIES)
+        k = min(c["nprefixes"][s], MAX_PREFIXES)
+        pols = [decode_policy(self.maps["policies"].lookup(self._key(s * MAX_POLICIES + i))) for i in range(n)]
+        nets = [decode_prefix(self.maps["prefixes"].lookup(self._key(s * MAX_PREFIXES + i))) for i in range(k)]
+        return c, pols, nets
+
+    def stats(self):
+        """Per slot (0..MAX_POLICIES, the last: no policy) dicts of counters summed over CPUs."""
+        sm = self.maps["stats"]
+        out = []
+        for i in range(MAX_POLICIES + 1):
+            tot = [0] * len(STATS_FIELDS)
+            for v in sm.per_cpu(sm.lookup(self._key(i))):
+                for j, x in enumerate(struct.unpack(STATS_FMT, v[:64])):
+                    tot[j] += x
+            out.append(dict(zip(STATS_FIELDS, tot)))
+        return out
+
+    def reset_stats(self, slot):
+        sm = self.maps["stats"]
+        ncpu = len(sm.per_cpu(sm.lookup(self._key(slot))))
+        sm.update(self._key(slot), b"\0" * (64 * ncpu))
+
+    def connections(self):
+        """Sockets now in the sockhash (each captured connection has two)."""
+        return sum(1 for _ in self.maps["socks"].keys())
+
+    def write(self, norm, enabled=True):
+        """Publish a policy: fill the inactive set, then flip."""
+        c = self.config()
+        new = 1 - c["active_set"]
+        for i in range(MAX_POLICIES):
+            raw = encode_policy(norm["policies"][i]) if i < len(norm["policies"]) else b"\0" * 8
+            self.maps["policies"].update(self._key(new * MAX_POLICIES + i), raw)
+        for i in range(MAX_PREFIXES):
+            raw = encode_prefix(norm["local_addresses"][i]) if i < len(norm["local_addresses"]) else b"\0" * 32
+            self.maps["prefixes"].update(self._key(new * MAX_PREFIXES + i), raw)
+        np_, nx = list(c["npolicies"]), list(c["nprefixes"])
+        np_[new] = len(norm["policies"])
+        nx[new] = len(norm["local_addresses"])
+        flags = C_ENABLED if enabled else 0
+        # Counts of the still inactive set first, then the flip: a reader sees either set whole.
+        self.maps["cfg"].update(self._key(0), struct.pack(CFG_FMT, c["active_set"], np_[0], np_[1], nx[0], nx[1],
+                                                          c["flags"]))
+        self.maps["cfg"].update(self._key(0), struct.pack(CFG_FMT, new, np_[0], np_[1], nx[0], nx[1], flags))
+        return new
+
+
+# ------------------------------------------------------------------ the path on a host
+
+class ShmPath(object):
+    """Load, configure, inspect and remove the path on this host.
+
+    The programs are loaded through the bpf engine (pins under <pin_root>/<name>, records
+    under <state_dir>/bpf); the policy's names live in <state_dir>/shm/<name>.json, the
+    policy itself only in the kernel maps (what is compared is what the kernel holds).
+    """
+
+    def __init__(self, name="shm", state_dir="/var/lib/netstack", pin_root=None):
+        from ansible_collections.netstack.tuning.plugins.module_utils import bpf
+        self.bpf = bpf
+        self.name = name
+        self.state_dir = state_dir
+        self.engine = bpf.Engine(state_dir=state_dir, pin_root=pin_root or bpf.PIN_ROOT)
+
+    # -- records -------------------------------------------------------------
+    def _names_path(self):
+        return os.path.join(self.state_dir, "shm", "%s.json" % self.name)
+
+    def _names(self):
+        try:
+            with open(self._names_path()) as f:
+                return json.load(f).get("names", [])
+        except (IOError, OSError, ValueError):
+            return []
+
+    def _write_names(self, names):
+        d = os.path.dirname(self._names_path())
+        if not os.path.isdir(d):
+            os.makedirs(d, 0o700)
+        tmp = self._names_path() + ".tmp"
+        with open(tmp, "w") as f:
+            json.dump({"names": names}, f)
+        os.rename(tmp, self._names_path())
+
+    def programs(self, cgroup):
+        root = self.bpf.cgroup2_root()
+        if root is None:
+            raise NetstackError("no cgroup v2 hierarchy is mounted on this host", field="cgroup")
+        path = root if cgroup in ("", "/") else os.path.join(root, cgroup.strip("/"))
+        if not os.path.isdir(path):
+            raise NetstackError("cgroup %s does not exist (%s)" % (cgroup, path), field="cgroup")
+        return [{"function": "shm_sockops", "type": "sock_ops", "cgroup": path},
+                {"function": "shm_msg", "type": "sk_msg", "map": "socks"}]
+
+    # -- reading -------------------------------------------------------------
+    def state(self):
+        """What is in place: None, or {programs, policy (public form, from the kernel),
+        loaded, attached}."""
+        st = self.engine.status(self.name)
+        if not st:
+            return None
+        out = {"pin_dir": st["pin_dir"], "programs": st["programs"],
+               "attached": all(p["pinned"] and p["attached"] for p in st["programs"]),
+               "cgroup": None, "policy": None, "enabled": False}
+        for p in st["programs"]:
+            if p["type"] == "sock_ops":
+                rec = self.engine.record(self.name) or {}
+                for r in rec.get("programs", []):
+                    if r["function"] == p["function"]:
+                        root = self.bpf.cgroup2_root() or ""
+                        rel = os.path.relpath(r["cgroup"], root) if root else r["cgroup"]
+                        out["cgroup"] = "/" if rel == "." else "/" + rel.strip("/")
+        try:
+            with Maps(st["pin_dir"]) as m:
+                c, pols, nets = m.active()
+        except NetstackError:
+            return out
+        names = self._names()
+        out["enabled"] = bool(c["flags"] & C_ENABLED)
+        out["policy"] = {"policies": [{"name": names[i] if i < len(names) else "slot%d" % i, "ports": p["ports"]}
+                                      for i, p in enumerate(pols)],
+                         "local_addresses": nets, "cgroup": out["cgroup"]}
+        return out
+
+    def counters(self):
+        """Counters per policy name, totals, and the number of sockets on the path now."""
+        st = self.engine.status(self.name)
+        if not st:
+            return None
+        try:
+            with Maps(st["pin_dir"]) as m:
+                slots = m.stats()
+                sockets = m.connections()
+        except NetstackError:
+            return None
+        names = self._names()
+        per = {}
+        for i, s in enumerate(slots[:MAX_POLICIES]):
+            if i < len(names) or any(s.values()):
+                per[names[i] if i < len(names) else "slot%d" % i] = s
+        total = dict((k, sum(s[k] for s in slots)) for k in STATS_FIELDS)
+        return {"policies": per, "total": total, "sockets": sockets}
+
+    # -- changing ------------------------------------------------------------
+    def present(self, config, source, check_mode=False, origin=None):
+        norm = validate(config)
+        progs = self.programs(norm["cgroup"])  # checks the cgroup before anything is loaded
+        if not source:
+            raise NetstackError("the BPF source %s was not found" % SOURCE_NAME, field="source")
+        cur = self.state()
+        before = {"policy": cur["policy"], "attached": cur["attached"]} if cur else None
+        want = public(norm)
+        after = {"policy": want, "attached": True}
+        notes = []
+        if before == after and cur.get("enabled"):
+            return {"changed": False, "before": before, "after": after, "notes": notes,
+                    "counters": self.counters(), "pin_dir": cur["pin_dir"]}
+        if check_mode:
+            return {"changed": True, "before": before, "after": after, "notes": notes, "counters": self.counters(),
+                    "pin_dir": self.engine.pin_dir(self.name)}
+        res = self.engine.present(self.name, source, progs, origin=origin or "shm")
+        notes.extend(res.get("notes", []))
+        if res["changed"] and cur and cur.get("attached"):
+            notes.append("programs replaced: connections already on the path keep the old program "
+                         "until they close; new connections use the new one")
+        old_names = self._names()
+        with Maps(res["pin_dir"]) as m:
+            # Counters follow policy names: a slot that now holds another policy starts at zero.
+            for i in range(MAX_POLICIES):
+                new_name = norm["policies"][i]["name"] if i < len(norm["policies"]) else None
+                old_name = old_names[i] if i < len(old_names) else None
+                if new_name != old_name:
+                    m.reset_stats(i)
+            self._write_names([p["name"] for p in norm["policies"]])
+            m.write(norm, enabled=True)
+        self.engine.event(self.name, "policy", "shm policy set: %s" % json.dumps(want, sort_keys=True))
+        return {"changed": True, "before": before, "after": after, "notes": notes, "counters": self.counters(),
+                "pin_dir": res["pin_dir"]}
+
+    def absent(self, check_mode=False):
+        """Detach and unpin.  Connections already on the path keep working until they close:
+        each captured socket holds its own reference to the program (and through it the
+        map), the kernel frees both when the last such socket closes."""
+        cur = self.state()
+        if not cur and not os.path.exists(self._names_path()):
+            return {"changed": False, "before": None, "after": None, "removed": [], "draining": 0}
+        before = {"policy": cur["policy"], "attached": cur["attached"]} if cur else None
+        draining = (self.counters() or {}).get("sockets", 0)
+        if check_mode:
+            return {"changed": True, "before": before, "after": None, "removed": [], "draining": draining}
+        res = self.engine.absent(self.name)
+        try:
+            os.unlink(self._names_path())
+        except OSError:
+            pass
+        return {"changed": True, "before": before, "after": None, "removed": res.get("removed", []),
+                "draining": draining, "notes": res.get("notes", [])}
+
+
+def metrics(counters, prefix="netstack_shm"):
+    """Prometheus text exposition lines for ``ShmPath.counters()``."""
+    help_ = {
+        "captured": ("counter", "Sockets added to the same-host path"),
+        "capture_errors": ("counter", "Sockets that matched a policy but could not be added"),
+        "shm_conns": ("counter", "Connection directions that took the same-host path"),
+        "tcp_conns": ("counter", "Connection directions of captured sockets that stayed on TCP"),
+        "shm_msgs": ("counter", "Messages moved socket-to-socket"),
+        "shm_bytes": ("counter", "Payload bytes moved socket-to-socket"),
+        "tcp_msgs": ("counter", "Messages of captured sockets sent over TCP"),
+        "tcp_bytes": ("counter", "Payload bytes of captured sockets sent over TCP"),
+    }
+    lines = []
+    if not counters:
+        return lines
+    for k in STATS_FIELDS:
+        kind, text = help_[k]
+        name = "%s_%s_total" % (prefix, k)
+        lines.append("# HELP %s %s" % (name, text))
+        lines.append("# TYPE %s %s" % (name, kind))
+        for pol, s in sorted(counters["policies"].items()):
+            lines.append('%s{policy="%s"} %d' % (name, pol, s[k]))
+    lines.append("# HELP %s_sockets Sockets on the same-host path now" % prefix)
+    lines.append("# TYPE %s_sockets gauge" % prefix)
+    lines.append("%s_sockets %d" % (prefix, counters["sockets"]))
+    return lines
