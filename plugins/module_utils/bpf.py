@@ -739,6 +739,7 @@ class Engine(object):
             stage_maps = {m["name"]: os.path.join(stage, "maps", m["name"]) for m in map_recs}
             old_by_fn = {p["function"]: p for p in (cur["programs"] if cur else []) if p["pinned"]}
             old_rec = {p["function"]: p for p in (self.record(name) or {}).get("programs", [])}
+            replaced = set()  # functions whose old program the new one replaced in place
             for p in progs:
                 fd = loaded.progs[p["function"]]
                 old = old_by_fn.get(p["function"])
@@ -746,6 +747,8 @@ class Engine(object):
                 if same_point and old_rec[p["function"]].get("_added_clsact"):
                     p["_added_clsact"] = True
                 self._attach(p, fd, old_rec[p["function"]] if same_point else None, stage_maps)
+                if same_point:
+                    replaced.add(p["function"])
                 attached_new.append(p)
                 self.event(name, "attach", "%s program %s (tag %s) %s" % (
                     p["type"], p["function"], infos[p["function"]]["tag"],
@@ -766,7 +769,9 @@ class Engine(object):
             new_fns = {p["function"]: p for p in progs}
             for p in (self.record(name) or {}).get("programs", []):
                 np_ = new_fns.get(p["function"])
-                if np_ is None or not self._same_point(p, np_):
+                # Not replaced in place (another point, or its pin was lost while it stayed
+                # attached): detach it by id, so no stale copy keeps running.
+                if np_ is None or not self._same_point(p, np_) or p["function"] not in replaced:
                     self._detach_recorded(name, p)
         self._swap_dirs(stage, final)
         prog_recs = []

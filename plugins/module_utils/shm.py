@@ -396,6 +396,10 @@ class ShmPath(object):
     # -- changing ------------------------------------------------------------
     def present(self, config, source, check_mode=False, origin=None):
         norm = validate(config)
+        with self.engine.lock("shm-" + self.name):  # the module and the agent may both apply
+            return self._present(norm, source, check_mode, origin)
+
+    def _present(self, norm, source, check_mode, origin):
         progs = self.programs(norm["cgroup"])  # checks the cgroup before anything is loaded
         if not source:
             raise NetstackError("the BPF source %s was not found" % SOURCE_NAME, field="source")
@@ -433,6 +437,10 @@ class ShmPath(object):
         """Detach and unpin.  Connections already on the path keep working until they close:
         each captured socket holds its own reference to the program (and through it the
         map), the kernel frees both when the last such socket closes."""
+        with self.engine.lock("shm-" + self.name):
+            return self._absent(check_mode)
+
+    def _absent(self, check_mode):
         cur = self.state()
         if not cur and not os.path.exists(self._names_path()):
             return {"changed": False, "before": None, "after": None, "removed": [], "draining": 0}
