@@ -115,6 +115,10 @@ def ports(value, field):
     return lo, hi
 
 
+def _sub(field, key):
+    return "%s.%s" % (field, key) if field else key
+
+
 def validate(config, field="shm"):
     """Validate a policy (JSON Schema where jsonschema is importable, plus the checks a
     schema cannot express); returns it normalised.  NetstackError names the field."""
@@ -128,13 +132,13 @@ def validate(config, field="shm"):
         errors = sorted(jsonschema.Draft202012Validator(SCHEMA).iter_errors(config),
                         key=lambda e: list(e.absolute_path))
         if errors:
-            raise NetstackError(errors[0].message, field=_path(field, errors[0]))
+            raise NetstackError(errors[0].message, field=_path(field, errors[0]).lstrip("."))
     pols = config.get("policies")
     if not isinstance(pols, list) or len(pols) > MAX_POLICIES:
-        raise NetstackError("a list of at most %d policies is required" % MAX_POLICIES, field=field + ".policies")
+        raise NetstackError("a list of at most %d policies is required" % MAX_POLICIES, field=_sub(field, "policies"))
     out, names = [], set()
     for i, p in enumerate(pols):
-        where = "%s.policies[%d]" % (field, i)
+        where = _sub(field, "policies[%d]" % i)
         if not isinstance(p, dict) or not isinstance(p.get("name"), str) or \
                 not re.match(r"^[A-Za-z0-9_.:-]{1,48}$", p["name"]):
             raise NetstackError("each policy is a dict with a name of 1-48 letters, digits, '_.:-'",
@@ -152,21 +156,21 @@ def validate(config, field="shm"):
     addrs = config.get("local_addresses") or list(DEFAULT_LOCAL)
     if not isinstance(addrs, list) or len(addrs) > MAX_PREFIXES:
         raise NetstackError("a list of at most %d prefixes is required" % MAX_PREFIXES,
-                            field=field + ".local_addresses")
+                            field=_sub(field, "local_addresses"))
     nets = []
     for i, a in enumerate(addrs):
         try:
             net = ipaddress.ip_network(str(a).strip(), strict=False)
         except ValueError as e:
-            raise NetstackError("not an address or prefix: %s" % e, field="%s.local_addresses[%d]" % (field, i))
+            raise NetstackError("not an address or prefix: %s" % e, field=_sub(field, "local_addresses[%d]" % i))
         if net.prefixlen == 0:
             raise NetstackError("%s matches every address, so connections to other hosts would be captured; "
-                                "list this host's addresses" % net, field="%s.local_addresses[%d]" % (field, i))
+                                "list this host's addresses" % net, field=_sub(field, "local_addresses[%d]" % i))
         if str(net) not in nets:
             nets.append(str(net))
     cg = config.get("cgroup") or "/"
     if not isinstance(cg, str) or "\0" in cg or "/../" in cg + "/" or cg.endswith("/.."):
-        raise NetstackError("a cgroup v2 path (relative to the cgroup v2 root) is required", field=field + ".cgroup")
+        raise NetstackError("a cgroup v2 path (relative to the cgroup v2 root) is required", field=_sub(field, "cgroup"))
     return {"policies": out, "local_addresses": nets, "cgroup": "/" + cg.strip("/") if cg.strip("/") else "/"}
 
 

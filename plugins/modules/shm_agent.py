@@ -1,0 +1,213 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: netstack.tuning contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+DOCUMENTATION = r"""
+---
+module: shm_agent
+short_description: Transparent same-host path for TCP (eBPF sockops + sk_msg), kept by netstack-agent
+version_added: 0.1.0
+description:
+  - Same-host TCP connections that match a policy are spliced by eBPF with no change to the
+    applications. A cgroup C(sock_ops) program adds each established connection whose two
+    addresses are this host's (O(local_addresses)) and whose service port is in a policy
+    to a sockhash; an C(sk_msg) program moves every send straight into the peer socket's
+    receive queue. The TCP handshake, FIN and RST still use TCP.
+  - Each direction of a connection uses one path for its whole life (the first payload
+    decides); a connection without a peer on the path stays on TCP, so bytes always arrive in
+    order. Connections outside the policy are not touched.
+  - Writes the desired state to the netstack-agent config (C(<config_dir>/shm.json)), asks a
+    running agent to reload (SIGHUP), and applies the change at once, so the task result is
+    exact. The agent restores the path from that config after a restart or reboot and
+    exports its counters as Prometheus metrics (role C(netstack.tuning.netstack_agent)).
+  - Policy changes apply to new connections; connections already on the path keep it until
+    they close.
+  - V(absent) detaches and unpins the programs. Connections already on the path keep
+    working until they close (each holds its own reference to the program); new ones use TCP.
+  - The policy is validated by JSON Schema and by checks a schema cannot express; an error
+    names the field and nothing is changed.
+author:
+  - netstack.tuning maintainers (@netstack-tuning)
+options:
+  state:
+    description: Whether the path is on.
+    type: str
+    choices: [present, absent]
+    default: present
+  policies:
+    description:
+      - At most 16 policies, first match counts. Each is a dict with C(name) and C(ports)
+        (a port or C(lo-hi)); a connection matches when either end's port is in range.
+      - Required when O(state=present).
+    type: list
+    elements: dict
+  local_addresses:
+    description:
+      - Prefixes that count as this host's addresses (at most 16). Both ends of a connection
+        must be in them. Add the host's own addresses to splice connections made to them.
+    type: list
+    elements: str
+    default: ["127.0.0.0/8", "::1/128"]
+  cgroup:
+    description: cgroup v2 path (relative to the cgroup v2 root) whose processes are seen.
+    type: str
+    default: /
+  name:
+    description: Name of the program set (pins under C(/sys/fs/bpf/netstack/<name>)).
+    type: str
+    default: shm
+  config_dir:
+    description: The netstack-agent's drop-in config directory.
+    type: path
+    default: /etc/netstack/agent.d
+  notify_agent:
+    description: Send SIGHUP to a running netstack-agent after a change.
+    type: bool
+    default: true
+  state_dir:
+    description: Directory of the netstack records.
+    type: path
+    default: /var/lib/netstack
+  source_text:
+    description:
+      - The BPF C source. Filled in by the action plugin from the collection's
+        C(bpf/shm_redirect.bpf.c); set it only to test another build of the program.
+    type: str
+attributes:
+  check_mode:
+    description: Can run in check_mode and return changed status prediction without modifying target.
+    support: full
+  diff_mode:
+    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
+    support: full
+notes:
+  - Needs bcc on the host (role C(netstack.tuning.bcc_runtime)) and a cgroup v2 hierarchy.
+  - The peer's receive queue has no per-socket limit on this path (the kernel bounds it by
+    C(net.ipv4.tcp_mem) only); see docs/shm.md.
+seealso:
+  - module: netstack.tuning.bpf_program
+"""
+
+EXAMPLES = r"""
+- name: Splice redis and the local web tier on this host
+  netstack.tuning.shm_agent:
+    policies:
+      - {name: redis, ports: 6379}
+      - {name: web, ports: "8000-8099"}
+    local_addresses: ["127.0.0.0/8", "::1/128", "{{ ansible_default_ipv4.address }}/32"]
+
+- name: Turn it off (open connections finish on the path; new ones use TCP)
+  netstack.tuning.shm_agent:
+    state: absent
+"""
+
+RETURN = r"""
+policy:
+  description: The policy in force after the task (read back from the kernel maps).
+  returned: always
+  type: dict
+counters:
+  description:
+    - Per policy and in total - C(captured), C(capture_errors), C(shm_conns), C(tcp_conns),
+      C(shm_msgs), C(shm_bytes), C(tcp_msgs), C(tcp_bytes); and C(sockets) on the path now.
+  returned: when the path is on
+  type: dict
+draining:
+  description: With O(state=absent), sockets that were on the path and keep it until they close.
+  returned: when state is absent
+  type: int
+agent:
+  description: C(pid) of the running netstack-agent (null if none) and whether it was told to reload.
+  returned: always
+  type: dict
+config_file:
+  description: The agent drop-in file this module keeps.
+  returned: always
+  type: str
+"""
+
+import json
+import os
+
+from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.netstack.tuning.plugins.module_utils.common import NetstackError
+from ansible_collections.netstack.tuning.plugins.module_utils import agent as agent_engine
+from ansible_collections.netstack.tuning.plugins.module_utils import shm
+
+
+def run(module):
+    p = module.params
+    path = shm.ShmPath(name=p["name"], state_dir=p["state_dir"])
+    if p["state"] == "present":
+        if p["policies"] is None:
+            raise NetstackError("required when state is present", field="policies")
+        norm = shm.validate({"policies": p["policies"], "local_addresses": p["local_addresses"],
+                             "cgroup": p["cgroup"]}, field="")
+        section = {"state": "present", "name": p["name"], "policy": shm.public(norm)}
+    else:
+        section = {"state": "absent", "name": p["name"]}
+    # The desired state first, then the agent told, then the change: an agent that runs a
+    # periodic pass meanwhile already sees the new config.
+    cfg_changed = agent_engine.write_section(p["config_dir"], "shm", section, check_mode=module.check_mode)
+    pid = agent_engine.running()
+    told = False
+    if cfg_changed and pid and p["notify_agent"] and not module.check_mode:
+        agent_engine.notify()
+        told = True
+    if p["state"] == "present":
+        if not p["source_text"]:
+            raise NetstackError("the BPF source was not passed (run the module through its action plugin, "
+                                "or set source_text)", field="source_text")
+        res = path.present(section["policy"], p["source_text"], check_mode=module.check_mode,
+                           origin="netstack.tuning.shm_agent")
+    else:
+        res = path.absent(check_mode=module.check_mode)
+    result = {"changed": bool(res["changed"] or cfg_changed), "config_file": os.path.join(p["config_dir"], "shm.json"),
+              "agent": {"pid": pid, "reloaded": told}, "notes": res.get("notes", [])}
+    after = res.get("after")
+    result["policy"] = (after or {}).get("policy") if p["state"] == "present" else None
+    if p["state"] == "present":
+        result["counters"] = res.get("counters")
+    else:
+        result["draining"] = res.get("draining", 0)
+        result["removed"] = res.get("removed", [])
+    if not pid:
+        result["notes"].append("netstack-agent is not running here: the path is on now, but nothing restores it "
+                               "after a reboot or exports its metrics (role netstack.tuning.netstack_agent)")
+    if module._diff:
+        hdr = "same-host path %s" % p["name"]
+        result["diff"] = {"before_header": hdr, "after_header": hdr,
+                          "before": json.dumps(res.get("before"), indent=2, sort_keys=True) + "\n",
+                          "after": json.dumps(after, indent=2, sort_keys=True) + "\n"}
+    return result
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec=dict(
+            state=dict(type="str", default="present", choices=["present", "absent"]),
+            policies=dict(type="list", elements="dict"),
+            local_addresses=dict(type="list", elements="str", default=["127.0.0.0/8", "::1/128"]),
+            cgroup=dict(type="str", default="/"),
+            name=dict(type="str", default="shm"),
+            config_dir=dict(type="path", default="/etc/netstack/agent.d"),
+            notify_agent=dict(type="bool", default=True),
+            state_dir=dict(type="path", default="/var/lib/netstack"),
+            source_text=dict(type="str", no_log=False),
+        ),
+        supports_check_mode=True,
+    )
+    try:
+        result = run(module)
+    except NetstackError as e:
+        module.fail_json(**e.as_dict())
+    module.exit_json(**result)
+
+
+if __name__ == "__main__":
+    main()
