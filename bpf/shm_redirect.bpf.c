@@ -48,7 +48,7 @@ struct conn_key {
 
 struct policy {
     __u32 flags;
-    __u16 port_lo, port_hi; // service ports: matches when either end's port is in range
+    __u16 port_lo, port_hi; // service (listening) ports
 };
 
 struct prefix {
@@ -118,22 +118,21 @@ static __always_inline int local_addr(struct config *c, __u32 *a)
     return hit;
 }
 
-static __always_inline void match_one(__u32 idx, __u32 lport, __u32 rport, __u32 *found)
+static __always_inline void match_one(__u32 idx, __u32 port, __u32 *found)
 {
     struct policy *p = policies.lookup(&idx);
     if (!p || !(p->flags & P_VALID))
         return;
-    if ((__u32)(lport - p->port_lo) <= (__u32)(p->port_hi - p->port_lo) ||
-        (__u32)(rport - p->port_lo) <= (__u32)(p->port_hi - p->port_lo))
+    if ((__u32)(port - p->port_lo) <= (__u32)(p->port_hi - p->port_lo))
         *found = idx + 1;
 }
 
-#define STEP(i) if (!found && (i) < n) match_one(base + (i), lport, rport, &found);
+#define STEP(i) if (!found && (i) < n) match_one(base + (i), port, &found);
 #define POLICIES8(b) STEP(b) STEP(b + 1) STEP(b + 2) STEP(b + 3) STEP(b + 4) STEP(b + 5) \
                      STEP(b + 6) STEP(b + 7)
 
-// Slot (0..MAX_POLICIES-1) of the first matching policy + 1, or 0.
-static __always_inline __u32 match(struct config *c, __u32 lport, __u32 rport)
+// Slot (0..MAX_POLICIES-1) of the first policy whose ports hold the service port + 1, or 0.
+static __always_inline __u32 match(struct config *c, __u32 port)
 {
     __u32 set = c->active_set & 1;
     __u32 base = set * MAX_POLICIES;
@@ -186,7 +185,9 @@ int shm_sockops(struct bpf_sock_ops *skops)
     // Both ends must be addresses of this host: anything else has no peer socket here.
     if (!local_addr(c, key.lip) || !local_addr(c, key.rip))
         return 1;
-    __u32 pol = match(c, key.lport, key.rport);
+    // The service port: ours when we accepted, the peer's when we connected (matching
+    // either end would also catch clients whose ephemeral port happens to be in range).
+    __u32 pol = match(c, op == BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB ? key.lport : key.rport);
     if (!pol)
         return 1;
     pol -= 1;

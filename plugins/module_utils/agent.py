@@ -145,7 +145,7 @@ def load(config=CONFIG, confd=CONFD):
     if os.path.exists(config):
         merged.update(_read_json(config))
         sources.append(config)
-    for path in sorted(glob.glob(os.path.join(confd, "*.json"))):
+    for path in sorted(glob.glob(os.path.join(confd, "*.json"))) if confd else []:
         merged.update(_read_json(path))
         sources.append(path)
     cfg = validate(merged, origin=", ".join(sources) or "defaults")
@@ -530,7 +530,8 @@ USAGE = """usage: netstack-agent COMMAND [options]
   supervise [--daemon] [--config F] [--confd D]
                                     run under a restarting supervisor (hosts without systemd);
                                     with a live supervisor already: reload it and exit
-  check-config FILE [--confd D]     validate FILE merged with D/*.json; exit 1 naming the field
+  check-config FILE [--confd D | --no-confd]
+                                    validate FILE merged with D/*.json; exit 1 naming the field
   reload | stop | status            signal the running agent / print its status
 """
 
@@ -546,6 +547,8 @@ def _opts(args):
             continue
         if a == "--daemon":
             opts["daemon"] = True
+        elif a == "--no-confd":
+            opts["confd"] = None
         else:
             opts["rest"].append(a)
         i += 1

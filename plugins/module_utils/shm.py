@@ -11,7 +11,8 @@ A policy says which same-host TCP connections take the path:
      "cgroup": "/"}
 
 A connection is captured when both of its addresses are in ``local_addresses`` (this host's
-addresses: loopback by default) and either end's port is in a policy's ``ports``; the first
+addresses: loopback by default) and its service port (the port the server listens on) is in a
+policy's ``ports``; the first
 matching policy counts it.  ``cgroup`` (relative to the cgroup v2 root) scopes the sock_ops
 hook: only sockets of processes in that cgroup subtree are seen.
 

@@ -42,7 +42,8 @@ options:
   policies:
     description:
       - At most 16 policies, first match counts. Each is a dict with C(name) and C(ports)
-        (a port or C(lo-hi)); a connection matches when either end's port is in range.
+        (a port or C(lo-hi)); a connection matches when its service port (the one the
+        server listens on) is in range; client ephemeral ports never match.
       - Required when O(state=present).
     type: list
     elements: dict

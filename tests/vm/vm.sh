@@ -14,7 +14,9 @@
 # Each VM: user-mode networking with restrict=on (no traffic leaves the guest) and one
 # forward, 127.0.0.1:<free port> -> guest :22; serial console in STATEDIR/NAME/console.log.
 # Environment: NETSTACK_VM_ACCEL (auto|kvm|tcg, default auto), NETSTACK_VM_MEMORY (MiB,
-# default 1024), NETSTACK_VM_CPUS (default 2), NETSTACK_VM_CACHE (default .cache/vm).
+# default 1024), NETSTACK_VM_CPUS (default 2), NETSTACK_VM_CACHE (default .cache/vm),
+# NETSTACK_VM_EXTRA_ARGS (extra QEMU arguments appended to the command line, split on
+# whitespace, no quoting or globbing; e.g. an ivshmem-plain device; default none).
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -63,7 +65,7 @@ image_dir() {
 }
 
 start() {
-  local name=$1 statedir=$2 img dir accel port cpu try
+  local name=$1 statedir=$2 img dir accel port cpu try extra=()
   [[ "$name" =~ ^[A-Za-z0-9][A-Za-z0-9._-]*$ ]] || die "bad VM name '$name'"
   img=$(image_dir)
   dir="$statedir/$name"
@@ -74,6 +76,7 @@ start() {
   qemu-img create -q -f qcow2 -F qcow2 -b "$img/rootfs.qcow2" "$dir/disk.qcow2"
   accel=$(accel)
   if [ "$accel" = kvm ]; then cpu=host; else cpu=max; fi
+  read -r -a extra <<< "${NETSTACK_VM_EXTRA_ARGS:-}"
   # The guest may reboot itself (QEMU resets it); a kernel panic reboots after 10 s.
   # cache=unsafe: the overlay is thrown away with the VM, so host flushes buy nothing.
   for try in 1 2 3; do
@@ -89,7 +92,7 @@ start() {
         -device virtio-net-pci,netdev=net0 \
         -device virtio-rng-pci \
         -serial file:"$dir/console.log" -monitor none \
-        -pidfile "$dir/qemu.pid" -daemonize 2>"$dir/qemu.err"; then
+        -pidfile "$dir/qemu.pid" -daemonize "${extra[@]}" 2>"$dir/qemu.err"; then
       break
     fi
     grep -q 'Could not set up host forwarding' "$dir/qemu.err" || { cat "$dir/qemu.err" >&2; die "qemu failed for $name"; }
@@ -164,5 +167,5 @@ case "$cmd" in
   ssh)   [ $# -ge 2 ] || die "usage: vm.sh ssh NAME STATEDIR [CMD...]"
          name=$1 statedir=$2; shift 2
          exec ssh "${ssh_opts[@]}" -p "$(cat "$statedir/$name/port")" root@127.0.0.1 "$@" ;;
-  *) sed -n '2,17p' "$0"; exit 2 ;;
+  *) sed -n '2,20p' "$0"; exit 2 ;;
 esac
