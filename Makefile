@@ -9,9 +9,9 @@ export PATH := $(CURDIR)/$(BIN):$(PATH)
 SANITY_ROOT := build/sanity/ansible_collections/netstack/tuning
 # Test tooling, benchmarks and lab scripts run on the controller only, with Python 3.11;
 # sanity covers what ships to managed hosts (plugins/, roles/, playbooks/, docs).
-SANITY_EXCLUDE := tests/unit/ tests/integration/pytest/ tests/lab/ tests/vm/ benchmarks/ scripts/ .ci/ molecule/
+SANITY_EXCLUDE := tests/unit/ tests/integration/pytest/ tests/integration/shm/ tests/lab/ tests/vm/ benchmarks/ scripts/ .ci/ molecule/
 
-.PHONY: setup demo test unit sanity lint integration molecule image lab-test bench bench-sysctl bench-tune bench-tcp clean
+.PHONY: setup demo test unit sanity lint integration molecule image lab-test bench bench-sysctl bench-tune bench-tcp bench-shm bench-ivshmem clean
 
 setup:            ## install system packages and the virtualenv (idempotent)
 	@scripts/bootstrap.sh
@@ -40,6 +40,7 @@ lint:             ## ansible-lint, production profile, on roles and playbooks
 integration:      ## modules against this machine's kernel, in throwaway namespaces
 	tests/integration/run.sh
 	$(PY) -m pytest tests/integration/pytest -q
+	/usr/bin/python3 -m pytest tests/integration/shm -q -rxX  # the same-host path: needs bcc (Debian's python)
 
 image:            ## the Debian 12 guest image for Molecule (cached by recipe hash)
 	tests/vm/build-image.sh
@@ -50,7 +51,7 @@ molecule: image   ## roles on QEMU VMs, every scenario (see docs/testing.md)
 lab-test:         ## the many-host SSH lab: start, playbook over SSH, stop, nothing left
 	$(PY) -m pytest tests/lab -q
 
-bench: bench-sysctl bench-tune bench-tcp  ## all benchmarks; results under benchmarks/results/
+bench: bench-sysctl bench-tune bench-tcp bench-shm  ## all benchmarks; results under benchmarks/results/
 
 bench-sysctl:     ## 20 keys: sysctl_set vs ansible.posix.sysctl
 	$(PY) benchmarks/sysctl_apply.py --repeats 5
@@ -62,6 +63,12 @@ bench-tune:       ## tuning: optimizer quality (synthetic) and the nginx lab (de
 bench-tcp:        ## per-connection TCP tuning: sockops overhead, and short-flow FCT under loss
 	/usr/bin/python3 benchmarks/tcp_tuning_overhead.py --repeats 7
 	/usr/bin/python3 benchmarks/tcp_tuning_gain.py
+
+bench-shm:        ## same-host path vs TCP loopback vs Unix sockets (sockperf, iperf3, redis, wrk)
+	/usr/bin/python3 benchmarks/shm_bench.py
+
+bench-ivshmem:    ## cross-VM prototype: ivshmem rings vs TCP between two lab VMs (not in `bench`: ~4-9 min of VMs)
+	benchmarks/ivshmem/run.sh
 
 clean:
 	rm -rf build .pytest_cache tests/output

@@ -160,10 +160,6 @@ int shm_sockops(struct bpf_sock_ops *skops)
     __u32 op = skops->op;
     if (op != BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB && op != BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB)
         return 1;
-    __u32 zero = 0;
-    struct config *c = cfg.lookup(&zero);
-    if (!c || !(c->flags & C_ENABLED))
-        return 1;
 
     struct conn_key key = {};
     // Read every context field unconditionally (the verifier rejects offset context pointers).
@@ -182,6 +178,10 @@ int shm_sockops(struct bpf_sock_ops *skops)
     key.rport = bpf_ntohl(skops->remote_port) & 0xffff;
     key.netns = bpf_get_netns_cookie(skops);
 
+    __u32 zero = 0;
+    struct config *c = cfg.lookup(&zero);
+    if (!c || !(c->flags & C_ENABLED))
+        return 1;
     // Both ends must be addresses of this host: anything else has no peer socket here.
     if (!local_addr(c, key.lip) || !local_addr(c, key.rip))
         return 1;
@@ -224,6 +224,11 @@ int shm_msg(struct sk_msg_md *msg)
         return SK_PASS;
     __u32 size = msg->size;
     struct stats *st = stats_of(cs->policy);
+    // Only ESTABLISHED (1) and CLOSE_WAIT (8) may send.  After shutdown(SHUT_WR) TCP must
+    // answer the write itself (EPIPE); the redirect path would deliver bytes after EOF.
+    __u32 tcpstate = sk->state;
+    if (tcpstate != 1 && tcpstate != 8)
+        return SK_PASS;
 
     if (cs->state != S_TCP) {
         struct conn_key peer = {};
@@ -242,6 +247,8 @@ int shm_msg(struct sk_msg_md *msg)
         peer.lport = bpf_ntohl(msg->remote_port) & 0xffff;
         peer.rport = msg->local_port & 0xffff;
         peer.netns = bpf_get_netns_cookie(msg);
+        // A closed peer has left `socks` (the kernel unlinks it on close), so this fails
+        // and the rest goes over TCP, which answers with RST/EPIPE as usual.
         long verdict = socks.msg_redirect_hash(msg, &peer, BPF_F_INGRESS);
         if (verdict == SK_PASS) {
             if (cs->state == S_PENDING) {
