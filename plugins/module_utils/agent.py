@@ -123,7 +123,10 @@ def validate(cfg, origin="config"):
         if "policy" not in out["shm"]:
             raise NetstackError("required when state is present (in %s)" % origin, field="shm.policy")
         from ansible_collections.netstack.tuning.plugins.module_utils import shm
-        shm.validate(out["shm"]["policy"], field="shm.policy")
+        try:
+            shm.validate(out["shm"]["policy"], field="shm.policy")
+        except NetstackError as e:
+            raise NetstackError("%s (in %s)" % (e.msg, origin), field=e.field)
     return out
 
 

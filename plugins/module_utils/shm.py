@@ -40,6 +40,7 @@ import re
 import struct
 
 from ansible_collections.netstack.tuning.plugins.module_utils.common import NetstackError
+from ansible_collections.netstack.tuning.plugins.module_utils import tcppolicy
 
 MAX_POLICIES = 16
 MAX_PREFIXES = 16
@@ -101,17 +102,11 @@ def _path(prefix, err):
 
 
 def ports(value, field):
-    if isinstance(value, bool):
+    """(lo, hi) of a port or 'lo-hi' range; 0 is not a service port."""
+    if value is None:
         raise NetstackError("a port or 'lo-hi' range is required", field=field)
-    if isinstance(value, int):
-        lo = hi = value
-    else:
-        m = re.match(r"^\s*(\d{1,5})\s*(?:-\s*(\d{1,5})\s*)?$", str(value))
-        if not m:
-            raise NetstackError("%r is not a port or 'lo-hi' range" % (value,), field=field)
-        lo = int(m.group(1))
-        hi = int(m.group(2)) if m.group(2) else lo
-    if not (1 <= lo <= hi <= 65535):
+    lo, hi = tcppolicy._ports(value, field)
+    if lo < 1:
         raise NetstackError("port range %s-%s is out of order or outside 1-65535" % (lo, hi), field=field)
     return lo, hi
 

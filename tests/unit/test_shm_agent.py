@@ -1,0 +1,118 @@
+"""Unit tests: the same-host path's policy engine and netstack-agent's config handling."""
+import json
+import os
+import signal
+import sys
+import time
+
+import pytest
+
+from ansible_collections.netstack.tuning.plugins.module_utils import agent, shm
+from ansible_collections.netstack.tuning.plugins.module_utils.common import NetstackError
+
+
+def test_validate_normalises():
+    n = shm.validate({"policies": [{"name": "r", "ports": 6379}, {"name": "w", "ports": " 8000 - 8099 "}],
+                      "local_addresses": ["127.0.0.1/8", "::1"], "cgroup": "apps/"})
+    assert [(p["lo"], p["hi"]) for p in n["policies"]] == [(6379, 6379), (8000, 8099)]
+    assert n["local_addresses"] == ["127.0.0.0/8", "::1/128"]
+    assert n["cgroup"] == "/apps"
+
+
+@pytest.mark.parametrize("cfg,field", [
+    ({"policies": [{"name": "a", "ports": 0}]}, "shm.policies[0].ports"),
+    ({"policies": [{"name": "a", "ports": "90-80"}]}, "shm.policies[0].ports"),
+    ({"policies": [{"name": "a", "ports": 1}, {"name": "a", "ports": 2}]}, "shm.policies[1].name"),
+    ({"policies": [{"name": "a"}]}, "shm.policies[0]"),
+    ({"policies": [], "local_addresses": ["::/0"]}, "shm.local_addresses[0]"),
+    ({"policies": [], "local_addresses": ["not-an-ip"]}, "shm.local_addresses[0]"),
+    ({"policies": [], "cgroup": "/a/../b"}, "shm.cgroup"),
+    ({"policies": [{"name": "p%d" % i, "ports": i + 1} for i in range(17)]}, "shm.policies"),
+])
+def test_validate_names_the_field(cfg, field):
+    with pytest.raises(NetstackError) as e:
+        shm.validate(cfg)
+    assert e.value.field.startswith(field), e.value.field
+
+
+def test_prefix_round_trip():
+    for net in ("127.0.0.0/8", "10.1.2.3/32", "::1/128", "fd00::/8"):
+        assert shm.decode_prefix(shm.encode_prefix(net)) == net
+
+
+def test_policy_round_trip():
+    p = shm.validate({"policies": [{"name": "a", "ports": "1000-2000"}]})["policies"][0]
+    d = shm.decode_policy(shm.encode_policy(p))
+    assert d["valid"] and d["ports"] == "1000-2000"
+
+
+def test_metrics_lines():
+    c = {"policies": {"redis": dict((k, 3) for k in shm.STATS_FIELDS)}, "total": {}, "sockets": 4}
+    text = "\n".join(shm.metrics(c))
+    assert 'netstack_shm_shm_bytes_total{policy="redis"} 3' in text
+    assert "netstack_shm_sockets 4" in text
+    assert "# TYPE netstack_shm_captured_total counter" in text
+
+
+def _write(path, data):
+    with open(path, "w") as f:
+        json.dump(data, f)
+
+
+def test_agent_config_merge_and_defaults(tmp_path):
+    _write(tmp_path / "agent.json", {"interval": 3, "metrics": {"port": 0}})
+    d = tmp_path / "agent.d"
+    d.mkdir()
+    _write(d / "shm.json", {"shm": {"state": "present", "policy": {"policies": [{"name": "r", "ports": 6379}]}}})
+    cfg, sources, digest = agent.load(str(tmp_path / "agent.json"), str(d))
+    assert cfg["interval"] == 3 and cfg["metrics"]["port"] == 0 and cfg["metrics"]["listen"] == "127.0.0.1"
+    assert cfg["shm"]["policy"]["policies"][0]["ports"] == 6379
+    assert len(sources) == 2 and len(digest) == 16
+
+
+@pytest.mark.parametrize("data,field", [
+    ({"interval": 0}, "interval"),
+    ({"bogus": 1}, ""),
+    ({"metrics": {"port": 70000}}, "metrics.port"),
+    ({"shm": {"state": "present"}}, "shm.policy"),
+    ({"shm": {"state": "present", "policy": {"policies": [{"name": "a", "ports": "9-1"}]}}}, "shm.policy.policies[0].ports"),
+])
+def test_agent_config_refused_with_field(tmp_path, data, field):
+    _write(tmp_path / "agent.json", data)
+    with pytest.raises(NetstackError) as e:
+        agent.load(str(tmp_path / "agent.json"), None)
+    assert (e.value.field or "").startswith(field), e.value.field
+    assert "agent.json" in str(e.value)
+
+
+def test_write_section_is_idempotent_and_check_mode_writes_nothing(tmp_path):
+    d = str(tmp_path / "agent.d")
+    sec = {"state": "absent", "name": "shm"}
+    assert agent.write_section(d, "shm", sec, check_mode=True)
+    assert not os.path.exists(d)
+    assert agent.write_section(d, "shm", sec)
+    assert not agent.write_section(d, "shm", sec)
+    assert json.load(open(os.path.join(d, "shm.json"))) == {"shm": sec}
+    assert agent.write_section(d, "shm", None)
+    assert not os.path.exists(os.path.join(d, "shm.json"))
+
+
+def test_supervisor_restarts_a_dying_child(tmp_path):
+    """The supervisor restarts its child each time it exits, until SIGTERM."""
+    marker = tmp_path / "starts"
+    script = tmp_path / "child.py"
+    script.write_text("import sys\nopen(%r, 'a').write('x')\nsys.exit(3)\n" % str(marker))
+    pidfile = str(tmp_path / "sup.pid")
+    pid = os.fork()
+    if pid == 0:
+        try:
+            agent.supervise([sys.executable, str(script)], pidfile=pidfile, sleep=lambda s: time.sleep(0.05))
+        finally:
+            os._exit(0)
+    deadline = time.time() + 20
+    while time.time() < deadline and (not marker.exists() or len(marker.read_text()) < 3):
+        time.sleep(0.05)
+    os.kill(pid, signal.SIGTERM)
+    os.waitpid(pid, 0)
+    assert len(marker.read_text()) >= 3
+    assert not os.path.exists(pidfile)
