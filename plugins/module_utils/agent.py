@@ -109,10 +109,17 @@ def _field(prefix, err):
 def validate(cfg, origin="config"):
     """Validate a merged config; returns it with defaults filled in.  NetstackError names
     the field (and the file it came from)."""
-    import jsonschema
-    errors = sorted(jsonschema.Draft202012Validator(schema()).iter_errors(cfg), key=lambda e: list(e.absolute_path))
-    if errors:
-        raise NetstackError("%s (in %s)" % (errors[0].message, origin), field=_field("", errors[0]))
+    try:
+        import jsonschema
+    except ImportError:  # hosts without python3-jsonschema: the checks below and shm.validate
+        jsonschema = None
+    if jsonschema is not None:
+        errors = sorted(jsonschema.Draft202012Validator(schema()).iter_errors(cfg),
+                        key=lambda e: list(e.absolute_path))
+        if errors:
+            raise NetstackError("%s (in %s)" % (errors[0].message, origin), field=_field("", errors[0]))
+    else:
+        _check_without_jsonschema(cfg, origin)
     out = copy.deepcopy(DEFAULTS)
     for k, v in cfg.items():
         if k == "metrics":
@@ -128,6 +135,28 @@ def validate(cfg, origin="config"):
         except NetstackError as e:
             raise NetstackError("%s (in %s)" % (e.msg, origin), field=e.field)
     return out
+
+
+def _check_without_jsonschema(cfg, origin):
+    """The schema's checks that matter, for hosts without the jsonschema package."""
+    props = schema()["properties"]
+    for k, v in cfg.items():
+        if k not in props:
+            raise NetstackError("unknown key %s (in %s)" % (k, origin), field=k)
+    iv = cfg.get("interval", 10)
+    if isinstance(iv, bool) or not isinstance(iv, (int, float)) or not 1 <= iv <= 3600:
+        raise NetstackError("must be a number in 1..3600 (in %s)" % origin, field="interval")
+    m = cfg.get("metrics", {})
+    if not isinstance(m, dict) or set(m) - {"listen", "port", "textfile"}:
+        raise NetstackError("a dict of listen, port, textfile (in %s)" % origin, field="metrics")
+    port = m.get("port", 0)
+    if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
+        raise NetstackError("must be an integer in 0..65535 (in %s)" % origin, field="metrics.port")
+    sec = cfg.get("shm")
+    if sec is not None:
+        if not isinstance(sec, dict) or sec.get("state") not in ("present", "absent") or \
+                set(sec) - {"state", "name", "policy"}:
+            raise NetstackError("a dict with state present|absent, name, policy (in %s)" % origin, field="shm")
 
 
 def _read_json(path):
