@@ -95,6 +95,22 @@ static __always_inline void v4mapped(__u32 *a, __u32 ip4)
     a[3] = ip4;
 }
 
+// One end's address of a context (struct bpf_sock_ops and struct sk_msg_md use the same
+// field names), IPv4 as ::ffff:a.b.c.d.  Every field is read before the branch: the verifier
+// rejects the offset context pointers that branch-dependent reads tend to produce, and the
+// empty asm keeps the compiler from sinking the loads into the branches.
+#define LOAD_ADDR(dst, ctx, end) do {                                             \
+        __u32 fam_ = (ctx)->family, v4_ = (ctx)->end##_ip4;                      \
+        __u32 a0_ = (ctx)->end##_ip6[0], a1_ = (ctx)->end##_ip6[1];               \
+        __u32 a2_ = (ctx)->end##_ip6[2], a3_ = (ctx)->end##_ip6[3];               \
+        asm volatile("" : "+r"(v4_), "+r"(a0_), "+r"(a1_), "+r"(a2_), "+r"(a3_)); \
+        if (fam_ == NS_AF_INET) {                                                 \
+            v4mapped(dst, v4_);                                                   \
+        } else {                                                                  \
+            (dst)[0] = a0_; (dst)[1] = a1_; (dst)[2] = a2_; (dst)[3] = a3_;       \
+        }                                                                         \
+    } while (0)
+
 static __always_inline int in_prefix(__u32 idx, __u32 *a)
 {
     struct prefix *p = prefixes.lookup(&idx);
@@ -162,18 +178,8 @@ int shm_sockops(struct bpf_sock_ops *skops)
         return 1;
 
     struct conn_key key = {};
-    // Read every context field unconditionally (the verifier rejects offset context pointers).
-    __u32 family = skops->family;
-    __u32 l4 = skops->local_ip4, r4 = skops->remote_ip4;
-    __u32 l0 = skops->local_ip6[0], l1 = skops->local_ip6[1], l2 = skops->local_ip6[2], l3 = skops->local_ip6[3];
-    __u32 r0 = skops->remote_ip6[0], r1 = skops->remote_ip6[1], r2 = skops->remote_ip6[2], r3 = skops->remote_ip6[3];
-    if (family == NS_AF_INET) {
-        v4mapped(key.lip, l4);
-        v4mapped(key.rip, r4);
-    } else {
-        key.lip[0] = l0; key.lip[1] = l1; key.lip[2] = l2; key.lip[3] = l3;
-        key.rip[0] = r0; key.rip[1] = r1; key.rip[2] = r2; key.rip[3] = r3;
-    }
+    LOAD_ADDR(key.lip, skops, local);
+    LOAD_ADDR(key.rip, skops, remote);
     key.lport = skops->local_port & 0xffff;
     key.rport = bpf_ntohl(skops->remote_port) & 0xffff;
     key.netns = bpf_get_netns_cookie(skops);
@@ -231,19 +237,10 @@ int shm_msg(struct sk_msg_md *msg)
         return SK_PASS;
 
     if (cs->state != S_TCP) {
-        struct conn_key peer = {};
-        __u32 family = msg->family;
-        __u32 l4 = msg->local_ip4, r4 = msg->remote_ip4;
-        __u32 l0 = msg->local_ip6[0], l1 = msg->local_ip6[1], l2 = msg->local_ip6[2], l3 = msg->local_ip6[3];
-        __u32 r0 = msg->remote_ip6[0], r1 = msg->remote_ip6[1], r2 = msg->remote_ip6[2], r3 = msg->remote_ip6[3];
         // The peer's key is this socket's key with the ends swapped.
-        if (family == NS_AF_INET) {
-            v4mapped(peer.lip, r4);
-            v4mapped(peer.rip, l4);
-        } else {
-            peer.lip[0] = r0; peer.lip[1] = r1; peer.lip[2] = r2; peer.lip[3] = r3;
-            peer.rip[0] = l0; peer.rip[1] = l1; peer.rip[2] = l2; peer.rip[3] = l3;
-        }
+        struct conn_key peer = {};
+        LOAD_ADDR(peer.lip, msg, remote);
+        LOAD_ADDR(peer.rip, msg, local);
         peer.lport = bpf_ntohl(msg->remote_port) & 0xffff;
         peer.rport = msg->local_port & 0xffff;
         peer.netns = bpf_get_netns_cookie(msg);

@@ -41,6 +41,14 @@ def find_source(src, search=None):
                             % (src, BPF_DIR))
 
 
+def read_source(path):
+    """The text of a controller-side BPF source, refusing oversized files."""
+    if os.path.getsize(path) > MAX_SOURCE:
+        raise AnsibleActionFail("src: %s is larger than %d bytes" % (path, MAX_SOURCE))
+    with open(path, "rb") as f:
+        return to_text(f.read(), errors="surrogate_or_strict")
+
+
 class ActionModule(ActionBase):
     TRANSFERS_FILES = False
     _requires_connection = True
@@ -50,11 +58,7 @@ class ActionModule(ActionBase):
         args = dict(self._task.args)
         if args.get("state", "present") == "present" and args.get("source_text") is None \
                 and not args.get("remote_src") and args.get("src"):
-            path = find_source(args["src"], lambda s: self._find_needle("files", s))
-            if os.path.getsize(path) > MAX_SOURCE:
-                raise AnsibleActionFail("src: %s is larger than %d bytes" % (path, MAX_SOURCE))
-            with open(path, "rb") as f:
-                args["source_text"] = to_text(f.read(), errors="surrogate_or_strict")
+            args["source_text"] = read_source(find_source(args["src"], lambda s: self._find_needle("files", s)))
         result.update(self._execute_module(module_name="netstack.tuning.bpf_program", module_args=args,
                                            task_vars=task_vars))
         return result

@@ -7,9 +7,8 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
-from ansible.module_utils.common.text.converters import to_text
 from ansible.plugins.action import ActionBase
-from ansible_collections.netstack.tuning.plugins.action.bpf_program import find_source
+from ansible_collections.netstack.tuning.plugins.action.bpf_program import find_source, read_source
 
 SOURCE = "shm_redirect.bpf.c"
 
@@ -22,8 +21,7 @@ class ActionModule(ActionBase):
         result = super(ActionModule, self).run(tmp, task_vars)
         args = dict(self._task.args)
         if args.get("state", "present") == "present" and not args.get("source_text"):
-            with open(find_source(SOURCE), "rb") as f:
-                args["source_text"] = to_text(f.read(), errors="surrogate_or_strict")
+            args["source_text"] = read_source(find_source(SOURCE))
         result.update(self._execute_module(module_name="netstack.tuning.shm_agent", module_args=args,
                                            task_vars=task_vars))
         return result

@@ -296,12 +296,12 @@ class ShmController(object):
             raise NetstackError("bpf/%s is not installed next to the agent" % shm.SOURCE_NAME, field="shm")
         with open(src) as f:
             text = f.read()
-        cur = p.state()
         res = p.present(sec["policy"], text, origin="netstack-agent")
         if res["changed"]:
-            if not cur:
+            before = res["before"]
+            if not before:
                 what = "loaded the same-host path"
-            elif not cur.get("attached"):
+            elif not before["attached"]:
                 what = "re-attached the same-host path (programs or pins were missing)"
             else:
                 what = "applied a new same-host policy"

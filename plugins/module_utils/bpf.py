@@ -272,6 +272,43 @@ class Map(object):
 
 # ------------------------------------------------------------------ bpffs and cgroups
 
+class PinnedMaps(object):
+    """The maps ``NAMES`` of one program set, opened together from <pin_dir>/maps/<name>.
+    Subclasses add the program-specific encoding (tcppolicy.Policy, shm.Maps)."""
+
+    NAMES = ()
+    MISSING_HINT = ""   # appended to the error when maps are missing
+    FIELD = "name"      # the option the error is about
+
+    def __init__(self, pin_dir):
+        self.pin_dir = pin_dir
+        missing = [m for m in self.NAMES if not os.path.exists(os.path.join(pin_dir, "maps", m))]
+        if missing:
+            raise NetstackError("%s has no pinned map(s) %s%s" % (pin_dir, ", ".join(missing), self.MISSING_HINT),
+                                field=self.FIELD)
+        self.maps = {}
+        try:
+            for m in self.NAMES:
+                self.maps[m] = Map.pinned(os.path.join(pin_dir, "maps", m))
+        except NetstackError:
+            self.close()
+            raise
+
+    def close(self):
+        for m in self.maps.values():
+            m.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *a):
+        self.close()
+
+    @staticmethod
+    def _key(i):
+        return struct.pack("<I", i)
+
+
 def mounts():
     out = []
     with open("/proc/self/mounts") as f:

@@ -40,7 +40,7 @@ import re
 import struct
 
 from ansible_collections.netstack.tuning.plugins.module_utils.common import NetstackError
-from ansible_collections.netstack.tuning.plugins.module_utils import tcppolicy
+from ansible_collections.netstack.tuning.plugins.module_utils import bpf, tcppolicy
 
 MAX_POLICIES = 16
 MAX_PREFIXES = 16
@@ -179,23 +179,11 @@ def public(norm):
 # ------------------------------------------------------------------ encoding
 
 def encode_prefix(net):
-    net = ipaddress.ip_network(net, strict=False)
-    if net.version == 4:
-        addr = b"\0" * 10 + b"\xff\xff" + net.network_address.packed
-        plen = 96 + net.prefixlen
-    else:
-        addr = net.network_address.packed
-        plen = net.prefixlen
-    mask = (((1 << 128) - 1) ^ ((1 << (128 - plen)) - 1)).to_bytes(16, "big")
-    return struct.pack(PREFIX_FMT, bytes(a & b for a, b in zip(addr, mask)), mask)
+    return struct.pack(PREFIX_FMT, *tcppolicy.mapped_prefix(ipaddress.ip_network(net, strict=False)))
 
 
 def decode_prefix(raw):
-    addr, mask = struct.unpack(PREFIX_FMT, raw[:32])
-    plen = bin(int.from_bytes(mask, "big")).count("1")
-    if addr[:12] == b"\0" * 10 + b"\xff\xff" and plen >= 96:
-        return str(ipaddress.ip_network((addr[12:], plen - 96)))
-    return str(ipaddress.ip_network((addr, plen)))
+    return tcppolicy.prefix_text(*struct.unpack(PREFIX_FMT, raw[:32]))
 
 
 def encode_policy(p):
@@ -209,36 +197,10 @@ def decode_policy(raw):
 
 # ------------------------------------------------------------------ the maps
 
-class Maps(object):
+class Maps(bpf.PinnedMaps):
     """The pinned maps of one loaded shm_redirect program."""
 
-    def __init__(self, pin_dir):
-        from ansible_collections.netstack.tuning.plugins.module_utils import bpf
-        self.pin_dir = pin_dir
-        missing = [m for m in MAPS if not os.path.exists(os.path.join(pin_dir, "maps", m))]
-        if missing:
-            raise NetstackError("%s has no pinned map(s) %s" % (pin_dir, ", ".join(missing)), field="name")
-        self.maps = {}
-        try:
-            for m in MAPS:
-                self.maps[m] = bpf.Map.pinned(os.path.join(pin_dir, "maps", m))
-        except NetstackError:
-            self.close()
-            raise
-
-    def close(self):
-        for m in self.maps.values():
-            m.close()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *a):
-        self.close()
-
-    @staticmethod
-    def _key(i):
-        return struct.pack("<I", i)
+    NAMES = MAPS
 
     def config(self):
         raw = self.maps["cfg"].lookup(self._key(0))
@@ -308,8 +270,6 @@ class ShmPath(object):
     """
 
     def __init__(self, name="shm", state_dir="/var/lib/netstack", pin_root=None):
-        from ansible_collections.netstack.tuning.plugins.module_utils import bpf
-        self.bpf = bpf
         self.name = name
         self.state_dir = state_dir
         self.engine = bpf.Engine(state_dir=state_dir, pin_root=pin_root or bpf.PIN_ROOT)
@@ -335,7 +295,7 @@ class ShmPath(object):
         os.rename(tmp, self._names_path())
 
     def programs(self, cgroup):
-        root = self.bpf.cgroup2_root()
+        root = bpf.cgroup2_root()
         if root is None:
             raise NetstackError("no cgroup v2 hierarchy is mounted on this host", field="cgroup")
         path = root if cgroup in ("", "/") else os.path.join(root, cgroup.strip("/"))
@@ -354,14 +314,11 @@ class ShmPath(object):
         out = {"pin_dir": st["pin_dir"], "programs": st["programs"],
                "attached": all(p["pinned"] and p["attached"] for p in st["programs"]),
                "cgroup": None, "policy": None, "enabled": False}
-        for p in st["programs"]:
-            if p["type"] == "sock_ops":
-                rec = self.engine.record(self.name) or {}
-                for r in rec.get("programs", []):
-                    if r["function"] == p["function"]:
-                        root = self.bpf.cgroup2_root() or ""
-                        rel = os.path.relpath(r["cgroup"], root) if root else r["cgroup"]
-                        out["cgroup"] = "/" if rel == "." else "/" + rel.strip("/")
+        ops = [r for r in (self.engine.record(self.name) or {}).get("programs", []) if r["type"] == "sock_ops"]
+        if ops:
+            root = bpf.cgroup2_root() or ""
+            rel = os.path.relpath(ops[0]["cgroup"], root) if root else ops[0]["cgroup"]
+            out["cgroup"] = "/" if rel == "." else "/" + rel.strip("/")
         try:
             with Maps(st["pin_dir"]) as m:
                 c, pols, nets = m.active()
@@ -409,10 +366,9 @@ class ShmPath(object):
         after = {"policy": want, "attached": True}
         notes = []
         if before == after and cur.get("enabled"):
-            return {"changed": False, "before": before, "after": after, "notes": notes,
-                    "counters": self.counters(), "pin_dir": cur["pin_dir"]}
+            return {"changed": False, "before": before, "after": after, "notes": notes, "pin_dir": cur["pin_dir"]}
         if check_mode:
-            return {"changed": True, "before": before, "after": after, "notes": notes, "counters": self.counters(),
+            return {"changed": True, "before": before, "after": after, "notes": notes,
                     "pin_dir": self.engine.pin_dir(self.name)}
         res = self.engine.present(self.name, source, progs, origin=origin or "shm")
         notes.extend(res.get("notes", []))
@@ -430,8 +386,7 @@ class ShmPath(object):
             self._write_names([p["name"] for p in norm["policies"]])
             m.write(norm, enabled=True)
         self.engine.event(self.name, "policy", "shm policy set: %s" % json.dumps(want, sort_keys=True))
-        return {"changed": True, "before": before, "after": after, "notes": notes, "counters": self.counters(),
-                "pin_dir": res["pin_dir"]}
+        return {"changed": True, "before": before, "after": after, "notes": notes, "pin_dir": res["pin_dir"]}
 
     def absent(self, check_mode=False):
         """Detach and unpin.  Connections already on the path keep working until they close:

@@ -28,6 +28,7 @@ import os
 import re
 import struct
 
+from ansible_collections.netstack.tuning.plugins.module_utils import bpf
 from ansible_collections.netstack.tuning.plugins.module_utils.common import NetstackError, read_text
 
 MAX_RULES = 32
@@ -216,8 +217,9 @@ def validate(rules, ccs=None):
 
 # ------------------------------------------------------------------ encoding
 
-def _v6(net):
-    """(addr16, mask16) of a network, IPv4 mapped into ::ffff:0:0/96."""
+def mapped_prefix(net):
+    """(addr16, mask16) of a network, IPv4 mapped into ::ffff:0:0/96 (the layout of the
+    BPF programs' address matches)."""
     if net.version == 4:
         addr = b"\0" * 10 + b"\xff\xff" + net.network_address.packed
         plen = 96 + net.prefixlen
@@ -232,6 +234,14 @@ def _v6(net):
     return addr, mask
 
 
+def prefix_text(addr, mask):
+    """The network of ``mapped_prefix`` output, as text (IPv4 back out of ::ffff:0:0/96)."""
+    plen = bin(int.from_bytes(mask, "big")).count("1")
+    if addr[:12] == b"\0" * 10 + b"\xff\xff" and plen >= 96:
+        return str(ipaddress.ip_network((addr[12:], plen - 96)))
+    return str(ipaddress.ip_network((addr, plen)))
+
+
 def encode_rule(r, hz):
     s, m = r["set"], r["match"]
     flags = R_VALID
@@ -244,7 +254,7 @@ def encode_rule(r, hz):
         min_long = m["peer_long_flows_gt"] + 1
     if min_active or min_long:
         flags |= R_FLOWCOND
-    addr, mask = _v6(r["_net"])
+    addr, mask = mapped_prefix(r["_net"])
     syn = 0
     if "syn_rto_ms" in s:
         syn = max(1, (s["syn_rto_ms"] * hz + 999) // 1000)
@@ -259,13 +269,7 @@ def decode_rule(raw, hz):
     """Readable form of an encoded rule (for diffs and for what the kernel holds)."""
     (flags, addr, mask, rlo, rhi, llo, lhi, min_active, min_long, iw, rto_us, delack_us, sndbuf, rcvbuf,
      clamp, lowat, syn, cc) = struct.unpack(RULE_FMT, raw[:RULE_SIZE])
-    plen = bin(int.from_bytes(mask, "big")).count("1")
-    if plen == 0:
-        remote = "any"
-    elif addr[:12] == b"\0" * 10 + b"\xff\xff" and plen >= 96:
-        remote = str(ipaddress.ip_network((addr[12:], plen - 96)))
-    else:
-        remote = str(ipaddress.ip_network((addr, plen)))
+    remote = prefix_text(addr, mask) if any(mask) else "any"
     m = {"remote": remote, "remote_ports": "%d-%d" % (rlo, rhi), "local_ports": "%d-%d" % (llo, lhi)}
     if flags & R_FLOWCOND:
         if min_active:
@@ -296,38 +300,21 @@ def render(rules):
 
 # ------------------------------------------------------------------ the maps
 
-class Policy(object):
+class Policy(bpf.PinnedMaps):
     """The pinned maps of one tcp_tuner instance."""
 
+    NAMES = ("rules", "cfg", "hits", "peers")
+    MISSING_HINT = ": load bpf/tcp_tuner.bpf.c with bpf_program first"
+    FIELD = "program"
+
     def __init__(self, pin_dir):
-        from ansible_collections.netstack.tuning.plugins.module_utils import bpf
-        self.bpf = bpf
-        self.pin_dir = pin_dir
-        missing = [m for m in ("rules", "cfg", "hits", "peers") if not os.path.exists(os.path.join(pin_dir, "maps", m))]
-        if missing:
-            raise NetstackError("%s has no pinned map(s) %s: load bpf/tcp_tuner.bpf.c with bpf_program first"
-                                % (pin_dir, ", ".join(missing)), field="program")
-        self.maps = {}
-        try:
-            for m in ("rules", "cfg", "hits", "peers"):
-                self.maps[m] = bpf.Map.pinned(os.path.join(pin_dir, "maps", m))
-        except NetstackError:
-            self.close()
-            raise
+        super(Policy, self).__init__(pin_dir)
         ri = self.maps["rules"].info
         if ri["value_size"] != RULE_SIZE or ri["max_entries"] < 2 * MAX_RULES:
             self.close()
             sizes = (ri["value_size"], ri["max_entries"], RULE_SIZE, 2 * MAX_RULES)
             raise NetstackError("the pinned rules map has value size %d / %d entries, this module expects %d / %d "
                                 "(program and module versions differ)" % sizes, field="program")
-
-    def close(self):
-        for m in self.maps.values():
-            m.close()
-
-    @staticmethod
-    def _key(i):
-        return struct.pack("<I", i)
 
     def config(self):
         raw = self.maps["cfg"].lookup(self._key(0))

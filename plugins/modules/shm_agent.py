@@ -173,7 +173,7 @@ def run(module):
     after = res.get("after")
     result["policy"] = (after or {}).get("policy") if p["state"] == "present" else None
     if p["state"] == "present":
-        result["counters"] = res.get("counters")
+        result["counters"] = path.counters()
     else:
         result["draining"] = res.get("draining", 0)
         result["removed"] = res.get("removed", [])
