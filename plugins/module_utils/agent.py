@@ -533,7 +533,7 @@ def supervise(argv, pidfile=SUPERVISOR_PIDFILE, daemon=False, sleep=time.sleep):
             state["child"] = pid
             while True:
                 try:
-                    _, status = os.waitpid(pid, 0)
+                    status = os.waitpid(pid, 0)[1]
                     break
                 except OSError as e:
                     if e.errno != errno.EINTR:
@@ -608,10 +608,11 @@ def main(argv=None, launcher=None):
                 sys.stdout.write("running (supervisor %d): reload requested\n" % pid)
                 return 0
             load(o["config"], o["confd"])  # refuse to start on a bad config
-            exe = launcher or os.path.abspath(sys.argv[0])
+            # The installed launcher is executable itself; a script run as `python x.py` is not.
+            cmd = [launcher] if launcher else [sys.executable, os.path.abspath(sys.argv[0])]
             sys.stdout.write("started\n")
             sys.stdout.flush()
-            return supervise([sys.executable, exe, "run", "--config", o["config"], "--confd", o["confd"]],
+            return supervise(cmd + ["run", "--config", o["config"], "--confd", o["confd"]],
                              daemon=o["daemon"])
         if cmd == "reload":
             pid = notify()

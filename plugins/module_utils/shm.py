@@ -236,7 +236,7 @@ class Maps(bpf.PinnedMaps):
 
     def connections(self):
         """Sockets now in the sockhash (each captured connection has two)."""
-        return sum(1 for _ in self.maps["socks"].keys())
+        return sum(1 for key in self.maps["socks"].keys())
 
     def write(self, norm, enabled=True):
         """Publish a policy: fill the inactive set, then flip."""

@@ -1,4 +1,3 @@
-#!/usr/bin/python3
 """Traffic for the shm_path integration target (loopback only).
 
   probe.py transfer PORT MBYTES            one connection, hashed both ways; JSON result
@@ -25,7 +24,7 @@ def transfer(port, mbytes, during=None):
     got = {}
 
     def serve():
-        c, _ = srv.accept()
+        c = srv.accept()[0]
         c.settimeout(60)
         h, n = hashlib.sha256(), 0
         while True:
