@@ -9,7 +9,7 @@ APT_PKGS=(
   python3 python3-venv python3-jsonschema python3-bpfcc bpfcc-tools
   iproute2 procps kmod openssh-client openssh-server rsync git make gcc shellcheck
   bpftool python3-pytest python3-pyroute2
-  nginx wrk redis-server postgresql sockperf iperf3
+  nginx wrk redis-server postgresql sockperf iperf3 stress-ng irqbalance
   qemu-system-x86 qemu-utils mmdebstrap busybox-static cpio xz-utils
 )
 # linux-headers-amd64 is what the bcc_runtime role's documented fallback links when the

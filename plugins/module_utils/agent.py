@@ -3,8 +3,9 @@
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """netstack-agent: the one long-running process per host.
 
-It holds what must keep running: today the same-host path (capability 4); the AMP and
-traffic controllers plug in the same way (a class with ``reconcile`` and ``metrics``).
+It holds what must keep running: the same-host path (capability 4) and the AMP controller
+(capability 6, ampctl.py); the traffic collector plugs in the same way (a class with
+``section``, ``reconcile`` and ``metrics``).
 
 Config: ``/etc/netstack/agent.json`` (agent settings, rendered by the netstack_agent role
 from a Jinja2 template) merged with ``/etc/netstack/agent.d/*.json`` (one file per
@@ -74,6 +75,39 @@ def _shm_schema():
     }
 
 
+CONTROLLER_KEYS = {
+    "enabled": {"type": "boolean"},
+    "interval": {"type": "number", "minimum": 0.2, "maximum": 3600},
+    "high": {"type": "number", "minimum": 0, "maximum": 1},
+    "low": {"type": "number", "minimum": 0, "maximum": 1},
+    "grow_after": {"type": "integer", "minimum": 1},
+    "shrink_after": {"type": "integer", "minimum": 1},
+    "cooldown": {"type": "number", "minimum": 0},
+    "min_cores": {"type": "integer", "minimum": 1},
+    "max_cores": {"type": ["integer", "null"], "minimum": 1},
+    "min_app_cores": {"type": "integer", "minimum": 1},
+    "squeeze_per_s": {"type": ["number", "null"], "minimum": 0},
+    "latency_high_us": {"type": ["number", "null"], "minimum": 0},
+    "probe": {"type": ["object", "null"], "additionalProperties": False, "required": ["port"],
+              "properties": {"host": {"type": "string"}, "port": {"type": "integer", "minimum": 1, "maximum": 65535},
+                             "count": {"type": "integer", "minimum": 1, "maximum": 100}}},
+}
+
+
+def _amp_schema():
+    return {
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["state", "partition"],
+        "properties": {
+            "state": {"enum": ["present", "absent"]},
+            "partition": {"type": "object", "required": ["name"],
+                          "properties": {"name": {"type": "string", "pattern": r"^[A-Za-z0-9_-]{1,40}$"}}},
+            "controller": {"type": "object", "additionalProperties": False, "properties": CONTROLLER_KEYS},
+        },
+    }
+
+
 def schema():
     return {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
@@ -93,6 +127,7 @@ def schema():
                 },
             },
             "shm": _shm_schema(),
+            "amp": _amp_schema(),
         },
     }
 
@@ -134,6 +169,16 @@ def validate(cfg, origin="config"):
             shm.validate(out["shm"]["policy"], field="shm.policy")
         except NetstackError as e:
             raise NetstackError("%s (in %s)" % (e.msg, origin), field=e.field)
+    if "amp" in out and out["amp"]["state"] == "present":
+        from ansible_collections.netstack.tuning.plugins.module_utils import amp, ampctl
+        try:
+            amp.validate(out["amp"]["partition"])
+        except NetstackError as e:
+            raise NetstackError("%s (in %s)" % (e.msg, origin), field="amp.partition.%s" % e.field)
+        try:
+            ampctl.settings(out["amp"].get("controller"))
+        except NetstackError as e:
+            raise NetstackError("%s (in %s)" % (e.msg, origin), field="amp.%s" % e.field)
     return out
 
 
@@ -157,6 +202,16 @@ def _check_without_jsonschema(cfg, origin):
         if not isinstance(sec, dict) or sec.get("state") not in ("present", "absent") or \
                 set(sec) - {"state", "name", "policy"}:
             raise NetstackError("a dict with state present|absent, name, policy (in %s)" % origin, field="shm")
+    sec = cfg.get("amp")
+    if sec is not None:
+        if not isinstance(sec, dict) or sec.get("state") not in ("present", "absent") or \
+                set(sec) - {"state", "partition", "controller"} or not isinstance(sec.get("partition"), dict):
+            raise NetstackError("a dict with state present|absent, partition, controller (in %s)" % origin,
+                                field="amp")
+        ctl = sec.get("controller") or {}
+        bad = sorted(set(ctl) - set(CONTROLLER_KEYS)) if isinstance(ctl, dict) else ["controller"]
+        if bad:
+            raise NetstackError("unknown key %s (in %s)" % (bad[0], origin), field="amp.controller")
 
 
 def _read_json(path):
@@ -316,7 +371,12 @@ class ShmController(object):
         return shm.metrics(self._path(cfg).counters())
 
 
-CONTROLLERS = (ShmController,)
+def _amp_controller(agent):
+    from ansible_collections.netstack.tuning.plugins.module_utils import ampctl
+    return ampctl.AmpController(agent)
+
+
+CONTROLLERS = (ShmController, _amp_controller)
 
 
 # ------------------------------------------------------------------ the agent
@@ -481,6 +541,9 @@ class Agent(object):
             # Pins and attachments stay: the data path does not depend on this process.
             self.log("agent", "stopped", "signal")
         finally:
+            for c in self.controllers:
+                if hasattr(c, "close"):
+                    c.close()
             if self.server is not None:
                 self.server.shutdown()
             if read_pid(self.pidfile) == os.getpid():

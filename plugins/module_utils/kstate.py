@@ -1,7 +1,8 @@
 # -*- coding: utf-8 -*-
 # Copyright: netstack.tuning contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""Kernel state items: sysctls (procfs), sysfs attributes and small files.
+"""Kernel state items: sysctls (procfs), sysfs attributes, small files, IRQ affinities,
+cpuset cgroups and systemd unit CPU fences.
 
 Each item is addressed by a *kind* and a *key*, optionally inside a named network
 namespace.  This module validates names (no path escapes), reads and writes values and
@@ -25,7 +26,7 @@ import errno
 import os
 import re
 
-from ansible_collections.netstack.tuning.plugins.module_utils.common import NetstackError
+from ansible_collections.netstack.tuning.plugins.module_utils.common import NetstackError, run, which
 from ansible_collections.netstack.tuning.plugins.module_utils import nsutil
 
 PROC_SYS = "/proc/sys"
@@ -206,9 +207,14 @@ def _write_file(path, text):
 class Item(object):
     """One piece of kernel state: (kind, key, netns).
 
-    kind is 'sysctl' (key: dotted name), 'sysfs' (key: absolute /sys path) or 'file'
+    kind is 'sysctl' (key: dotted name), 'sysfs' (key: absolute /sys path), 'file'
     (key: absolute path of a small configuration file such as a sysctl.d drop-in; its
-    value is the whole content, or None when the file is absent).
+    value is the whole content, or None when the file is absent), 'irq' (key:
+    ``/proc/irq/N/smp_affinity_list``), 'cpuset' (key: a cgroup directory under
+    /sys/fs/cgroup; value ``"cpus=2-3 mems=0"``, or None when the cgroup does not exist:
+    restoring None moves its tasks to the parent and removes it) or 'unit' (key: a systemd
+    unit name; value: its AllowedCPUs, "" when unset; written with ``systemctl
+    set-property --runtime`` so nothing persists across a reboot).
     """
 
     __slots__ = ("kind", "key", "netns", "path")
@@ -224,6 +230,16 @@ class Item(object):
             self.key = self.path = sysfs_path(key)
         elif kind == "file":
             self.key = self.path = file_path(key)
+            self.netns = None
+        elif kind == "irq":
+            self.key = self.path = irq_path(key)
+            self.netns = None
+        elif kind == "cpuset":
+            self.key = self.path = cgroup_dir(key)
+            self.netns = None
+        elif kind == "unit":
+            self.key = unit_name(key)
+            self.path = None
             self.netns = None
         else:
             raise NetstackError("unknown state kind %r" % kind, field="kind")
@@ -246,6 +262,10 @@ class Item(object):
 
     def read_raw(self):
         """Like read(), but a 'file' item returns its raw content (None if absent)."""
+        if self.kind == "cpuset":
+            return cpuset_read(self.path)
+        if self.kind == "unit":
+            return unit_read(self.key)
         if self.kind != "file":
             return self.read()
         try:
@@ -256,6 +276,10 @@ class Item(object):
             raise NetstackError("read failed: %s" % (e.strerror or e), field=self.key)
 
     def write_raw(self, value):
+        if self.kind == "cpuset":
+            return cpuset_write(self.path, value)
+        if self.kind == "unit":
+            return unit_write(self.key, value)
         if self.kind != "file":
             return self.write(value)
         try:
@@ -338,6 +362,154 @@ def atomic_write(path, text, mode=0o644):
         os.close(fd)
     os.rename(tmp, path)
     fsync_dir(d)
+
+
+# --------------------------------------------------------------------------- IRQs
+
+_IRQ_RE = re.compile(r"\A/proc/irq/\d+/smp_affinity_list\Z")
+
+
+def irq_path(path):
+    if isinstance(path, int) or (isinstance(path, str) and path.isdigit()):
+        path = "/proc/irq/%s/smp_affinity_list" % path
+    if not isinstance(path, str) or not _IRQ_RE.match(path):
+        raise NetstackError("IRQ affinity key must be /proc/irq/<n>/smp_affinity_list", field=repr(path))
+    return path
+
+
+# --------------------------------------------------------------------------- cpusets
+
+CGROUP_ROOT = "/sys/fs/cgroup"
+_CG_NAME_RE = re.compile(r"\A[A-Za-z0-9_.@:+-]+\Z")
+
+
+def cgroup_dir(path):
+    """Validate a cgroup directory: absolute, under /sys/fs/cgroup, plain components."""
+    if not isinstance(path, str) or not path.startswith(CGROUP_ROOT + "/"):
+        raise NetstackError("cgroup path must be absolute and under %s" % CGROUP_ROOT, field=repr(path))
+    parts = path[len(CGROUP_ROOT) + 1:].split("/")
+    if any(p in ("", ".", "..") or not _CG_NAME_RE.match(p) for p in parts):
+        raise NetstackError("cgroup path components must be plain names (letters, digits, _.@:+-)", field=path)
+    return path
+
+
+def _cg_file(path, name):
+    """cpuset.cpus (v2, v1 with the noprefix mount option: cpus)."""
+    p = os.path.join(path, "cpuset." + name)
+    return p if os.path.exists(p) else os.path.join(path, name)
+
+
+def cpuset_read(path):
+    """``"cpus=<list> mems=<list>"`` of a cgroup, or None when the directory does not exist."""
+    if not os.path.isdir(path):
+        return None
+    try:
+        return "cpus=%s mems=%s" % (_read_file(_cg_file(path, "cpus")).strip(),
+                                    _read_file(_cg_file(path, "mems")).strip())
+    except (IOError, OSError) as e:
+        raise NetstackError("cannot read the cpuset of %s: %s" % (path, e.strerror or e), field=path)
+
+
+def parse_cpuset_value(value):
+    m = re.match(r"\Acpus=(\S*) mems=(\S*)\Z", value or "")
+    if not m:
+        raise NetstackError("cpuset value must be 'cpus=<list> mems=<list>', got %r" % value, field="cpuset")
+    return m.group(1), m.group(2)
+
+
+def _enable_v2_cpuset(path):
+    """On cgroup v2, the cpuset files of ``path`` exist only when every ancestor delegates the
+    controller.  Enabling it changes no placement by itself and is left in place."""
+    parent = os.path.dirname(path)
+    if parent == path or not os.path.exists(os.path.join(parent, "cgroup.subtree_control")):
+        return
+    if not os.path.exists(os.path.join(parent, "cgroup.controllers")):
+        return
+    _enable_v2_cpuset(parent)
+    ctl = os.path.join(parent, "cgroup.subtree_control")
+    if "cpuset" not in _read_file(ctl).split():
+        _write_file(ctl, "+cpuset")
+
+
+def _move_tasks(path):
+    """Move every task of cgroup ``path`` to its parent (so the cgroup can be removed)."""
+    parent = os.path.dirname(path)
+    v2 = os.path.exists(os.path.join(path, "cgroup.controllers"))
+    src = os.path.join(path, "cgroup.procs")
+    for _attempt in range(5):
+        pids = _read_file(src).split()
+        if not pids:
+            return
+        for pid in pids:
+            try:
+                _write_file(os.path.join(parent, "cgroup.procs" if v2 else "tasks"), pid)
+            except (IOError, OSError) as e:
+                if e.errno != errno.ESRCH:
+                    raise
+
+
+def cpuset_write(path, value):
+    try:
+        if value is None:
+            if os.path.isdir(path):
+                for sub in sorted(os.listdir(path)):
+                    if os.path.isdir(os.path.join(path, sub)):
+                        raise NetstackError("cannot remove %s: it has a child cgroup %s" % (path, sub), field=path)
+                _move_tasks(path)
+                os.rmdir(path)
+            return
+        cpus, mems = parse_cpuset_value(value)
+        if not os.path.isdir(path):
+            if not os.path.isdir(os.path.dirname(path)):
+                raise NetstackError("parent cgroup %s does not exist" % os.path.dirname(path), field=path)
+            os.mkdir(path)
+        if os.path.exists(os.path.join(path, "cgroup.controllers")):
+            _enable_v2_cpuset(path)
+        # mems before cpus: a v1 cpuset takes tasks only once both are set
+        for name, want in (("mems", mems), ("cpus", cpus)):
+            f = _cg_file(path, name)
+            if _read_file(f).strip() != want:
+                _write_file(f, want if want else "\n")
+    except (IOError, OSError) as e:
+        reason = os.strerror(e.errno) if e.errno else str(e)
+        hint = ""
+        if e.errno == errno.EINVAL:
+            hint = " (CPUs or memory nodes outside the parent's set, or empty while tasks are inside)"
+        elif e.errno == errno.EBUSY:
+            hint = " (a child cgroup still uses CPUs being removed)"
+        raise NetstackError("cannot set cpuset %r: %s%s" % (value, reason, hint), field=path, errno=e.errno)
+
+
+# --------------------------------------------------------------------------- systemd units
+
+_UNIT_RE = re.compile(r"\A[A-Za-z0-9:_.@\\-]+\.(service|slice|scope)\Z")
+
+
+def unit_name(name):
+    if not isinstance(name, str) or not _UNIT_RE.match(name):
+        raise NetstackError("not a systemd service, slice or scope name", field=repr(name))
+    return name
+
+
+def _systemctl(argv):
+    exe = which("systemctl")
+    if not exe or not os.path.isdir("/run/systemd/system"):
+        raise NetstackError("systemd is not running here: unit CPU fences need it; fence a cgroup instead",
+                            field=argv[-1])
+    return run([exe] + argv, timeout=30)
+
+
+def unit_read(name):
+    rc, out, err = _systemctl(["show", "-P", "AllowedCPUs", name])
+    if rc != 0:
+        raise NetstackError("systemctl show failed: %s" % err.strip(), field=name)
+    return out.strip()
+
+
+def unit_write(name, value):
+    rc, _out, err = _systemctl(["set-property", "--runtime", name, "AllowedCPUs=%s" % (value or "")])
+    if rc != 0:
+        raise NetstackError("systemctl set-property failed: %s" % err.strip(), field=name)
 
 
 def item_from_dict(d):
