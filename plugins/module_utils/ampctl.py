@@ -194,9 +194,9 @@ class Controller(object):
             why.append("softirq+irq %.0f%% of the network CPUs >= high %.0f%%" % (100 * sig["net_util"], 100 * s["high"]))
         if s["squeeze_per_s"] and sig.get("squeeze_per_s", 0) >= s["squeeze_per_s"]:
             why.append("time_squeeze %.0f/s >= %.0f/s" % (sig["squeeze_per_s"], s["squeeze_per_s"]))
-        lat = sig.get("latency_us")
-        if s["latency_high_us"] and lat is not None and lat >= s["latency_high_us"]:
-            why.append("probe latency %.0f us >= %.0f us" % (lat, s["latency_high_us"]))
+        lat, bound = sig.get("latency_us"), s["latency_high_us"]
+        if bound and lat is not None and lat >= bound:
+            why.append("probe latency %d us >= %d us" % (int(lat), int(bound)))
         return why
 
     def step(self, sig, cores, now):
@@ -406,4 +406,3 @@ class AmpController(object):
                   'netstack_amp_resizes_total{direction="shrink"} %d' % self.counts["shrink"]]
         gauge("controller_errors_total", "Failed controller passes", self.counts["errors"], "counter")
         return lines
-

@@ -94,7 +94,7 @@ options:
         watermarks of the network CPUs' softirq+irq share, C(grow_after) (3) and
         C(shrink_after) (10) consecutive samples, C(cooldown) (s, 20), C(min_cores),
         C(max_cores), C(min_app_cores), C(squeeze_per_s) (50), C(latency_high_us), and
-        C(probe) (C(host), C(port), C(count)): a TCP connect-time probe.
+        C(probe) (C(host), C(port), C(count)), a TCP connect-time probe.
       - Omitted, the partition is static and the agent leaves it alone.
     type: dict
   config_dir:
@@ -111,8 +111,10 @@ options:
     default: /var/lib/netstack
 attributes:
   check_mode:
+    description: Can run in check_mode and return changed status prediction without modifying target.
     support: full
   diff_mode:
+    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
     support: full
 notes:
   - Writes IRQ affinity, sysfs queue files, one sysctl, cpuset files and C(/etc/default/irqbalance);
@@ -128,7 +130,7 @@ EXAMPLES = r"""
     interfaces: [eth0]
     app_cgroups: [netstack-app]
 
-- name: Dynamic: the agent resizes the network set between 1 and 4 cores
+- name: Dynamic, the agent resizes the network set between 1 and 4 cores
   netstack.tuning.cpu_partition:
     interfaces: [eth0, eth1]
     app_units: [redis-server.service]
