@@ -130,9 +130,10 @@ class Topology(object):
         cores, packages = [], {}
         for c in online:
             topo = os.path.join(cpu_dir, "cpu%d" % c, "topology")
-            sib = read_text(os.path.join(topo, "thread_siblings_list"))
-            group = [x for x in parse_cpulist(sib) if x in online] if sib else [c]
-            if group not in cores:
+            placed = set(x for g in cores for x in g)
+            if c not in placed:  # else a sibling's list placed it (its own files may be missing)
+                sib = read_text(os.path.join(topo, "thread_siblings_list"))
+                group = [x for x in parse_cpulist(sib) if x in online and x not in placed] if sib else [c]
                 cores.append(group)
             pkg = read_text(os.path.join(topo, "physical_package_id"), "0")
             packages.setdefault(pkg, []).append(c)
@@ -283,7 +284,7 @@ def resolve_net_cpus(topo, nics, net_cpus="auto"):
     return chosen, notes
 
 
-def plan(topo, nics, net_cpus="auto", rfs=True, flow_entries=DEFAULT_FLOW_ENTRIES, xps=True):
+def plan(topo, nics, net_cpus="auto", rfs=False, flow_entries=DEFAULT_FLOW_ENTRIES, xps=True):
     """Everything a partition writes, as data.
 
     * each queue IRQ on one network CPU (queue i -> i-th network CPU, round robin; CPUs
@@ -291,8 +292,11 @@ def plan(topo, nics, net_cpus="auto", rfs=True, flow_entries=DEFAULT_FLOW_ENTRIE
     * ``rps_cpus`` of every receive queue: the network CPUs on the NIC's node (all of them
       when none is local), so protocol processing stays there even for one-queue NICs,
       veth and loopback;
-    * with ``rfs``: ``net.core.rps_sock_flow_entries`` and each queue's ``rps_flow_cnt``
-      (its share, a power of two) so packets follow the consuming thread's CPU within the set;
+    * with ``rfs`` (off by default): ``net.core.rps_sock_flow_entries`` and each queue's
+      ``rps_flow_cnt`` (its share, a power of two).  RFS sends a packet to the CPU where its
+      consumer last read, ahead of the ``rps_cpus`` map (get_rps_cpu), and under a partition
+      the consumers are on the application CPUs: RFS moves the receive work back onto them
+      (measured: 0 % of NET_RX on the network CPUs with RFS, 50 % without; docs/amp.md);
     * with ``xps`` and several transmit queues: every online CPU mapped to one transmit queue
       (CPU i -> queue i mod n), so senders on application CPUs do not share a queue lock.
     """
@@ -371,15 +375,18 @@ def validate(spec):
         n = int(n)  # "2" from a survey or extra var is a count; a list is "2-3" or "2,"
     if not (n == "auto" or isinstance(n, (list, str)) or (isinstance(n, int) and not isinstance(n, bool))):
         raise NetstackError("auto, a count of CPUs, or a CPU list", field="net_cpus")
-    if isinstance(n, str) and n != "auto":
-        _cpus_arg(n, "net_cpus")
+    if isinstance(n, int) and not isinstance(n, bool) and n < 1:
+        raise NetstackError("must be at least 1", field="net_cpus")
+    if isinstance(n, list) or (isinstance(n, str) and n != "auto"):
+        if not _cpus_arg(n, "net_cpus"):
+            raise NetstackError("the network set is empty", field="net_cpus")
     s["net_cpus"] = n
     fe = s.get("rps_sock_flow_entries", DEFAULT_FLOW_ENTRIES)
     if isinstance(fe, bool) or not isinstance(fe, int) or fe < 1 or fe & (fe - 1) or fe > (1 << 27):
         raise NetstackError("must be a power of two up to 2^27", field="rps_sock_flow_entries")
     s["rps_sock_flow_entries"] = fe
-    for k in ("rfs", "xps"):
-        s[k] = bool(s.get(k, True))
+    s["rfs"] = bool(s.get("rfs", False))
+    s["xps"] = bool(s.get("xps", True))
     ib = s.get("irqbalance", "ban")
     if ib not in ("ban", "ignore"):
         raise NetstackError("ban or ignore", field="irqbalance")

@@ -158,6 +158,13 @@ def signals(prev, cur, net, app):
 def settings(cfg):
     s = dict(DEFAULTS)
     s.update(dict((k, v) for k, v in (cfg or {}).items() if v is not None or k in ("max_cores", "latency_high_us")))
+    # types first: without jsonschema nothing else has checked them, and a string here would
+    # raise TypeError below or in Controller.step instead of naming the field
+    for k in ("high", "low", "cooldown", "squeeze_per_s", "latency_high_us"):
+        v = s[k]
+        if (v is not None or k != "latency_high_us") and (isinstance(v, bool) or not isinstance(v, (int, float))
+                                                          or v < 0):
+            raise NetstackError("must be a number >= 0", field="controller." + k)
     if not 0 <= s["low"] < s["high"] <= 1:
         raise NetstackError("need 0 <= low < high <= 1 (low %s, high %s)" % (s["low"], s["high"]), field="controller.low")
     for k in ("grow_after", "shrink_after", "min_cores", "min_app_cores"):

@@ -435,7 +435,9 @@ def _move_tasks(path):
     """Move every task of cgroup ``path`` to its parent (so the cgroup can be removed)."""
     parent = os.path.dirname(path)
     v2 = os.path.exists(os.path.join(path, "cgroup.controllers"))
-    src = os.path.join(path, "cgroup.procs")
+    # v1: move thread by thread (``tasks`` lists and takes TIDs); writing a process id to the
+    # parent's ``tasks`` moves its main thread only and the rmdir then fails with EBUSY
+    src = os.path.join(path, "cgroup.procs" if v2 else "tasks")
     for _attempt in range(5):
         pids = _read_file(src).split()
         if not pids:

@@ -14,8 +14,8 @@ short_description: Partition CPUs between the network stack and applications (AM
 version_added: 0.1.0
 description:
   - Reserves a set of CPUs for the kernel network stack and fences applications onto the
-    rest. The network set gets the interfaces' queue IRQs (one queue per CPU, round robin),
-    receive packet steering (C(rps_cpus)) and, with O(rfs), the RFS flow tables; the
+    rest. The network set gets the interfaces' queue IRQs (one queue per CPU, round robin)
+    and receive packet steering (C(rps_cpus)) (optionally the RFS flow tables, O(rfs)); the
     applications' cgroups (cgroup v2 cpuset where the controller is there, the v1 cpuset
     hierarchy otherwise) or systemd units (C(AllowedCPUs), runtime only) get the others.
     With O(xps) and several transmit queues, every CPU is mapped to one transmit queue.
@@ -71,9 +71,13 @@ options:
     elements: str
     default: []
   rfs:
-    description: Set C(net.core.rps_sock_flow_entries) and each receive queue's C(rps_flow_cnt).
+    description:
+      - Set C(net.core.rps_sock_flow_entries) and each receive queue's C(rps_flow_cnt).
+      - Off by default. RFS steers a packet to the CPU where its consumer last read, ahead of
+        the RPS map; under a partition the consumers run on the application CPUs, so RFS moves
+        the receive work back onto them (measured in C(benchmarks/results/amp.md)).
     type: bool
-    default: true
+    default: false
   rps_sock_flow_entries:
     description: Size of the global RFS table (a power of two).
     type: int
@@ -259,7 +263,7 @@ def main():
             interfaces=dict(type="list", elements="str"),
             app_cgroups=dict(type="list", elements="str", default=[]),
             app_units=dict(type="list", elements="str", default=[]),
-            rfs=dict(type="bool", default=True),
+            rfs=dict(type="bool", default=False),
             rps_sock_flow_entries=dict(type="int", default=32768),
             xps=dict(type="bool", default=True),
             irqbalance=dict(type="str", default="ban", choices=["ban", "ignore"]),
