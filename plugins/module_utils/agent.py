@@ -86,6 +86,7 @@ CONTROLLER_KEYS = {
     "min_cores": {"type": "integer", "minimum": 1},
     "max_cores": {"type": ["integer", "null"], "minimum": 1},
     "min_app_cores": {"type": "integer", "minimum": 1},
+    "app_high": {"type": ["number", "null"], "minimum": 0},
     "squeeze_per_s": {"type": ["number", "null"], "minimum": 0},
     "latency_high_us": {"type": ["number", "null"], "minimum": 0},
     "probe": {"type": ["object", "null"], "additionalProperties": False, "required": ["port"],

@@ -30,8 +30,10 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+import contextlib
 import copy
 import errno
+import fcntl
 import glob
 import json
 import os
@@ -572,9 +574,31 @@ class Partition(object):
                 "spec": rec["spec"], "drift": drift, "journal_ids": rec.get("journal_ids", [])}
 
     # -- write ---------------------------------------------------------------
+    @contextlib.contextmanager
+    def _locked(self, check_mode=False):
+        """One writer at a time per partition, across processes: the module's absent runs
+        right after it signals the agent, whose reload runs absent too (and whose controller
+        may be resizing); unserialised, both read the record and both unlink it."""
+        if check_mode:
+            yield
+            return
+        d = os.path.dirname(self.path)
+        if not os.path.isdir(d):
+            os.makedirs(d, 0o700)
+        fd = os.open(os.path.join(d, "%s.lock" % self.name), os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)
+
     def present(self, spec, net_cpus=None, check_mode=False, source="cpu_partition", reason="", keep_size=False):
         """Apply the partition.  ``net_cpus`` overrides the spec's (the controller's resize);
         ``keep_size``: keep the network set the record holds (the agent owns its size)."""
+        with self._locked(check_mode):
+            return self._present(spec, net_cpus, check_mode, source, reason, keep_size)
+
+    def _present(self, spec, net_cpus, check_mode, source, reason, keep_size):
         rec = self.record()
         if keep_size and rec and net_cpus is None:
             net_cpus = rec["net_cpus"]
@@ -621,6 +645,10 @@ class Partition(object):
 
     def absent(self, check_mode=False, source="cpu_partition", reason=""):
         """Write back the value every key had before this partition first changed it."""
+        with self._locked(check_mode):
+            return self._absent(check_mode, source, reason)
+
+    def _absent(self, check_mode, source, reason):
         rec = self.record()
         if not rec:
             return {"changed": False, "diff": {"before": {}, "after": {}}, "journal_id": None, "restored": []}

@@ -45,6 +45,7 @@ DEFAULTS = {
     "min_cores": 1,
     "max_cores": None,      # None: all but min_app_cores
     "min_app_cores": 1,
+    "app_high": 0.9,        # grow only if the applications stay below this on one core fewer
     "squeeze_per_s": 50.0,  # time_squeeze events/s on the network set that count as hot
     "latency_high_us": None,
     "probe": None,          # {"host": "127.0.0.1", "port": 6379, "count": 5}
@@ -157,12 +158,13 @@ def signals(prev, cur, net, app):
 
 def settings(cfg):
     s = dict(DEFAULTS)
-    s.update(dict((k, v) for k, v in (cfg or {}).items() if v is not None or k in ("max_cores", "latency_high_us")))
+    s.update(dict((k, v) for k, v in (cfg or {}).items()
+                  if v is not None or k in ("max_cores", "latency_high_us", "app_high")))
     # types first: without jsonschema nothing else has checked them, and a string here would
     # raise TypeError below or in Controller.step instead of naming the field
-    for k in ("high", "low", "cooldown", "squeeze_per_s", "latency_high_us"):
+    for k in ("high", "low", "cooldown", "squeeze_per_s", "latency_high_us", "app_high"):
         v = s[k]
-        if (v is not None or k != "latency_high_us") and (isinstance(v, bool) or not isinstance(v, (int, float))
+        if (v is not None or k not in ("latency_high_us", "app_high")) and (isinstance(v, bool) or not isinstance(v, (int, float))
                                                           or v < 0):
             raise NetstackError("must be a number >= 0", field="controller." + k)
     if not 0 <= s["low"] < s["high"] <= 1:
@@ -211,6 +213,13 @@ class Controller(object):
         s = self.s
         lo, hi = self.bounds()
         hot = self._hot_reasons(sig)
+        losing = any(r.startswith(("time_squeeze", "probe")) for r in hot)
+        app_cores = None if self.total_cores is None else self.total_cores - cores
+        # the applications on one core fewer, if their load spreads evenly: a grow that would
+        # saturate them only moves the bottleneck (and their lost throughput takes the network
+        # load away, so the next samples shrink the set again: a flap)
+        app_projected = (sig.get("app_util", 0.0) * app_cores / float(app_cores - 1)
+                         if app_cores is not None and app_cores > 1 else None)
         # the load on one core fewer, if it spreads evenly: shrinking must not make it hot
         projected = sig["net_util"] * cores / float(cores - 1) if cores > 1 else None
         cold = not hot and sig["net_util"] <= s["low"]
@@ -230,6 +239,12 @@ class Controller(object):
                     out["why"] += "; in cooldown"
                 elif hi is not None and cores >= hi:
                     out["why"] += "; at max_cores %d" % hi
+                    out["limited"] = True
+                elif s["app_high"] is not None and app_projected is not None and \
+                        app_projected >= s["app_high"] and not losing:
+                    out["why"] += ("; held: the applications (busy %.0f%%) would run at %.0f%% on one core "
+                                   "fewer (>= app_high %.0f%%)" % (100 * sig.get("app_util", 0.0),
+                                                                   100 * app_projected, 100 * s["app_high"]))
                     out["limited"] = True
                 else:
                     out.update(action="grow", to=cores + 1)

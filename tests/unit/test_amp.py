@@ -670,7 +670,10 @@ def recorded_cfg(name="load", **kw):
     idle samples and ``high``.  A trace without a load phase (idle) borrows the load trace's
     load samples, one without idle samples (load) the idle trace's.  squeeze_per_s 0 turns the
     squeeze trigger off, so net_util alone decides.  grow_after 3 / shrink_after 10 samples
-    (1.5 s / 5 s at the recorded 0.5 s step), cooldown 2 s.
+    (1.5 s / 5 s at the recorded 0.5 s step), cooldown 2 s.  app_high off: the traces were
+    recorded with the load generator pinned to the one application CPU (app_util ~1), which
+    the application guard would rightly treat as "no core to spare"; the guard has its own
+    closed-loop tests below.
 
     Recorded figures (median net_util of the load samples; the idle samples' median is 0.0 in
     every trace, tick-based accounting on an idle CPU): load 0.735 -> high 0.367, low 0.183;
@@ -683,7 +686,7 @@ def recorded_cfg(name="load", **kw):
         clear = split_phases(*load_trace("idle"))[1]
     high = round(median_util(inside) / 2, 3)
     cfg = {"high": high, "low": round((median_util(clear) + high) / 2, 3), "grow_after": 3, "shrink_after": 10,
-           "cooldown": 2.0, "squeeze_per_s": 0}
+           "cooldown": 2.0, "squeeze_per_s": 0, "app_high": None}
     cfg.update(kw)
     return cfg
 
@@ -930,3 +933,44 @@ def test_agent_loads_the_amp_drop_in(tmp_path, schema_mode):
     (d / "amp.json").write_text(json.dumps({"amp": AMP_SEC}))
     cfg, sources, _digest = agent.load(str(tmp_path / "agent.json"), str(d))
     assert cfg["amp"]["partition"]["interfaces"] == ["eth0"] and sources == [str(d / "amp.json")]
+
+
+# ------------------------------------------------------------------ closed loop
+
+def _closed_loop(app_high, steps=300):
+    """A host of 4 cores whose network load comes from the applications' own work: the
+    applications want 1.6 CPUs, each CPU-second of their work makes 0.3 CPU-seconds of
+    softirq, spread over the network set.  Giving the network set a core the applications
+    need starves them, their traffic falls, the set looks cold and shrinks: the loop the VM's
+    decision log showed before app_high existed."""
+    cfg = {"high": 0.2, "low": 0.12, "grow_after": 2, "shrink_after": 4, "cooldown": 4, "app_high": app_high}
+    c = ampctl.Controller(cfg, total_cores=4)
+    cores, sizes = 1, []
+    for t in range(steps):
+        app = 4 - cores
+        done = min(1.6, app * 0.98)
+        sig = {"net_util": min(1.0, 0.3 * done / cores), "app_util": done / app, "squeeze_per_s": 0.0}
+        cores = c.step(sig, cores, float(t))["to"]
+        sizes.append(cores)
+    return sizes
+
+
+def test_no_flap_when_the_network_load_follows_the_applications():
+    sizes = _closed_loop(app_high=0.9)
+    changes = sum(1 for a, b in zip(sizes, sizes[1:]) if a != b)
+    assert sizes[-1] == 2 and changes == 1 and sizes[1] == 2  # grew once (1 -> 2) at the start, then held
+
+
+def test_without_the_application_guard_the_same_loop_flaps():
+    sizes = _closed_loop(app_high=None)
+    changes = sum(1 for a, b in zip(sizes, sizes[1:]) if a != b)
+    assert changes > 20  # the model above does flap: the guard is what stops it
+
+
+def test_the_application_guard_gives_way_to_packet_loss():
+    c = ampctl.Controller({"high": 0.5, "grow_after": 1, "cooldown": 0}, total_cores=4)
+    busy_apps = {"net_util": 0.9, "app_util": 0.9, "squeeze_per_s": 0.0}
+    d = c.step(busy_apps, 2, 0.0)
+    assert d["action"] == "hold" and "app_high" in d["why"]
+    d = c.step(dict(busy_apps, squeeze_per_s=500.0), 2, 1.0)
+    assert d["action"] == "grow" and d["to"] == 3
