@@ -164,8 +164,9 @@ def settings(cfg):
     # raise TypeError below or in Controller.step instead of naming the field
     for k in ("high", "low", "cooldown", "squeeze_per_s", "latency_high_us", "app_high"):
         v = s[k]
-        if (v is not None or k not in ("latency_high_us", "app_high")) and (isinstance(v, bool) or not isinstance(v, (int, float))
-                                                          or v < 0):
+        if v is None and k in ("latency_high_us", "app_high"):
+            continue
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0:
             raise NetstackError("must be a number >= 0", field="controller." + k)
     if not 0 <= s["low"] < s["high"] <= 1:
         raise NetstackError("need 0 <= low < high <= 1 (low %s, high %s)" % (s["low"], s["high"]), field="controller.low")

@@ -97,7 +97,8 @@ options:
         C(enabled) (default true), C(interval) (s, 2), C(high) (0.6) and C(low) (0.2)
         watermarks of the network CPUs' softirq+irq share, C(grow_after) (3) and
         C(shrink_after) (10) consecutive samples, C(cooldown) (s, 20), C(min_cores),
-        C(max_cores), C(min_app_cores), C(app_high) (0.9, a grow is held when the applications would run at or above it on one core fewer), C(squeeze_per_s) (50), C(latency_high_us), and
+        C(max_cores), C(min_app_cores), C(app_high) (0.9, a grow is held when the
+        applications would run at or above it on one core fewer), C(squeeze_per_s) (50), C(latency_high_us), and
         C(probe) (C(host), C(port), C(count)), a TCP connect-time probe.
       - Omitted, the partition is static and the agent leaves it alone.
     type: dict
