@@ -56,6 +56,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 COLL = os.path.join(ROOT, "collections")
 sys.path.insert(0, COLL)
 
+from figures import fmt, fmt_spread, spread, fmt_ratio  # noqa: E402
 from ansible_collections.netstack.tuning.plugins.module_utils import amp  # noqa: E402
 from ansible_collections.netstack.tuning.plugins.module_utils.cpus import (  # noqa: E402
     cpus_to_mask, format_cpulist, parse_cpulist)
@@ -211,32 +212,12 @@ def stop(p, sig=signal.SIGTERM, wait=10):
         p.wait()
 
 
-def spread(vals):
-    vals = sorted(v for v in vals if v is not None)
-    if not vals:
-        return None
-    return {"median": statistics.median(vals), "min": vals[0], "max": vals[-1], "n": len(vals)}
 
 
-def fmt(v):
-    if v is None:
-        return "n/a"
-    a = abs(v)
-    if a >= 1000:
-        return "%.0f" % v
-    if a >= 100:
-        return "%.1f" % v
-    if a >= 10:
-        return "%.2f" % v
-    return "%.3f" % v
 
 
-def fmt_spread(s):
-    return "n/a" if not s else "%s (%s-%s)" % (fmt(s["median"]), fmt(s["min"]), fmt(s["max"]))
 
 
-def fmt_ratio(s):
-    return "n/a" if not s else "%.2f (%.2f-%.2f)" % (s["median"], s["min"], s["max"])
 
 
 # ------------------------------------------------------------------------------ redis-benchmark output

@@ -36,7 +36,6 @@ import platform
 import re
 import shutil
 import socket
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -45,6 +44,7 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "collections"))
 
+from figures import fmt, fmt_spread, spread  # noqa: E402
 from ansible_collections.netstack.tuning.plugins.module_utils import shm  # noqa: E402
 
 NAME = "shmbench"
@@ -324,30 +324,10 @@ def path_ok(arm, d):
 NO_RATIO = ("drain_s",)  # ~0 on the tcp arm: a ratio means nothing
 
 
-def spread(vals):
-    vals = sorted(v for v in vals if v is not None)
-    if not vals:
-        return None
-    return {"median": statistics.median(vals), "min": vals[0], "max": vals[-1], "n": len(vals)}
 
 
-def fmt(v):
-    if v is None:
-        return "n/a"
-    a = abs(v)
-    if a >= 1000:
-        return "%.0f" % v
-    if a >= 100:
-        return "%.1f" % v
-    if a >= 10:
-        return "%.2f" % v
-    return "%.3f" % v
 
 
-def fmt_spread(s):
-    if not s:
-        return "n/a"
-    return "%s (%s-%s)" % (fmt(s["median"]), fmt(s["min"]), fmt(s["max"]))
 
 
 def fmt_count(s):
