@@ -592,10 +592,15 @@ class Partition(object):
         finally:
             os.close(fd)
 
-    def present(self, spec, net_cpus=None, check_mode=False, source="cpu_partition", reason="", keep_size=False):
+    def present(self, spec, net_cpus=None, check_mode=False, source="cpu_partition", reason="", keep_size=False,
+                resize=False):
         """Apply the partition.  ``net_cpus`` overrides the spec's (the controller's resize);
-        ``keep_size``: keep the network set the record holds (the agent owns its size)."""
+        ``keep_size``: keep the network set the record holds (the agent owns its size);
+        ``resize``: only change a partition that exists (checked under the lock, so a resize
+        decided just before ``absent`` cannot bring the partition back)."""
         with self._locked(check_mode):
+            if resize and self.record() is None:
+                raise NetstackError("partition %s was removed: not resizing it" % self.name, field="name")
             return self._present(spec, net_cpus, check_mode, source, reason, keep_size)
 
     def _present(self, spec, net_cpus, check_mode, source, reason, keep_size):

@@ -396,7 +396,7 @@ class AmpController(object):
         with self.agent.lock:
             if self.stop.is_set():  # reconcile stopped us (absent, new config) while we waited
                 return
-            res = p.present(sec["partition"], net_cpus=cpus, source="netstack-agent",
+            res = p.present(sec["partition"], net_cpus=cpus, source="netstack-agent", resize=True,
                             reason="AMP %s to %d core(s): %s" % (d["action"], d["to"], why))
         self.counts[d["action"]] += 1
         self.net_cpus = res["net_cpus"]

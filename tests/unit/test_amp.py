@@ -974,3 +974,11 @@ def test_the_application_guard_gives_way_to_packet_loss():
     assert d["action"] == "hold" and "app_high" in d["why"]
     d = c.step(dict(busy_apps, squeeze_per_s=500.0), 2, 1.0)
     assert d["action"] == "grow" and d["to"] == 3
+
+
+def test_a_resize_never_brings_back_a_removed_partition(tmp_path):
+    p = amp.Partition("gone", state_dir=str(tmp_path))
+    with pytest.raises(NetstackError) as e:
+        p.present({"interfaces": ["lo"], "app_cgroups": ["x"]}, net_cpus=[0], resize=True)
+    assert e.value.field == "name" and "removed" in e.value.msg
+    assert not os.path.exists(os.path.join(str(tmp_path), "amp", "gone.json"))
