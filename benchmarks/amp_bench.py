@@ -56,7 +56,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 COLL = os.path.join(ROOT, "collections")
 sys.path.insert(0, COLL)
 
-from figures import fmt, fmt_spread, spread, fmt_ratio  # noqa: E402
+from figures import fmt, fmt_spread, spread, fmt_ratio, tool_versions  # noqa: E402
 from ansible_collections.netstack.tuning.plugins.module_utils import amp  # noqa: E402
 from ansible_collections.netstack.tuning.plugins.module_utils.cpus import (  # noqa: E402
     cpus_to_mask, format_cpulist, parse_cpulist)
@@ -845,16 +845,8 @@ def _cpu_model():
 
 
 def _versions():
-    out = {}
-    for name, argv in (("redis", ["redis-server", "--version"]), ("redis-benchmark", ["redis-benchmark", "--version"]),
-                       ("stress-ng", ["stress-ng", "--version"]), ("irqbalance", ["irqbalance", "--version"])):
-        try:
-            r = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, universal_newlines=True,
-                               timeout=10)
-            out[name] = [x for x in r.stdout.splitlines() if x.strip()][0].strip()[:80]
-        except (OSError, IndexError, subprocess.TimeoutExpired):
-            out[name] = "?"
-    return out
+    return tool_versions((("redis", ["redis-server", "--version"]), ("redis-benchmark", ["redis-benchmark", "--version"]),
+                          ("stress-ng", ["stress-ng", "--version"]), ("irqbalance", ["irqbalance", "--version"])), 80)
 
 
 def parse_args(argv=None):

@@ -31,3 +31,18 @@ def fmt_spread(s):
 
 def fmt_ratio(s):
     return "n/a" if not s else "%.2f (%.2f-%.2f)" % (s["median"], s["min"], s["max"])
+
+
+def tool_versions(tools, width=100):
+    """{name: first non-empty line of its version output (cut to width), or "?"} for
+    ``tools``, a sequence of (name, argv)."""
+    import subprocess
+    out = {}
+    for name, argv in tools:
+        try:
+            r = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, universal_newlines=True,
+                               timeout=10)
+            out[name] = [x for x in r.stdout.splitlines() if x.strip()][0].strip()[:width]
+        except (OSError, IndexError, subprocess.TimeoutExpired):
+            out[name] = "?"
+    return out

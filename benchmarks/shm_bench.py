@@ -44,7 +44,7 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "collections"))
 
-from figures import fmt, fmt_spread, spread  # noqa: E402
+from figures import fmt, fmt_spread, spread, tool_versions  # noqa: E402
 from ansible_collections.netstack.tuning.plugins.module_utils import shm  # noqa: E402
 
 NAME = "shmbench"
@@ -506,17 +506,9 @@ def _cpu_model():
 
 
 def _versions():
-    out = {}
-    for name, argv in (("sockperf", ["sockperf", "--version"]), ("iperf3", ["iperf3", "--version"]),
-                       ("redis", ["redis-server", "--version"]), ("nginx", ["nginx", "-v"]),
-                       ("wrk", ["wrk", "--version"]), ("gcc", ["gcc", "--version"])):
-        try:
-            r = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, universal_newlines=True,
-                               timeout=10)
-            out[name] = [l for l in r.stdout.splitlines() if l.strip()][0].strip()[:100]
-        except (OSError, IndexError, subprocess.TimeoutExpired):
-            out[name] = "?"
-    return out
+    return tool_versions((("sockperf", ["sockperf", "--version"]), ("iperf3", ["iperf3", "--version"]),
+                          ("redis", ["redis-server", "--version"]), ("nginx", ["nginx", "-v"]),
+                          ("wrk", ["wrk", "--version"]), ("gcc", ["gcc", "--version"])))
 
 
 def render(meta, summary, raw, tools, checks):

@@ -295,7 +295,6 @@ class AmpController(object):
         self.cfg = None
         self.last = {}
         self.counts = {"grow": 0, "shrink": 0, "errors": 0}
-        self.net_cores = None
         self.net_cpus = ""
 
     def _partition(self, sec, cfg):
@@ -315,7 +314,6 @@ class AmpController(object):
                 self.agent.log("amp", "removed the partition; original values restored", why,
                                restored=res["restored"])
             return {"state": "absent", "changed": res["changed"]}
-        settings(sec.get("controller"))
         res = p.present(sec["partition"], keep_size=True, source="netstack-agent",
                         reason="agent reconcile (%s)" % why)
         if res["changed"]:
@@ -350,20 +348,22 @@ class AmpController(object):
 
     def _loop(self):
         from ansible_collections.netstack.tuning.plugins.module_utils import amp
-        ctl, key, prev = None, None, None
+        ctl, key, prev, topo = None, None, None, None
         while not self.stop.is_set():
             sec, cfg = self.sec, self.cfg
             s = settings(sec.get("controller"))
             try:
+                # topology and controller state last until the config or the online CPUs change
+                online = read_text(os.path.join(amp.SYS_CPU, "cpu", "online"))
+                if key != (id(sec), online):
+                    topo = amp.Topology.from_sysfs()
+                    ctl, key = Controller(sec.get("controller"), len(topo.cores)), (id(sec), online)
                 p = self._partition(sec, cfg)
                 rec = p.record()
                 if not rec:
                     raise NetstackError("no partition record: the partition is not applied", field="amp")
                 net = parse_cpulist(rec["net_cpus"])
                 app = parse_cpulist(rec["app_cpus"])
-                topo = amp.Topology.from_sysfs()
-                if key != (id(sec), len(topo.cores)):
-                    ctl, key = Controller(sec.get("controller"), len(topo.cores)), (id(sec), len(topo.cores))
                 cur = snapshot()
                 if prev is not None:
                     sig = signals(prev, cur, net, app)
@@ -374,7 +374,6 @@ class AmpController(object):
                     cores = rec.get("net_cores") or len(net)
                     d = ctl.step(sig, cores, cur["ts"])
                     self.last = dict(sig, cores=cores, net_cpus=rec["net_cpus"], decision=d["action"], why=d["why"])
-                    self.net_cores = cores
                     if d["action"] != "hold":
                         self._resize(p, sec, topo, d, sig)
                     elif d.get("limited") and (d["hot_streak"] == s["grow_after"]
