@@ -25,7 +25,6 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
-import errno
 import grp
 import json
 import os
@@ -41,7 +40,7 @@ import time
 from urllib.parse import urlsplit
 
 from ansible_collections.netstack.tuning.plugins.module_utils.common import NetstackError, run, which
-from ansible_collections.netstack.tuning.plugins.module_utils import kstate, stats
+from ansible_collections.netstack.tuning.plugins.module_utils import kstate, nsutil, stats
 from ansible_collections.netstack.tuning.plugins.module_utils import sysctl as sysctl_engine
 
 try:
@@ -538,62 +537,10 @@ def run_benchmark(url, duration=10, connections=16, threads=1, warmup=2, repeats
 
 # --------------------------------------------------------------------------- lab
 
-def _pid_alive(pid):
-    try:
-        os.kill(pid, 0)
-    except OSError as e:
-        return e.errno == errno.EPERM
-    return True
-
-
-def _netns_pids(ip, name):
-    rc, out, _err = run([ip, "netns", "pids", name], timeout=15)
-    if rc != 0:
-        return []
-    return [int(x) for x in out.split() if x.isdigit()]
-
-
-def _kill_netns_processes(ip, name):
-    """SIGKILL every process still inside namespace ``name`` (its nginx, a stray wrk)."""
-    killed = []
-    for _i in range(50):
-        pids = _netns_pids(ip, name)
-        if not pids:
-            break
-        for pid in pids:
-            try:
-                os.kill(pid, signal.SIGKILL)
-                killed.append(pid)
-            except OSError:
-                pass
-        time.sleep(0.1)
-    return sorted(set(killed))
-
-
-def _delete_netns(ip, name):
-    if not os.path.exists(os.path.join(kstate.NETNS_DIR, name)):
-        return
-    _kill_netns_processes(ip, name)
-    rc, _out, err = run([ip, "netns", "del", name], timeout=30)
-    if rc != 0 and os.path.exists(os.path.join(kstate.NETNS_DIR, name)):
-        raise NetstackError("cannot delete network namespace %s: %s" % (name, err.strip()), field="netns")
-
-
 def reap_stale(prefix, ip=None):
     """Remove labs of ``prefix`` whose owning process is gone (it was SIGKILLed): their
     namespaces (killing what runs inside) and temporary directories.  Returns their names."""
-    ip = ip or require_tool("ip")
-    pat = re.compile(r"\A%s-(\d+)-\d+-(srv|cli)\Z" % re.escape(prefix))
-    reaped = []
-    try:
-        names = sorted(os.listdir(kstate.NETNS_DIR))
-    except OSError:
-        names = []
-    for name in names:
-        m = pat.match(name)
-        if m and not _pid_alive(int(m.group(1))):
-            _delete_netns(ip, name)
-            reaped.append(name)
+    reaped = nsutil.reap_stale_netns(prefix, ip or require_tool("ip"))
     tmpdir = tempfile.gettempdir()
     tpat = re.compile(r"\A%s(\d+)-" % re.escape(TMP_PREFIX))
     try:
@@ -603,7 +550,7 @@ def reap_stale(prefix, ip=None):
     for entry in entries:
         m = tpat.match(entry)
         path = os.path.join(tmpdir, entry)
-        if m and not _pid_alive(int(m.group(1))) and os.path.isdir(path) and not os.path.islink(path):
+        if m and not nsutil.pid_alive(int(m.group(1))) and os.path.isdir(path) and not os.path.islink(path):
             shutil.rmtree(path, ignore_errors=True)
             reaped.append(path)
     return reaped
@@ -731,15 +678,8 @@ class Lab(object):
         for name in (self.server_netns, self.client_netns):
             self._ip("netns", "add", name)
             self._made.append(name)
-        # Both ends are created directly inside the namespaces: the host never sees them,
-        # and they vanish with the namespaces.
-        self._ip("link", "add", SERVER_IFNAME, "netns", self.server_netns, "type", "veth",
-                 "peer", "name", CLIENT_IFNAME, "netns", self.client_netns)
-        for ns, ifname, addr in ((self.server_netns, SERVER_IFNAME, self.server_addr),
-                                 (self.client_netns, CLIENT_IFNAME, self.client_addr)):
-            self._ip("-n", ns, "addr", "add", "%s/%d" % (addr, self.prefixlen), "dev", ifname)
-            self._ip("-n", ns, "link", "set", "lo", "up")
-            self._ip("-n", ns, "link", "set", ifname, "up")
+        nsutil.link_veth(self.ip, (self.server_netns, SERVER_IFNAME, self.server_addr),
+                         (self.client_netns, CLIENT_IFNAME, self.client_addr), self.prefixlen)
 
     def apply_sysctls(self, sysctls):
         """Write net.* sysctls inside the server namespace (validated first, all of them)."""
@@ -801,7 +741,7 @@ class Lab(object):
                 raise NetstackError("nginx did not serve %s within %ss (last: %s): %s"
                                     % (self.url, self.startup_timeout, last, " | ".join(self._log_tail())), field="nginx")
             time.sleep(0.05)
-        self.nginx_pids_seen.update(_netns_pids(self.ip, self.server_netns))
+        self.nginx_pids_seen.update(nsutil.netns_pids(self.ip, self.server_netns))
 
     def stop_server(self):
         proc, self.proc = self.proc, None
@@ -864,12 +804,12 @@ class Lab(object):
         errors = []
         for name in reversed(self._made):
             try:
-                _delete_netns(ip, name)
+                nsutil.delete_netns(ip, name)
             except NetstackError as e:
                 errors.append(str(e))
         self._made = []
         for pid in self.nginx_pids_seen:
-            if _pid_alive(pid):
+            if nsutil.pid_alive(pid):
                 try:
                     os.kill(pid, signal.SIGKILL)
                 except OSError:

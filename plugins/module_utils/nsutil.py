@@ -3,6 +3,10 @@
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """Namespaces and forked helpers: the one place the engine enters or makes namespaces.
 
+Throwaway labs (the HTTP benchmark's, the zero-copy test's) are pairs of named namespaces
+joined by a veth pair whose names carry the owner's pid (``<prefix>-<pid>-<seq>-srv``), so
+``reap_stale_netns`` can remove what a killed run left behind.
+
 ``in_child(work, setup)`` runs ``work`` in a forked child after ``setup`` (enter a named
 network namespace, or make a throwaway one) and returns its JSON-able result, so the
 calling process and the host never change namespace.  ``enter_netns`` also gives the
@@ -23,7 +27,7 @@ import select
 import signal
 import time
 
-from ansible_collections.netstack.tuning.plugins.module_utils.common import NetstackError
+from ansible_collections.netstack.tuning.plugins.module_utils.common import NetstackError, run
 
 NETNS_DIR = "/var/run/netns"
 CLONE_NEWNS, CLONE_NEWNET = 0x00020000, 0x40000000
@@ -133,3 +137,77 @@ def enter_netns(path):
 def new_netns():
     """In a child: a fresh, empty network namespace that vanishes when the child exits."""
     libc_call("unshare", "unshare(CLONE_NEWNET)", CLONE_NEWNET)
+
+
+def pid_alive(pid):
+    try:
+        os.kill(pid, 0)
+    except OSError as e:
+        return e.errno == errno.EPERM
+    return True
+
+
+def netns_pids(ip, name):
+    rc, out, _err = run([ip, "netns", "pids", name], timeout=15)
+    if rc != 0:
+        return []
+    return [int(x) for x in out.split() if x.isdigit()]
+
+
+def kill_netns_processes(ip, name):
+    """SIGKILL every process still inside namespace ``name``; the pids killed."""
+    killed = []
+    for _i in range(50):
+        pids = netns_pids(ip, name)
+        if not pids:
+            break
+        for pid in pids:
+            try:
+                os.kill(pid, signal.SIGKILL)
+                killed.append(pid)
+            except OSError:
+                pass
+        time.sleep(0.1)
+    return sorted(set(killed))
+
+
+def delete_netns(ip, name):
+    """Remove a named namespace (and whatever still runs inside it); absent is fine."""
+    if not os.path.exists(os.path.join(NETNS_DIR, name)):
+        return
+    kill_netns_processes(ip, name)
+    rc, _out, err = run([ip, "netns", "del", name], timeout=30)
+    if rc != 0 and os.path.exists(os.path.join(NETNS_DIR, name)):
+        raise NetstackError("cannot delete network namespace %s: %s" % (name, err.strip()), field="netns")
+
+
+def reap_stale_netns(prefix, ip):
+    """Delete the ``<prefix>-<pid>-<seq>-(srv|cli)`` namespaces whose owner process is gone."""
+    pat = re.compile(r"\A%s-(\d+)-\d+-(srv|cli)\Z" % re.escape(prefix))
+    reaped = []
+    try:
+        names = sorted(os.listdir(NETNS_DIR))
+    except OSError:
+        names = []
+    for name in names:
+        m = pat.match(name)
+        if m and not pid_alive(int(m.group(1))):
+            delete_netns(ip, name)
+            reaped.append(name)
+    return reaped
+
+
+def link_veth(ip, server, client, prefixlen):
+    """A veth pair between two existing namespaces; ``server``/``client`` are
+    (netns, ifname, address).  Both ends are created inside the namespaces, so the host
+    never sees them and they vanish with the namespaces."""
+    def ip_(*args):
+        rc, _out, err = run([ip] + list(args), timeout=30)
+        if rc != 0:
+            raise NetstackError("ip %s failed: %s" % (" ".join(args), err.strip()), field="netns")
+
+    ip_("link", "add", server[1], "netns", server[0], "type", "veth", "peer", "name", client[1], "netns", client[0])
+    for ns, ifname, addr in (server, client):
+        ip_("-n", ns, "addr", "add", "%s/%d" % (addr, prefixlen), "dev", ifname)
+        ip_("-n", ns, "link", "set", "lo", "up")
+        ip_("-n", ns, "link", "set", ifname, "up")

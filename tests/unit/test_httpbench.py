@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from ansible_collections.netstack.tuning.plugins.module_utils import httpbench as hb, stats
+from ansible_collections.netstack.tuning.plugins.module_utils import httpbench as hb, nsutil, stats
 from ansible_collections.netstack.tuning.plugins.module_utils.common import NetstackError, which
 
 # ------------------------------------------------------------------ recorded wrk output
@@ -357,7 +357,7 @@ def test_real_lab_run_and_nothing_left_behind(mode):
     with hb.Lab(nginx_mode=mode, connections=4, netns_prefix="nsbunit", worker_processes="1",
                 server_sysctls={"net.core.somaxconn": 1024}) as lab:
         assert {lab.server_netns, lab.client_netns} <= _netns_names()
-        pids = set(hb._netns_pids(lab.ip, lab.server_netns)) | lab.nginx_pids_seen
+        pids = set(nsutil.netns_pids(lab.ip, lab.server_netns)) | lab.nginx_pids_seen
         assert len(pids) >= 2  # master and a worker
         assert _pgrep(lab.tmpdir)  # the master's command line names the prefix
         result = lab.benchmark(duration=2, connections=4, threads=1, warmup=0, repeats=1, timeout=2)
