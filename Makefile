@@ -11,7 +11,7 @@ SANITY_ROOT := build/sanity/ansible_collections/netstack/tuning
 # sanity covers what ships to managed hosts (plugins/, roles/, playbooks/, docs).
 SANITY_EXCLUDE := tests/unit/ tests/integration/pytest/ tests/integration/shm/ tests/lab/ tests/vm/ benchmarks/ scripts/ .ci/ molecule/
 
-.PHONY: setup demo test unit sanity lint integration molecule image lab-test bench bench-sysctl bench-tune bench-tcp bench-shm bench-amp bench-ivshmem clean
+.PHONY: setup demo test unit sanity lint integration molecule image lab-test bench bench-sysctl bench-tune bench-tcp bench-shm bench-amp bench-zerocopy bench-ivshmem clean
 
 setup:            ## install system packages and the virtualenv (idempotent)
 	@scripts/bootstrap.sh
@@ -51,7 +51,7 @@ molecule: image   ## roles on QEMU VMs, every scenario (see docs/testing.md)
 lab-test:         ## the many-host SSH lab: start, playbook over SSH, stop, nothing left
 	$(PY) -m pytest tests/lab -q
 
-bench: bench-sysctl bench-tune bench-tcp bench-shm bench-amp  ## all benchmarks; results under benchmarks/results/
+bench: bench-sysctl bench-tune bench-tcp bench-shm bench-amp bench-zerocopy  ## all benchmarks; results under benchmarks/results/
 
 bench-sysctl:     ## 20 keys: sysctl_set vs ansible.posix.sysctl
 	$(PY) benchmarks/sysctl_apply.py --repeats 5
@@ -69,6 +69,9 @@ bench-shm:        ## same-host path vs TCP loopback vs Unix sockets (sockperf, i
 
 bench-amp:        ## AMP: redis + redis-benchmark under stress-ng: default / irqbalance / static / dynamic partition
 	/usr/bin/python3 benchmarks/amp_bench.py
+
+bench-zerocopy:   ## zero-copy: size x mode table on loopback and veth, crossover; module loop vs a plain C loop
+	/usr/bin/python3 benchmarks/zerocopy_bench.py
 
 bench-ivshmem:    ## cross-VM prototype: ivshmem rings vs TCP between two lab VMs (not in `bench`: ~4-9 min of VMs)
 	benchmarks/ivshmem/run.sh

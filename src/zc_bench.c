@@ -77,7 +77,7 @@ struct zc_info_elem {
 };
 
 #define UDP_MAX_PAYLOAD 65507
-#define DRAIN_SECONDS 5.0
+#define DRAIN_SECONDS 2.0
 
 struct opts {
 	const char *role, *proto, *addr, *mode, *netns;

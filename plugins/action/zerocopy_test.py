@@ -19,12 +19,17 @@ HELPER_SOURCE = os.path.join(COLLECTION_ROOT, "src", "zc_bench.c")
 class ActionModule(ActionBase):
     TRANSFERS_FILES = False
     _requires_connection = True
+    _supports_check_mode = True
+    _supports_async = True  # the role runs ``serve`` in the background
 
     def run(self, tmp=None, task_vars=None):
         result = super(ActionModule, self).run(tmp, task_vars)
         args = dict(self._task.args)
         if args.get("helper_source") is None and os.path.isfile(HELPER_SOURCE):
             args["helper_source"] = read_source(HELPER_SOURCE)
+        wrap_async = self._task.async_val and not self._connection.has_native_async
         result.update(self._execute_module(module_name="netstack.tuning.zerocopy_test", module_args=args,
-                                           task_vars=task_vars))
+                                           task_vars=task_vars, wrap_async=wrap_async))
+        if not wrap_async:
+            self._remove_tmp_path(self._connection._shell.tmpdir)
         return result

@@ -131,6 +131,12 @@ options:
     description: With O(serve=true), stop after this many seconds in any case.
     type: float
     default: 600
+  stop:
+    description:
+      - Tell the server on O(listen_address):O(peer_port) to stop now (cleanup after a failed
+        measurement); succeeds also when none is running.
+    type: bool
+    default: false
   helper_source:
     description:
       - The text of C(zc_bench.c); set by the action plugin from the collection's C(src/).
@@ -216,6 +222,10 @@ served:
   description: With O(serve=true), how many receivers were served.
   returned: with serve
   type: int
+stopped:
+  description: With O(serve=true), whether a stop request ended serving; with O(stop=true), whether a server answered.
+  returned: with serve or stop
+  type: bool
 """
 
 import signal
@@ -235,6 +245,13 @@ def _terminate(signum, frame):
 
 def run(module):
     source = module.params["helper_source"]
+    if module.params["stop"] and module.params["serve"]:
+        raise NetstackError("serve and stop exclude each other", field="stop")
+    if module.params["stop"]:
+        params = {k: module.params[k] for k in ("listen_address", "peer_port")}
+        if module.check_mode:
+            return {"changed": False, "params": params, "msg": "check mode: would ask the server to stop"}
+        return zerocopy.stop_serving(params)
     if module.params["serve"]:
         params = {k: module.params[k] for k in SERVE_OPTIONS}
         if module.check_mode:
@@ -274,9 +291,10 @@ def main():
             listen_address=dict(type="str"),
             serve_clients=dict(type="int", default=1),
             serve_timeout=dict(type="float", default=600),
-            helper_source=dict(type="str"),
+            stop=dict(type="bool", default=False),
+            helper_source=dict(type="str", no_log=True),
         ),
-        required_if=[("serve", True, ["listen_address"])],
+        required_if=[("serve", True, ["listen_address"]), ("stop", True, ["listen_address"])],
         supports_check_mode=True,
     )
     signal.signal(signal.SIGTERM, _terminate)
