@@ -56,6 +56,11 @@ def _groups(result):
         if c["mode"] not in g["modes"]:
             g["modes"].append(c["mode"])
         g["cells"][(c["size"], c["mode"])] = c
+    for (path, proto), g in out.items():  # a partial grid (hand-made results) still renders
+        for size in g["sizes"]:
+            for mode in g["modes"]:
+                g["cells"].setdefault((size, mode), {"path": path, "proto": proto, "size": size, "mode": mode,
+                                                     "status": "-"})
     return out
 
 

@@ -179,7 +179,7 @@ def validate(params):
         if p[key] is not None:
             _number(p, key, 0, 4095, int)
             if p[key] not in allowed:
-                raise NetstackError("CPU %d is not one this process may run on (%s)" % (p[key], allowed), field=key)
+                raise NetstackError("CPU %s is not one this process may run on (%s)" % (p[key], allowed), field=key)
     if "peer" in p["paths"]:
         if not p["peer"]:
             raise NetstackError("the peer path needs a peer host (an address or name)", field="peer")
