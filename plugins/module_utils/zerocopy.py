@@ -597,7 +597,6 @@ class PeerReceiver(object):
 
     def __init__(self, address, control_port, proto, timeout, connect_timeout=5.0):
         self.sock = connect_control(address, control_port, connect_timeout)
-        self.sock.settimeout(timeout + 30)
         self.file = self.sock.makefile("rwb")
         self.timeout = timeout
         self._send({"op": "recv", "proto": proto, "timeout": timeout})
@@ -606,20 +605,24 @@ class PeerReceiver(object):
         self.file.write((json.dumps(obj) + "\n").encode())
         self.file.flush()
 
-    def _answer(self):
-        line = self.file.readline()
+    def _answer(self, timeout):
+        self.sock.settimeout(timeout)
+        try:
+            line = self.file.readline()
+        except (OSError, socket.timeout) as e:
+            raise NetstackError("no answer from the peer within %.0f s: %s" % (timeout, e), field="peer")
         if not line:
             raise NetstackError("the peer closed the control connection", field="peer")
         return _json_line(line.decode("utf-8", "replace"), "peer")
 
     def port(self, timeout=10.0):
-        answer = self._answer()
+        answer = self._answer(timeout + 10)
         if "port" not in answer:
             raise NetstackError("the peer could not start a receiver: %s" % answer.get("error", answer), field="peer")
         return int(answer["port"])
 
     def result(self, timeout):
-        return self._answer()
+        return self._answer(timeout)
 
     def close(self):
         try:
