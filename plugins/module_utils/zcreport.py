@@ -64,7 +64,7 @@ def _groups(result):
     return out
 
 
-def unsupported_modes(result):
+def modes_unsupported_in(result):
     """{mode: reason} for modes that could not run anywhere in this result."""
     seen = {}
     for c in result.get("cells", []):
@@ -79,7 +79,7 @@ def markdown(result, host="this host"):
     """The size x mode tables of one host's result, with crossover and verdicts, as Markdown."""
     lines = ["### %s: kernel %s, %s helper" % (host, result.get("kernel", {}).get("release", "?"),
                                                result.get("implementation", {}).get("kind", "?"))]
-    for mode, why in sorted(unsupported_modes(result).items()):
+    for mode, why in sorted(modes_unsupported_in(result).items()):
         lines.append("- `%s` unsupported: %s" % (mode, why))
     for (path, proto), g in sorted(_groups(result).items()):
         modes = [m for m in g["modes"] if any(g["cells"][(s, m)]["status"] == "ok" for s in g["sizes"])]
@@ -192,7 +192,7 @@ def html(reports, title="netstack.tuning zero-copy check"):
         if "cells" not in r:
             continue
         parts.append("<h2>%s</h2>" % escape(host))
-        for mode, why in sorted(unsupported_modes(r).items()):
+        for mode, why in sorted(modes_unsupported_in(r).items()):
             parts.append("<p class='na'>%s unsupported: %s</p>" % (escape(mode), escape(str(why))))
         for (path, proto), g in sorted(_groups(r).items()):
             modes = g["modes"]

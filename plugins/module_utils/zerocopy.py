@@ -227,7 +227,6 @@ class Receiver(object):
 
     def __init__(self, fd, stop):
         self.lines, self._stop = Lines(fd), stop
-        self.fd = fd
 
     def port(self, timeout=10.0):
         line = self.lines.next(timeout, "receiver")

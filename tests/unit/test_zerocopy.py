@@ -286,7 +286,7 @@ def test_stop_serving_without_a_server_is_not_an_error():
         {"changed": False, "stopped": False, "msg": "no server answered"}
 
 
-def test_result_is_json_serialisable(chelper, tmp_path):
+def test_result_is_json_serialisable():
     r = z.zerocopy_test({"paths": ["loopback"], "protocols": ["tcp"], "sizes": ["4K"], "modes": ["copy"],
                          "duration": 0.1, "repeats": 1}, SOURCE)
     assert json.loads(json.dumps(r))["cells"][0]["status"] == "ok"
