@@ -1,0 +1,314 @@
+# -*- coding: utf-8 -*-
+# Copyright: netstack.tuning contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Traffic insight (capability 5): what the traffic_profile module and the
+``netstack-traffic`` command line call.
+
+    collect        the BPF collector (trafficcollect) and its store, oneshot or via the agent
+    analyze_files  sources (store dirs, CSV flow logs, NetFlow/IPFIX) -> flowfile -> analyzer
+                   (trafficanalysis) -> JSON result and HTML report (trafficreport)
+    main           the CLI: ``analyze`` and ``generate`` (evaluation data, trafficgen)
+"""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import glob
+import json
+import os
+import socket
+import sys
+
+from ansible_collections.netstack.tuning.plugins.module_utils.common import NetstackError
+from ansible_collections.netstack.tuning.plugins.module_utils import agent as agent_engine
+
+SECTION = "traffic"
+
+
+def _int(params, key, lo, hi):
+    v = params.get(key)
+    if not isinstance(v, int) or isinstance(v, bool) or not lo <= v <= hi:
+        raise NetstackError("must be an integer from %d to %d, got %r" % (lo, hi, v), field=key)
+    return v
+
+
+def collect_settings(params):
+    """The validated collector settings (also the agent's ``traffic`` section)."""
+    ifaces = params.get("interfaces") or []
+    if params.get("state", "present") == "present" and not ifaces:
+        raise NetstackError("at least one interface is required to collect", field="interfaces")
+    for i, name in enumerate(ifaces):
+        if not isinstance(name, str) or not name or len(name) > 15 or "/" in name or name.strip() != name:
+            raise NetstackError("%r is not an interface name" % (name,), field="interfaces[%d]" % i)
+    state_dir = params.get("state_dir") or "/var/lib/netstack"
+    return {
+        "state": params.get("state", "present"),
+        "name": params.get("name") or "traffic",
+        "interfaces": list(ifaces),
+        "netns": params.get("netns") or None,
+        "prefix_v4": _int(params, "prefix_v4", 0, 32),
+        "prefix_v6": _int(params, "prefix_v6", 0, 128),
+        "max_flows": _int(params, "max_flows", 64, 1 << 20),
+        "interval": _int(params, "interval", 1, 3600),
+        "store": params.get("store") or os.path.join(state_dir, "traffic", "store"),
+        "retention_days": _int(params, "retention_days", 1, 3660),
+        "link_prefix": params.get("link_prefix") or socket.gethostname(),
+    }
+
+
+def collect(params, check_mode=False):
+    """The ``collect`` action of traffic_profile (see its documentation)."""
+    from ansible_collections.netstack.tuning.plugins.module_utils import trafficcollect
+    s = collect_settings(params)
+    mode = params.get("mode") or "oneshot"
+    duration = _int(params, "duration", 1, 7 * 86400) if mode == "oneshot" and s["state"] == "present" else 0
+    if duration and s["interval"] > duration:
+        raise NetstackError("the scrape interval (%d s) is longer than the collection (%d s)" % (s["interval"], duration),
+                            field="interval")
+    coll = trafficcollect.Collector(name=s["name"], interfaces=s["interfaces"], netns=s["netns"],
+                                    prefix_v4=s["prefix_v4"], prefix_v6=s["prefix_v6"], max_flows=s["max_flows"],
+                                    state_dir=params.get("state_dir") or "/var/lib/netstack", link_prefix=s["link_prefix"])
+    store = trafficcollect.Store(s["store"], retention_days=s["retention_days"])
+    result = {"changed": False, "notes": [], "scrapes": {"count": 0, "rows": 0}}
+    cfg_changed = False
+    if mode == "agent" or s["state"] == "absent":
+        section = dict(s) if s["state"] == "present" else {"state": "absent", "name": s["name"]}
+        cfg_dir = params.get("config_dir") or agent_engine.CONFD
+        if mode == "agent" or os.path.exists(os.path.join(cfg_dir, SECTION + ".json")):
+            cfg_changed = agent_engine.write_section(cfg_dir, SECTION, section, check_mode=check_mode)
+            pid = agent_engine.running()
+            told = bool(cfg_changed and pid and params.get("notify_agent", True) and not check_mode)
+            if told:
+                agent_engine.notify()
+            result["agent"] = {"pid": pid, "reloaded": told}
+            result["config_file"] = os.path.join(cfg_dir, SECTION + ".json")
+            if mode == "agent" and s["state"] == "present" and not pid:
+                result["notes"].append("netstack-agent is not running here: the program is attached, but nothing scrapes "
+                                       "it until the agent runs (role netstack.tuning.netstack_agent)")
+    if s["state"] == "absent":
+        res = coll.absent(check_mode=check_mode)
+        result.update(changed=bool(res["changed"] or cfg_changed), collector=res)
+        result["store"] = store.summary()
+        _diff(result, res)
+        return result
+    source = params.get("source_text")
+    if not source:
+        raise NetstackError("the BPF source was not passed (run the module through its action plugin, or set "
+                            "source_text)", field="source_text")
+    res = coll.present(source, check_mode=check_mode)
+    result["collector"] = res
+    _diff(result, res)
+    if check_mode:
+        result["changed"] = bool(res["changed"] or cfg_changed or mode == "oneshot")
+        result["store"] = store.summary()
+        return result
+    try:
+        if mode == "oneshot":
+            rows = trafficcollect.scrape_loop(coll, store, s["interval"], duration=duration)
+        else:
+            rows = trafficcollect.scrape_loop(coll, store, s["interval"], duration=0)
+        result["scrapes"] = rows
+    finally:
+        if mode == "oneshot" and not params.get("keep"):
+            gone = coll.absent()
+            result["collector"]["removed_after_run"] = bool(gone["changed"])
+    result["changed"] = True  # rows were written to the store
+    result["store"] = store.summary()
+    return result
+
+
+def _diff(result, res):
+    hdr = "traffic collector"
+    result["diff"] = {"before_header": hdr, "after_header": hdr,
+                      "before": json.dumps(res.get("before"), indent=2, sort_keys=True) + "\n",
+                      "after": json.dumps(res.get("after"), indent=2, sort_keys=True) + "\n"}
+
+
+# ------------------------------------------------------------------ analysis
+
+def expand_sources(sources):
+    """Files named by ``sources`` (files, directories -> their *.csv, glob patterns)."""
+    if not sources:
+        raise NetstackError("at least one file, directory or pattern is required", field="sources")
+    files = []
+    for i, src in enumerate(sources):
+        if os.path.isdir(src):
+            found = sorted(glob.glob(os.path.join(src, "*.csv")))
+        elif os.path.isfile(src):
+            found = [src]
+        else:
+            found = sorted(f for f in glob.glob(src) if os.path.isfile(f))
+        if not found:
+            raise NetstackError("%s: no such file, directory with .csv files, or matching files" % src,
+                                field="sources[%d]" % i)
+        files += [f for f in found if f not in files]
+    return files
+
+
+def _write(path, text, check_mode):
+    """Write ``text`` when it differs; True when it did (or would)."""
+    try:
+        with open(path) as f:
+            if f.read() == text:
+                return False
+    except (IOError, OSError):
+        pass
+    if not check_mode:
+        d = os.path.dirname(os.path.abspath(path))
+        if not os.path.isdir(d):
+            raise NetstackError("directory %s does not exist" % d, field="output")
+        tmp = path + ".tmp"
+        with open(tmp, "w") as f:
+            f.write(text)
+        os.rename(tmp, path)
+    return True
+
+
+def summary(result):
+    """The module's return value: the result without plot data and day-by-day lists."""
+    out = dict((k, v) for k, v in result.items() if k not in ("plots", "series", "projection", "options"))
+    out["series"] = [dict((k, v) for k, v in s.items() if k != "profile") for s in result["series"]]
+    out["projection"] = [dict((k, v) for k, v in p.items() if k not in ("daily", "history")) for p in result["projection"]]
+    out["span"] = {"start": result["start"], "end": result["end"], "step": result["step"]}
+    return out
+
+
+def analyze_files(params, check_mode=False):
+    """The ``analyze`` action of traffic_profile."""
+    from ansible_collections.netstack.tuning.plugins.module_utils import flowfile, trafficanalysis, trafficreport
+    files = expand_sources(params.get("sources"))
+    rec = flowfile.read_many(files, fmt=params.get("format") or "auto", local_prefixes=params.get("local_prefixes") or (),
+                             prefix_v4=params.get("prefix_v4") or 24, prefix_v6=params.get("prefix_v6") or 48)
+    result = trafficanalysis.analyze(rec, params.get("analysis") or {})
+    result["sources"] = files
+    changed = False
+    written = {}
+    if params.get("output"):
+        stable = dict((k, v) for k, v in result.items() if k not in ("analysis_seconds", "records_per_second"))
+        changed |= _write(params["output"], json.dumps(stable, indent=1, sort_keys=True) + "\n", check_mode)
+        written["output"] = params["output"]
+    if params.get("report"):
+        page = trafficreport.html(result, title=params.get("title") or "netstack.tuning traffic insight",
+                                  hosts=params.get("hosts"))
+        changed |= _write(params["report"], page, check_mode)
+        written["report"] = params["report"]
+    out = summary(result)
+    out.update(changed=changed, files=written)
+    return out
+
+
+# ------------------------------------------------------------------ command line
+
+USAGE = """usage: netstack-traffic analyze SOURCE... [--json FILE] [--report FILE] [--step S]
+                        [--capacity LINK=BPS]... [--price PER_MBPS] [--holiday YYYY-MM-DD]...
+                        [--local PREFIX]... [--horizon DAYS]
+       netstack-traffic generate DIR [--seed N] [--sites N] [--days N] [--records N]
+
+analyze: read store directories, CSV flow logs and NetFlow v5/v9/IPFIX files (raw or pcap),
+         print the summary (anomalies, 95th percentile, projection), write JSON / HTML.
+generate: evaluation data with labelled anomalies: DIR/traffic.csv (native CSV) and
+         DIR/labels.json.
+"""
+
+
+def _cli_opts(argv, multi, single, flags=()):
+    pos, opts = [], dict((k, []) for k in multi)
+    i = 0
+    while i < len(argv):
+        a = argv[i]
+        if a.startswith("--"):
+            k = a[2:]
+            if k in flags:
+                opts[k] = True
+                i += 1
+                continue
+            if k not in multi and k not in single or i + 1 >= len(argv):
+                raise NetstackError("unknown option or missing value", field=a)
+            if k in multi:
+                opts[k].append(argv[i + 1])
+            else:
+                opts[k] = argv[i + 1]
+            i += 2
+        else:
+            pos.append(a)
+            i += 1
+    return pos, opts
+
+
+def _number(text, field):
+    try:
+        return float(text)
+    except ValueError:
+        raise NetstackError("%r is not a number" % text, field=field)
+
+
+def main(argv=None, out=None):
+    argv = sys.argv[1:] if argv is None else argv
+    out = out or sys.stdout
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        out.write(USAGE)
+        return 0 if argv else 2
+    try:
+        if argv[0] == "analyze":
+            from ansible_collections.netstack.tuning.plugins.module_utils import trafficreport
+            pos, o = _cli_opts(argv[1:], ("capacity", "holiday", "local"), ("json", "report", "step", "price", "horizon"))
+            analysis = {"holidays": o["holiday"]}
+            caps = {}
+            for c in o["capacity"]:
+                link, _sep, bps = c.rpartition("=")
+                if not link:
+                    raise NetstackError("want LINK=BITS_PER_SECOND, got %r" % c, field="--capacity")
+                caps[link] = _number(bps, "--capacity")
+            analysis["capacity"] = caps
+            if "step" in o:
+                analysis["step"] = int(_number(o["step"], "--step"))
+            if "horizon" in o:
+                analysis["horizon_days"] = int(_number(o["horizon"], "--horizon"))
+            if "price" in o:
+                analysis["price_per_mbps"] = _number(o["price"], "--price")
+            res = analyze_files({"sources": pos, "local_prefixes": o["local"], "analysis": analysis,
+                                 "output": o.get("json"), "report": o.get("report")})
+            out.write(trafficreport.markdown(res) if hasattr(trafficreport, "markdown") else json.dumps(res, indent=1))
+            out.write("\n%d records, %.0f records/s\n" % (res["records"], res.get("records_per_second") or 0))
+            return 0
+        if argv[0] == "generate":
+            from ansible_collections.netstack.tuning.plugins.module_utils import trafficgen
+            pos, o = _cli_opts(argv[1:], (), ("seed", "sites", "days", "records"))
+            if len(pos) != 1:
+                raise NetstackError("one output directory is required", field="DIR")
+            kw = dict((k, int(_number(o[k], "--" + k))) for k in ("seed", "sites", "days", "records") if k in o)
+            rec, labels, _truth = trafficgen.generate(**kw)
+            os.makedirs(pos[0], exist_ok=True)
+            write_csv(os.path.join(pos[0], "traffic.csv"), rec)
+            with open(os.path.join(pos[0], "labels.json"), "w") as f:
+                json.dump(labels, f, indent=1, sort_keys=True)
+            out.write("%d records, %d labelled anomalies in %s\n" % (len(rec), len(labels), pos[0]))
+            return 0
+        raise NetstackError("unknown command %r (analyze, generate)" % argv[0], field="command")
+    except NetstackError as e:
+        sys.stderr.write("netstack-traffic: %s\n" % e)
+        return 2
+
+
+def write_csv(path, rec):
+    """Records as a native CSV flow log (the store's format)."""
+    from ansible_collections.netstack.tuning.plugins.module_utils import trafficdata
+    import numpy as np
+    cols = []
+    for k in trafficdata.HEADER:
+        if k in trafficdata.STRING_COLUMNS:
+            cols.append(rec.strings(k).astype(str))
+        else:
+            cols.append(rec.ints[k].astype(str))
+    with open(path, "w") as f:
+        f.write(",".join(trafficdata.HEADER) + "\n")
+        chunk = 500000
+        for s in range(0, len(rec), chunk):
+            block = np.stack([c[s:s + chunk] for c in cols], axis=1)
+            f.write("\n".join(",".join(r) for r in block.tolist()))
+            f.write("\n")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,729 @@
+# -*- coding: utf-8 -*-
+# Copyright: netstack.tuning contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Traffic analysis (capability 5): profile, percentiles and 95th-percentile billing,
+anomalies with their top contributors, water-level alerts, capacity and cost projection.
+
+Everything works on ``trafficdata.Records`` with numpy, column-wise: records are binned
+once into a (series x time) matrix with ``bincount`` (a series is one link and direction),
+and every later step is array arithmetic on that matrix or on sorted record slices.
+
+The model, per series, on y = log(rate + floor):
+
+* seasonal profile P[slot]: the median of y over every past day of the same kind at the
+  same time of day (and its two neighbour bins).  The season is the richest one the data
+  supports: hour-of-week with >= 14 days, time-of-day with >= 2 days, none below.  Days
+  listed in ``holidays`` take Sunday's profile.  Medians make the profile robust to the
+  anomalies it must later expose.
+* d = y - P is the deseasonalised series; sigma is its noise, estimated from the median
+  absolute first difference (robust to level changes as well as outliers).
+* spikes / dips: d against its centred 2-hour rolling median, in sigmas; runs of at most
+  ``spike_max`` bins.
+* level shifts and drifts: the change of d's median between the ``shift_window`` after and
+  the one before each time; a sustained change of at least ``shift_min`` (log units) that
+  also shows within one hour is a level shift, one that does not is a drift.  A drift is
+  also looked for at day scale (24 h windows), where a slow ramp adds up.
+* new heavy prefix: a remote prefix first seen after the first ``warmup_days`` that carries
+  at least ``new_prefix_share`` of its link while present.
+* attribution: for each anomaly, every dimension value's bytes in the anomaly window
+  against its expected bytes (its share in the preceding day times the expected total);
+  ranked by its part of the excess (or deficit).
+* projection: daily 95th percentiles, weekday factors removed, a Theil-Sen line on their
+  logarithm; intervals from the spread of pairwise slopes and of the residuals.
+
+All rates are bits per second; timestamps UNIX seconds (UTC).
+"""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import math
+import time
+
+try:
+    import numpy as np
+    HAS_NUMPY = True
+except ImportError:
+    np = None
+    HAS_NUMPY = False
+
+from ansible_collections.netstack.tuning.plugins.module_utils.common import NetstackError
+from ansible_collections.netstack.tuning.plugins.module_utils import trafficdata
+
+DAY = 86400
+WEEK = 7 * DAY
+DIMENSIONS = ("prefix", "port_class", "proto", "dscp", "direction")
+WEEKDAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
+
+DEFAULTS = {
+    "step": 300,             # bin width, s (5 minutes: the billing convention)
+    "percentiles": [50, 90, 95, 99],
+    "spike_sigma": 6.0,      # spike threshold, in noise sigmas
+    "spike_max": 12,         # longest spike, bins
+    "shift_window": 6 * 3600,  # level-shift comparison window, s
+    "shift_min": 0.25,       # smallest sustained change, log units (~ +28 % / -22 %)
+    "shift_sigma": 8.0,      # and in sigmas of the windowed median
+    "drift_min": 0.25,       # smallest change over a day for a drift, log units
+    "warmup_days": 7,        # history before new prefixes count as new
+    "new_prefix_share": 0.08,
+    "top_k": 5,
+    "capacity": {},          # link -> bits/s
+    "warn": 0.7,             # water levels, fraction of capacity
+    "critical": 0.9,
+    "price_per_mbps": None,  # per month, on the billable 95th percentile
+    "horizon_days": 90,
+    "holidays": [],          # "YYYY-MM-DD" days that behave like a Sunday
+    "plot_points": 1500,
+}
+
+
+def _require():
+    if not HAS_NUMPY:
+        raise NetstackError("numpy is required for traffic analysis (python3-numpy, or analyse on the controller)",
+                            field="numpy")
+
+
+def options(opts=None):
+    """Defaults merged with ``opts``; bad values raise NetstackError naming the option."""
+    o = dict(DEFAULTS)
+    for k, v in (opts or {}).items():
+        if k not in DEFAULTS:
+            raise NetstackError("unknown analysis option (known: %s)" % ", ".join(sorted(DEFAULTS)), field=k)
+        if v is not None:
+            o[k] = v
+    for k in ("step", "spike_max", "shift_window", "warmup_days", "top_k", "horizon_days", "plot_points"):
+        if not isinstance(o[k], int) or isinstance(o[k], bool) or o[k] < 1:
+            raise NetstackError("must be a positive integer", field=k)
+    if DAY % o["step"]:
+        raise NetstackError("must divide a day (86400 s) evenly, e.g. 60, 300, 900, 3600", field="step")
+    for k in ("spike_sigma", "shift_min", "shift_sigma", "drift_min", "new_prefix_share", "warn", "critical"):
+        if not isinstance(o[k], (int, float)) or isinstance(o[k], bool) or o[k] <= 0:
+            raise NetstackError("must be a positive number", field=k)
+    if not o["warn"] < o["critical"]:
+        raise NetstackError("warn (%s) must be below critical (%s)" % (o["warn"], o["critical"]), field="warn")
+    if not isinstance(o["percentiles"], list) or not all(isinstance(p, (int, float)) and 0 < p <= 100 for p in o["percentiles"]):
+        raise NetstackError("must be a list of numbers in (0, 100]", field="percentiles")
+    if not isinstance(o["capacity"], dict):
+        raise NetstackError("must map link names to bits per second", field="capacity")
+    for link, bps in o["capacity"].items():
+        if not isinstance(bps, (int, float)) or isinstance(bps, bool) or bps <= 0:
+            raise NetstackError("must be a positive number of bits per second", field="capacity.%s" % link)
+    if o["price_per_mbps"] is not None and (not isinstance(o["price_per_mbps"], (int, float)) or o["price_per_mbps"] < 0):
+        raise NetstackError("must be a non-negative number (currency per Mbit/s per month)", field="price_per_mbps")
+    days = []
+    for i, h in enumerate(o["holidays"] or []):
+        try:
+            days.append(int(time.mktime(time.strptime(str(h), "%Y-%m-%d")) - time.timezone) // DAY)
+        except ValueError:
+            raise NetstackError("%r is not a YYYY-MM-DD date" % (h,), field="holidays[%d]" % i)
+    o["_holiday_days"] = days
+    return o
+
+
+# ------------------------------------------------------------------ binning
+
+class Binned(object):
+    """Bytes per (series, bin).  Series i is (links[i], directions[i])."""
+
+    def __init__(self, rec, step):
+        ts = rec.ints["ts"]
+        self.step = step
+        self.t0 = int(ts.min()) // step * step
+        self.nbins = int(ts.max()) // step * step // step - self.t0 // step + 1
+        dir_map = np.asarray([trafficdata.DIRECTIONS.index(d) if d in trafficdata.DIRECTIONS else 0
+                              for d in rec.cats["direction"]] or [0], dtype=np.int64)
+        sid_all = rec.codes["link"].astype(np.int64) * 2 + dir_map[rec.codes["direction"]]
+        present = np.unique(sid_all)
+        remap = np.full(2 * max(1, len(rec.cats["link"])), -1, dtype=np.int64)
+        remap[present] = np.arange(len(present))
+        self.sid = remap[sid_all]                       # per record
+        self.bin = (ts - self.t0) // step               # per record
+        self.links = [rec.cats["link"][int(s) // 2] for s in present]
+        self.directions = [trafficdata.DIRECTIONS[int(s) % 2] for s in present]
+        n = len(present) * self.nbins
+        flat = np.bincount(self.sid * self.nbins + self.bin, weights=rec.ints["bytes"], minlength=n)
+        self.bytes = flat.reshape(len(present), self.nbins)
+        # bins before a series' first record and after its last are "no data", not zero traffic
+        first = np.full(len(present), self.nbins, dtype=np.int64)
+        last = np.full(len(present), -1, dtype=np.int64)
+        np.minimum.at(first, self.sid, self.bin)
+        np.maximum.at(last, self.sid, self.bin)
+        idx = np.arange(self.nbins)
+        self.valid = (idx[None, :] >= first[:, None]) & (idx[None, :] <= last[:, None])
+        self.times = self.t0 + idx * step               # bin starts
+
+    def bps(self):
+        return self.bytes * 8.0 / self.step
+
+
+# ------------------------------------------------------------------ helpers
+
+def _rolling(x, w, fn):
+    """Centred rolling ``fn`` (np.nanmedian, ...) over an odd window, NaN-padded edges."""
+    h = w // 2
+    pad = np.concatenate([np.full(h, np.nan), x, np.full(h, np.nan)])
+    view = np.lib.stride_tricks.sliding_window_view(pad, w)
+    with np.errstate(all="ignore"):
+        import warnings
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            return fn(view, axis=1)
+
+
+def _windowed_median(x, w):
+    """(median of x[t-w:t], median of x[t:t+w]) for every t, NaN where a side is short."""
+    n = len(x)
+    pad = np.concatenate([np.full(w, np.nan), x, np.full(w, np.nan)])
+    view = np.lib.stride_tricks.sliding_window_view(pad, w)
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        med = np.nanmedian(view, axis=1)
+        cnt = np.sum(~np.isnan(view), axis=1)
+    med[cnt < w // 2] = np.nan
+    before = med[:n]          # window pad[t .. t+w) = x[t-w .. t)
+    after = med[w:w + n]      # x[t .. t+w)
+    return before, after
+
+
+def _runs(mask):
+    """[start, end] index pairs (inclusive) of True runs."""
+    if not mask.any():
+        return []
+    m = np.concatenate([[False], mask, [False]]).astype(np.int8)
+    d = np.diff(m)
+    starts = np.flatnonzero(d == 1)
+    ends = np.flatnonzero(d == -1) - 1
+    return list(zip(starts.tolist(), ends.tolist()))
+
+
+def _day_kind(days, holidays):
+    """Weekday index (Mon 0) of each UNIX day number; holidays count as Sunday."""
+    wd = (days + 3) % 7
+    if holidays:
+        wd = np.where(np.isin(days, holidays), 6, wd)
+    return wd
+
+
+# ------------------------------------------------------------------ the seasonal model
+
+class Model(object):
+    """Seasonal profile + noise scale of one series (see the module docstring)."""
+
+    def __init__(self, bps, valid, times, step, holidays):
+        self.step = step
+        self.per_day = DAY // step
+        self.floor = max(1000.0, 0.01 * float(np.median(bps[valid])) if valid.any() else 1000.0)
+        y = np.log(bps + self.floor)
+        y[~valid] = np.nan
+        self.y = y
+        days = times // DAY
+        span_days = valid.sum() * step / DAY
+        self.season = "weekly" if span_days >= 14 else "daily" if span_days >= 2 else "none"
+        tod = (times % DAY) // step
+        kind = _day_kind(days, holidays) if self.season == "weekly" else np.zeros_like(days)
+        self.slot = kind * self.per_day + tod
+        self.profile = None
+        if self.season != "none":
+            # Profile and level are estimated in turn: the profile from y minus the slow
+            # level (a week-long rolling median of daily medians), so growth or a level
+            # shift between weeks does not leak into the shape.
+            level = np.zeros_like(y)
+            for _round in range(2):
+                self.profile = self._profile(y - level, kind, tod)
+                level = self._level(y - self.profile[self.slot], days)
+        if self.profile is None:
+            base = np.nanmedian(y) if valid.any() else 0.0
+            self.expected_y = np.full_like(y, base)
+        else:
+            self.expected_y = self.profile[self.slot]
+        self.d = y - self.expected_y
+        diffs = np.diff(self.d)
+        diffs = diffs[~np.isnan(diffs)]
+        self.sigma = max(1e-3, 1.4826 * float(np.median(np.abs(diffs))) / math.sqrt(2)) if len(diffs) else 1.0
+
+    def _profile(self, y, kind, tod):
+        nk = int(kind.max()) + 1 if len(kind) else 1
+        prof = np.full(nk * self.per_day, np.nan)
+        import warnings
+        for k in range(nk):
+            sel = kind == k
+            if not sel.any():
+                continue
+            ndays = (len(y) + int(tod[0])) // self.per_day + 1
+            rows = np.full((ndays, self.per_day), np.nan)
+            # place each sample by (day number relative to the first day, time of day)
+            dn = ((np.arange(len(y)) + int(tod[0])) // self.per_day)[sel]
+            rows[dn, tod[sel]] = y[sel]
+            stacked = np.concatenate([np.roll(rows, -1, axis=1), rows, np.roll(rows, 1, axis=1)], axis=0)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)
+                prof[k * self.per_day:(k + 1) * self.per_day] = np.nanmedian(stacked, axis=0)
+        # a kind of day never seen (e.g. no Sunday yet) falls back to the all-days profile
+        if np.isnan(prof).any():
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)
+                allday = np.nanmedian(prof.reshape(nk, self.per_day), axis=0)
+            allday = np.where(np.isnan(allday), np.nanmedian(y), allday)
+            prof = np.where(np.isnan(prof), np.tile(allday, nk), prof)
+        return prof
+
+    def _level(self, r, days):
+        """A centred 7-day rolling median of the daily medians of r, per bin."""
+        import warnings
+        ud, inv = np.unique(days, return_inverse=True)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            order = np.argsort(inv, kind="stable")
+            bounds = np.searchsorted(inv[order], np.arange(len(ud) + 1))
+            daily = np.asarray([np.nanmedian(r[order[bounds[k]:bounds[k + 1]]]) for k in range(len(ud))])
+            smooth = _rolling(daily, 7, np.nanmedian) if len(daily) >= 7 else np.full(len(daily), np.nanmedian(daily))
+        smooth = np.where(np.isnan(smooth), np.nanmedian(daily), smooth)
+        return (smooth - np.nanmedian(smooth))[inv]
+
+    def expected_bps(self):
+        return np.maximum(np.exp(self.expected_y) - self.floor, 0.0)
+
+
+# ------------------------------------------------------------------ detection
+
+def _volume_events(model, o):
+    """Spikes/dips, level shifts and drifts of one series: list of (kind, i0, i1, score, magnitude)."""
+    d, sigma, step = model.d, model.sigma, o["step"]
+    events = []
+    n = len(d)
+    if n < 8 or np.all(np.isnan(d)):
+        return events
+    # spikes and dips: against a centred 2-hour rolling median
+    w = max(5, (2 * 3600 // step) | 1)
+    base = _rolling(d, w, np.nanmedian)
+    z = (d - base) / sigma
+    flagged = np.abs(np.nan_to_num(z)) > o["spike_sigma"]
+    for i0, i1 in _runs(flagged):
+        if i1 - i0 + 1 > o["spike_max"]:
+            continue
+        seg = z[i0:i1 + 1]
+        peak = float(seg[np.nanargmax(np.abs(seg))])
+        mag = float(np.exp(np.nanmax(np.abs((d - base)[i0:i1 + 1]))) - 1) * (1 if peak > 0 else -1)
+        events.append(("spike" if peak > 0 else "dip", i0, i1, abs(peak), mag))
+    # sustained changes at two scales: hours (shift or fast drift) and a day (slow drift)
+    for scale, win in (("hours", o["shift_window"] // step), ("day", DAY // step)):
+        if n < 2 * win:
+            continue
+        before, after = _windowed_median(d, win)
+        delta = after - before
+        noise = 1.4826 * np.nanmedian(np.abs(delta - np.nanmedian(delta))) if np.isfinite(delta).any() else 0.0
+        thr = max(o["shift_min"] if scale == "hours" else o["drift_min"], o["shift_sigma"] * noise)
+        big = np.abs(np.nan_to_num(delta)) > thr
+        hb, ha = _windowed_median(d, max(2, 3600 // step))
+        for i0, i1 in _runs(big):
+            seg = delta[i0:i1 + 1]
+            j = i0 + int(np.nanargmax(np.abs(seg)))
+            size = float(delta[j])
+            # how much of the change happens within the hour around its sharpest point
+            quick = ha - hb
+            k0, k1 = max(0, i0 - win // 2), min(n, i1 + win // 2 + 1)
+            qj = k0 + int(np.nanargmax(np.abs(np.nan_to_num(quick[k0:k1]) * np.sign(size))))
+            sharp = float(np.nan_to_num(quick[qj])) / size if size else 0.0
+            kind = "level_shift" if (scale == "hours" and sharp >= 0.6) else "drift"
+            start = qj if kind == "level_shift" else i0
+            events.append((kind, start, i1 if kind == "drift" else min(n - 1, qj + win), abs(size) / max(noise, 1e-6),
+                           float(math.exp(size) - 1)))
+    return _merge_events(events)
+
+
+def _merge_events(events):
+    """One event per overlapping group: a shift explains the spike at its edge; a drift
+    found at both scales is one drift."""
+    rank = {"level_shift": 0, "drift": 1, "spike": 2, "dip": 2}
+    events = sorted(events, key=lambda e: (rank[e[0]], e[1]))
+    kept = []
+    for e in events:
+        clash = None
+        for i, k in enumerate(kept):
+            if e[1] <= k[2] and k[1] <= e[2]:
+                clash = i
+                break
+        if clash is None:
+            kept.append(e)
+            continue
+        k = kept[clash]
+        if rank[e[0]] == rank[k[0]]:
+            kept[clash] = (k[0], min(k[1], e[1]), max(k[2], e[2]), max(k[3], e[3]),
+                           k[4] if abs(k[4]) >= abs(e[4]) else e[4])
+        # a lower-ranked event overlapping a kept one is explained by it
+    return sorted(kept, key=lambda e: e[1])
+
+
+def _new_prefixes(rec, binned, o):
+    """New heavy prefixes per link: list of (link, prefix, first_bin, last_bin, share)."""
+    if not len(rec):
+        return []
+    link = rec.codes["link"].astype(np.int64)
+    pre = rec.codes["prefix"].astype(np.int64)
+    npre = max(1, len(rec.cats["prefix"]))
+    key = link * npre + pre
+    ukey, inv = np.unique(key, return_inverse=True)
+    first = np.full(len(ukey), np.iinfo(np.int64).max)
+    np.minimum.at(first, inv, binned.bin)
+    warm = o["warmup_days"] * DAY // binned.step
+    link_first = np.full(len(rec.cats["link"]), np.iinfo(np.int64).max)
+    np.minimum.at(link_first, link, binned.bin)
+    cand = np.flatnonzero(first > link_first[ukey // npre] + warm)
+    out = []
+    if not len(cand):
+        return out
+    link_bytes = np.bincount(link * binned.nbins + binned.bin, weights=rec.ints["bytes"],
+                             minlength=len(rec.cats["link"]) * binned.nbins).reshape(-1, binned.nbins)
+    is_cand = np.zeros(len(ukey), dtype=bool)
+    is_cand[cand] = True
+    rows = is_cand[inv]
+    cidx = np.searchsorted(cand, inv[rows])
+    per = np.bincount(cidx * binned.nbins + binned.bin[rows], weights=rec.ints["bytes"][rows],
+                      minlength=len(cand) * binned.nbins).reshape(len(cand), binned.nbins)
+    for c, u in enumerate(cand):
+        li = int(ukey[u] // npre)
+        active = per[c] > 0
+        share = np.where(link_bytes[li] > 0, per[c] / np.maximum(link_bytes[li], 1), 0.0)
+        heavy = active & (share >= o["new_prefix_share"])
+        if heavy.sum() < 3:
+            continue
+        i0, i1 = int(np.flatnonzero(heavy)[0]), int(np.flatnonzero(heavy)[-1])
+        mean_share = float(per[c][i0:i1 + 1].sum() / max(1.0, link_bytes[li][i0:i1 + 1].sum()))
+        out.append((rec.cats["link"][li], rec.cats["prefix"][int(ukey[u] % npre)], i0, i1, mean_share))
+    return out
+
+
+# ------------------------------------------------------------------ attribution
+
+class Slicer(object):
+    """Records sorted by (link, ts) for fast windows."""
+
+    def __init__(self, rec):
+        self.order = np.lexsort((rec.ints["ts"], rec.codes["link"]))
+        self.link = rec.codes["link"][self.order]
+        self.ts = rec.ints["ts"][self.order]
+        self.rec = rec
+        self.link_index = dict((name, i) for i, name in enumerate(rec.cats["link"]))
+
+    def window(self, link, t0, t1):
+        li = self.link_index[link]
+        lo, hi = np.searchsorted(self.link, [li, li + 1])
+        a = lo + np.searchsorted(self.ts[lo:hi], t0)
+        b = lo + np.searchsorted(self.ts[lo:hi], t1)
+        return self.order[a:b]
+
+
+def _values(rec, dim, idx):
+    if dim in trafficdata.STRING_COLUMNS:
+        return rec.codes[dim][idx], rec.cats[dim]
+    return rec.ints[dim][idx], None
+
+
+def attribute(rec, slicer, link, t0, t1, ref0, ref1, expected_total, top_k, direction=None):
+    """Top contributors to the difference between what a window carried and what was expected.
+
+    Each dimension value's expected bytes = its share of the reference window [ref0, ref1)
+    times ``expected_total``.  Returns a list sorted by |delta|."""
+    cur = slicer.window(link, t0, t1)
+    ref = slicer.window(link, ref0, ref1)
+    if direction is not None:
+        dcode = rec.cats["direction"].index(direction) if direction in rec.cats["direction"] else -1
+        cur = cur[rec.codes["direction"][cur] == dcode]
+        ref = ref[rec.codes["direction"][ref] == dcode]
+    actual_total = float(rec.ints["bytes"][cur].sum())
+    ref_total = float(rec.ints["bytes"][ref].sum()) or 1.0
+    excess = actual_total - expected_total
+    out = []
+    for dim in DIMENSIONS:
+        if dim == "direction" and direction is not None:
+            continue
+        cv, cats = _values(rec, dim, cur)
+        rv, _c = _values(rec, dim, ref)
+        size = int(max(cv.max() if len(cv) else 0, rv.max() if len(rv) else 0)) + 1
+        a = np.bincount(cv, weights=rec.ints["bytes"][cur], minlength=size)
+        r = np.bincount(rv, weights=rec.ints["bytes"][ref], minlength=size)
+        e = r / ref_total * expected_total
+        delta = a - e
+        for v in np.argsort(-np.abs(delta))[:top_k]:
+            if delta[v] == 0:
+                continue
+            out.append({"dimension": dim, "value": cats[v] if cats is not None else int(v),
+                        "bytes": float(a[v]), "expected_bytes": float(e[v]), "delta_bytes": float(delta[v]),
+                        "share_of_change": float(delta[v] / excess) if excess else None,
+                        "new": bool(r[v] == 0 and a[v] > 0)})
+    # Rank by change x relative change: among values that carry the same change, the one
+    # whose own traffic changed the most (the specific culprit, not the class it sits in) wins.
+    out.sort(key=lambda c: -abs(c["delta_bytes"]) * abs(c["delta_bytes"]) / max(c["bytes"], c["expected_bytes"], 1.0))
+    return out[:top_k]
+
+
+# ------------------------------------------------------------------ billing, levels, projection
+
+def _month(ts):
+    return time.strftime("%Y-%m", time.gmtime(int(ts)))
+
+
+def billing(binned, o):
+    """95th percentile per link and calendar month, in and out, billable = the greater."""
+    bps = binned.bps()
+    months = np.asarray([_month(t) for t in binned.times[::DAY // binned.step]])
+    month_of_bin = np.repeat(months, DAY // binned.step)[:binned.nbins]
+    out = []
+    links = sorted(set(binned.links))
+    for link in links:
+        for m in sorted(set(month_of_bin.tolist())):
+            row = {"link": link, "month": m}
+            sel_m = month_of_bin == m
+            for i, (lk, dr) in enumerate(zip(binned.links, binned.directions)):
+                if lk != link:
+                    continue
+                v = bps[i][sel_m & binned.valid[i]]
+                row["p95_%s_bps" % dr] = float(np.percentile(v, 95)) if len(v) else 0.0
+                row["samples_%s" % dr] = int(len(v))
+            row["billable_bps"] = max(row.get("p95_in_bps", 0.0), row.get("p95_out_bps", 0.0))
+            if o["price_per_mbps"] is not None:
+                row["cost"] = round(row["billable_bps"] / 1e6 * o["price_per_mbps"], 2)
+            out.append(row)
+    return out
+
+
+def theil_sen(x, y, z=1.645):
+    """Theil-Sen slope with Sen's rank-based 90 % interval (z = 1.645), and the intercept."""
+    i, j = np.triu_indices(len(x), 1)
+    dx = x[j] - x[i]
+    ok = dx != 0
+    slopes = np.sort((y[j] - y[i])[ok] / dx[ok])
+    if not len(slopes):
+        return 0.0, 0.0, 0.0, float(np.median(y)) if len(y) else 0.0
+    b = float(np.median(slopes))
+    n, m = len(x), len(slopes)
+    c = z * math.sqrt(n * (n - 1) * (2 * n + 5) / 18.0)
+    lo = slopes[max(0, int(math.floor((m - c) / 2.0)))]
+    hi = slopes[min(m - 1, int(math.ceil((m + c) / 2.0)))]
+    a = float(np.median(y - b * x))
+    return b, float(lo), float(hi), a
+
+
+def project(binned, o):
+    """Daily 95th percentile per series, trend and interval out to ``horizon_days``."""
+    per_day = DAY // binned.step
+    bps = binned.bps()
+    out = []
+    horizon = o["horizon_days"]
+    for i in range(len(binned.links)):
+        valid = binned.valid[i]
+        days = binned.times // DAY
+        udays = np.unique(days[valid])
+        # whole days only (at least 80 % of the bins present)
+        counts = np.bincount(days[valid] - udays[0], minlength=len(udays)) if len(udays) else np.array([])
+        full = udays[counts[udays - udays[0]] >= 0.8 * per_day] if len(udays) else udays
+        rec = {"link": binned.links[i], "direction": binned.directions[i], "days_used": int(len(full))}
+        if len(full) < 3:
+            rec["note"] = "needs at least 3 whole days of data; has %d" % len(full)
+            out.append(rec)
+            continue
+        p95 = np.asarray([np.percentile(bps[i][valid & (days == dday)], 95) for dday in full])
+        ly = np.log(np.maximum(p95, 1.0))
+        wd = _day_kind(full, o["_holiday_days"])
+        factor = np.zeros(7)
+        if len(full) >= 14:
+            for k in range(7):
+                if (wd == k).any():
+                    factor[k] = np.median(ly[wd == k]) - np.median(ly)
+        x = (full - full[-1]).astype(float)
+        adj = ly - factor[wd]
+        b, blo, bhi, a = theil_sen(x, adj)
+        resid = adj - (a + b * x)
+        rlo, rhi = np.percentile(resid, [5, 95])
+        fut = np.arange(1, horizon + 1, dtype=float)
+        fwd = _day_kind(full[-1] + fut.astype(np.int64), o["_holiday_days"])
+        point = a + b * fut + factor[fwd]
+        # slope uncertainty grows with the horizon, residual spread does not
+        lo = point + (blo - b) * fut + rlo
+        hi = point + (bhi - b) * fut + rhi
+        rec.update({
+            "growth_per_year": float(math.exp(b * 365) - 1),
+            "growth_per_year_interval": [float(math.exp(blo * 365) - 1), float(math.exp(bhi * 365) - 1)],
+            "last_day_p95_bps": float(p95[-1]),
+            "history": [{"day": _day(d), "p95_bps": float(v)} for d, v in zip(full, p95)],
+            "daily": [{"day": _day(full[-1] + int(f)), "p95_bps": float(math.exp(p)), "lo_bps": float(math.exp(lw)),
+                       "hi_bps": float(math.exp(h))} for f, p, lw, h in zip(fut, point, lo, hi)],
+        })
+        for label, k in (("p95_in_30d", 30), ("p95_in_90d", 90)):
+            if k <= horizon:
+                rec[label] = {"point_bps": float(math.exp(point[k - 1])), "lo_bps": float(math.exp(lo[k - 1])),
+                              "hi_bps": float(math.exp(hi[k - 1]))}
+        out.append(rec)
+    return out
+
+
+def _day(dnum):
+    return time.strftime("%Y-%m-%d", time.gmtime(int(dnum) * DAY))
+
+
+def water_levels(binned, proj, o):
+    """Utilisation against link capacity now and when the projection crosses each level."""
+    out = []
+    bps = binned.bps()
+    for link, cap in sorted(o["capacity"].items()):
+        rows = [i for i, lk in enumerate(binned.links) if lk == link]
+        if not rows:
+            out.append({"link": link, "capacity_bps": cap, "level": "no data"})
+            continue
+        last_day = binned.times >= binned.times[-1] - DAY
+        util = {}
+        for i in rows:
+            v = bps[i][binned.valid[i] & last_day]
+            util[binned.directions[i]] = v / cap if len(v) else np.zeros(1)
+        worst = max(util, key=lambda d: float(np.percentile(util[d], 95)))
+        u = util[worst]
+        p95u, peaku = float(np.percentile(u, 95)), float(u.max())
+        level = "critical" if p95u >= o["critical"] else "warn" if p95u >= o["warn"] else "ok"
+        rec = {"link": link, "capacity_bps": cap, "direction": worst, "p95_utilisation": p95u,
+               "peak_utilisation": peaku, "level": level,
+               "time_above_warn": float((u >= o["warn"]).mean()), "time_above_critical": float((u >= o["critical"]).mean()),
+               "crossing": {}}
+        for p in proj:
+            if p["link"] != link or p["direction"] != worst or "daily" not in p:
+                continue
+            for name in ("warn", "critical"):
+                lim = o[name] * cap
+                when = [(d["day"], d["hi_bps"] >= lim, d["p95_bps"] >= lim) for d in p["daily"]]
+                rec["crossing"][name] = {
+                    "likely": next((d for d, _h, pt in when if pt), None),
+                    "earliest": next((d for d, h, _p in when if h), None)}
+        out.append(rec)
+    return out
+
+
+# ------------------------------------------------------------------ profile
+
+def profile(binned, i, holidays):
+    """Median rate per weekday x hour (7 x 24, NaN where unseen), hourly and daily means."""
+    bps = binned.bps()[i]
+    valid = binned.valid[i]
+    t = binned.times[valid]
+    v = bps[valid]
+    wd = _day_kind(t // DAY, holidays)
+    hr = (t % DAY) // 3600
+    cell = wd * 24 + hr
+    order = np.argsort(cell, kind="stable")
+    cs, vs = cell[order], v[order]
+    bounds = np.searchsorted(cs, np.arange(169))
+    hw = [float(np.median(vs[bounds[c]:bounds[c + 1]])) if bounds[c + 1] > bounds[c] else None for c in range(168)]
+    hour = [float(v[hr == h].mean()) if (hr == h).any() else None for h in range(24)]
+    weekday = [float(v[wd == k].mean()) if (wd == k).any() else None for k in range(7)]
+    return {"hour_weekday": [hw[k * 24:(k + 1) * 24] for k in range(7)], "hourly_mean_bps": hour,
+            "weekday_mean_bps": weekday}
+
+
+def _downsample(times, values, points):
+    """At most ``points`` samples (max per chunk for rates, so peaks stay visible)."""
+    n = len(values)
+    if n <= points:
+        return times.tolist(), values.tolist()
+    k = int(math.ceil(n / float(points)))
+    m = n // k * k
+    v = values[:m].reshape(-1, k)
+    with np.errstate(all="ignore"):
+        import warnings
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            agg = np.nanmax(v, axis=1)
+    return times[:m:k].tolist(), agg.tolist()
+
+
+# ------------------------------------------------------------------ the whole analysis
+
+def analyze(rec, opts=None):
+    """Everything above, as one JSON-ready dict."""
+    _require()
+    o = options(opts)
+    started = time.time()
+    if not len(rec):
+        raise NetstackError("no traffic records to analyse", field="records")
+    step = o["step"]
+    binned = Binned(rec, step)
+    bps = binned.bps()
+    slicer = Slicer(rec)
+    series, anomalies, plots = [], [], []
+    for i, (link, direction) in enumerate(zip(binned.links, binned.directions)):
+        valid = binned.valid[i]
+        v = bps[i][valid]
+        model = Model(bps[i], valid, binned.times, step, o["_holiday_days"])
+        expected = model.expected_bps()
+        pct = dict(("p%g" % p, float(np.percentile(v, p))) for p in o["percentiles"])
+        series.append({"link": link, "direction": direction, "bins": int(valid.sum()), "bytes": float(binned.bytes[i].sum()),
+                       "mean_bps": float(v.mean()), "peak_bps": float(v.max()), "percentiles_bps": pct,
+                       "season": model.season, "noise_sigma": model.sigma,
+                       "profile": profile(binned, i, o["_holiday_days"])})
+        for kind, i0, i1, score, mag in _volume_events(model, o):
+            t0, t1 = int(binned.times[i0]), int(binned.times[i1]) + step
+            exp_bytes = float(expected[i0:i1 + 1].sum() * step / 8)
+            ref0 = max(int(binned.times[0]), t0 - DAY)
+            anomalies.append({
+                "kind": kind, "link": link, "directions": [direction], "start": t0, "end": t1 - 1,
+                "score": round(float(score), 2), "magnitude": round(mag, 3),
+                "observed_bps": float(bps[i][i0:i1 + 1].mean()), "expected_bps": float(expected[i0:i1 + 1].mean()),
+                "top_contributors": attribute(rec, slicer, link, t0, t1, ref0, t0, exp_bytes, o["top_k"], direction)
+                if t0 > ref0 else []})
+        tt, vv = _downsample(binned.times, np.where(valid, bps[i], np.nan), o["plot_points"])
+        _te, ee = _downsample(binned.times, np.where(valid, expected, np.nan), o["plot_points"])
+        plots.append({"link": link, "direction": direction, "t": tt, "bps": vv, "expected_bps": ee})
+    for link, prefix, i0, i1, share in _new_prefixes(rec, binned, o):
+        t0, t1 = int(binned.times[i0]), int(binned.times[i1]) + step
+        anomalies.append({"kind": "new_prefix", "link": link, "directions": sorted(set(binned.directions)),
+                          "start": t0, "end": t1 - 1, "prefix": prefix, "share": round(share, 3),
+                          "score": round(share / o["new_prefix_share"], 2), "magnitude": round(share, 3),
+                          "top_contributors": [{"dimension": "prefix", "value": prefix, "new": True, "share": share}]})
+    anomalies = _combine(anomalies)
+    proj = project(binned, o)
+    result = {
+        "step": step, "start": int(binned.times[0]), "end": int(binned.times[-1]) + step - 1,
+        "records": int(len(rec)), "bytes": float(rec.ints["bytes"].sum()),
+        "links": sorted(set(binned.links)), "series": series, "anomalies": anomalies,
+        "billing": billing(binned, o), "projection": proj, "water_levels": water_levels(binned, proj, o),
+        "top_talkers": top_talkers(rec, o["top_k"]), "plots": plots,
+        "options": dict((k, v) for k, v in o.items() if not k.startswith("_")),
+    }
+    secs = time.time() - started
+    result["analysis_seconds"] = round(secs, 3)
+    result["records_per_second"] = round(len(rec) / secs) if secs > 0 else None
+    return result
+
+
+def _combine(anomalies):
+    """Merge the per-direction events of one link; a volume event overlapping a new heavy
+    prefix on its link is that prefix's arrival."""
+    out = []
+    news = [a for a in anomalies if a["kind"] == "new_prefix"]
+    for a in sorted((a for a in anomalies if a["kind"] != "new_prefix"), key=lambda a: (a["link"], a["start"])):
+        n = next((x for x in news if x["link"] == a["link"] and a["start"] <= x["end"] and x["start"] <= a["end"]), None)
+        if n is not None and a["kind"] in ("level_shift", "spike", "drift"):
+            continue
+        prev = next((x for x in out if x["link"] == a["link"] and x["kind"] == a["kind"]
+                     and a["start"] <= x["end"] and x["start"] <= a["end"]), None)
+        if prev is not None:
+            prev["directions"] = sorted(set(prev["directions"] + a["directions"]))
+            prev["start"], prev["end"] = min(prev["start"], a["start"]), max(prev["end"], a["end"])
+            if a["score"] > prev["score"]:
+                prev.update(score=a["score"], magnitude=a["magnitude"], top_contributors=a["top_contributors"])
+            continue
+        out.append(a)
+    return sorted(out + news, key=lambda a: (a["start"], a["link"]))
+
+
+def top_talkers(rec, k):
+    """The biggest values of each dimension over the whole span."""
+    out = {}
+    total = float(rec.ints["bytes"].sum()) or 1.0
+    idx = np.arange(len(rec))
+    for dim in DIMENSIONS + ("link",):
+        vals, cats = _values(rec, dim, idx)
+        b = np.bincount(vals, weights=rec.ints["bytes"])
+        top = np.argsort(-b)[:k]
+        out[dim] = [{"value": cats[v] if cats is not None else int(v), "bytes": float(b[v]), "share": float(b[v] / total)}
+                    for v in top if b[v] > 0]
+    return out
