@@ -40,6 +40,7 @@ __metaclass__ = type
 
 import math
 import time
+import warnings
 
 try:
     import numpy as np
@@ -61,6 +62,7 @@ DEFAULTS = {
     "percentiles": [50, 90, 95, 99],
     "spike_sigma": 6.0,      # spike threshold, in noise sigmas
     "spike_max": 12,         # longest spike, bins
+    "spike_min": 1.0,        # and at least this relative change (1.0: double, or half for a dip)
     "shift_window": 6 * 3600,  # level-shift comparison window, s
     "shift_min": 0.25,       # smallest sustained change, log units (~ +28 % / -22 %)
     "shift_sigma": 8.0,      # and in sigmas of the windowed median
@@ -97,7 +99,7 @@ def options(opts=None):
             raise NetstackError("must be a positive integer", field=k)
     if DAY % o["step"]:
         raise NetstackError("must divide a day (86400 s) evenly, e.g. 60, 300, 900, 3600", field="step")
-    for k in ("spike_sigma", "shift_min", "shift_sigma", "drift_min", "new_prefix_share", "warn", "critical"):
+    for k in ("spike_sigma", "spike_min", "shift_min", "shift_sigma", "drift_min", "new_prefix_share", "warn", "critical"):
         if not isinstance(o[k], (int, float)) or isinstance(o[k], bool) or o[k] <= 0:
             raise NetstackError("must be a positive number", field=k)
     if not o["warn"] < o["critical"]:
@@ -165,7 +167,6 @@ def _rolling(x, w, fn):
     pad = np.concatenate([np.full(h, np.nan), x, np.full(h, np.nan)])
     view = np.lib.stride_tricks.sliding_window_view(pad, w)
     with np.errstate(all="ignore"):
-        import warnings
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
             return fn(view, axis=1)
@@ -176,7 +177,6 @@ def _windowed_median(x, w):
     n = len(x)
     pad = np.concatenate([np.full(w, np.nan), x, np.full(w, np.nan)])
     view = np.lib.stride_tricks.sliding_window_view(pad, w)
-    import warnings
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         med = np.nanmedian(view, axis=1)
@@ -225,20 +225,46 @@ class Model(object):
         kind = _day_kind(days, holidays) if self.season == "weekly" else np.zeros_like(days)
         self.slot = kind * self.per_day + tod
         self.profile = None
+        self.level = np.zeros_like(y)
         if self.season != "none":
-            # Profile and level are estimated in turn: the profile from y minus the slow
-            # level (a week-long rolling median of daily medians), so growth or a level
-            # shift between weeks does not leak into the shape.
-            level = np.zeros_like(y)
-            for _round in range(2):
-                self.profile = self._profile(y - level, kind, tod)
-                level = self._level(y - self.profile[self.slot], days)
+            # The shape of a day and the level of a day are estimated apart, so growth, a
+            # level shift or a drift (which move whole days) cannot leak into the shape:
+            # shape = median over days of the same kind of (y - that day's median);
+            # weekday effect = median over days of a kind of (day median - its centred
+            # 7-day rolling median), a window that holds each weekday once.
+            first = int(days[0])
+            dn = days - first
+            daily = self._daily_median(y, dn)
+            shape = self._profile(y - daily[dn], kind, tod)
+            wk = np.zeros(7)
+            day_kind = _day_kind(np.arange(len(daily)) + first, holidays) if self.season == "weekly" else np.zeros(len(daily), int)
+            if self.season == "weekly":
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", RuntimeWarning)
+                    rel = daily - _rolling(daily, 7, np.nanmedian)
+                    for k in range(7):
+                        if np.isfinite(rel[day_kind == k]).any():
+                            wk[k] = np.nanmedian(rel[day_kind == k])
+            nk = len(shape) // self.per_day
+            self.profile = shape + np.repeat(wk[:nk], self.per_day)
+            # level: the median of the three previous days' deseasonalised medians (causal,
+            # so the expected rate of a day does not contain that day's anomaly)
+            dd = daily - wk[day_kind]
+            lvl = np.full(len(dd), np.nan)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)
+                for j in range(len(dd)):
+                    lvl[j] = np.nanmedian(dd[max(0, j - 3):j]) if j else dd[0]
+            lvl = np.where(np.isnan(lvl), np.nanmedian(dd), lvl)
+            self.level = lvl[dn]
+            self.wk, self.dd, self.first_day = wk, dd, first
         if self.profile is None:
             base = np.nanmedian(y) if valid.any() else 0.0
             self.expected_y = np.full_like(y, base)
+            self.d = y - self.expected_y
         else:
-            self.expected_y = self.profile[self.slot]
-        self.d = y - self.expected_y
+            self.expected_y = self.profile[self.slot] + self.level
+            self.d = y - self.profile[self.slot]
         diffs = np.diff(self.d)
         diffs = diffs[~np.isnan(diffs)]
         self.sigma = max(1e-3, 1.4826 * float(np.median(np.abs(diffs))) / math.sqrt(2)) if len(diffs) else 1.0
@@ -246,7 +272,6 @@ class Model(object):
     def _profile(self, y, kind, tod):
         nk = int(kind.max()) + 1 if len(kind) else 1
         prof = np.full(nk * self.per_day, np.nan)
-        import warnings
         for k in range(nk):
             sel = kind == k
             if not sel.any():
@@ -269,18 +294,36 @@ class Model(object):
             prof = np.where(np.isnan(prof), np.tile(allday, nk), prof)
         return prof
 
-    def _level(self, r, days):
-        """A centred 7-day rolling median of the daily medians of r, per bin."""
-        import warnings
-        ud, inv = np.unique(days, return_inverse=True)
+    def _daily_median(self, y, dn):
+        """Median of y per day number (NaN for a day without data)."""
+        out = np.full(int(dn.max()) + 1, np.nan)
+        order = np.argsort(dn, kind="stable")
+        bounds = np.searchsorted(dn[order], np.arange(len(out) + 1))
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
-            order = np.argsort(inv, kind="stable")
-            bounds = np.searchsorted(inv[order], np.arange(len(ud) + 1))
-            daily = np.asarray([np.nanmedian(r[order[bounds[k]:bounds[k + 1]]]) for k in range(len(ud))])
-            smooth = _rolling(daily, 7, np.nanmedian) if len(daily) >= 7 else np.full(len(daily), np.nanmedian(daily))
-        smooth = np.where(np.isnan(smooth), np.nanmedian(daily), smooth)
-        return (smooth - np.nanmedian(smooth))[inv]
+            for k in range(len(out)):
+                seg = y[order[bounds[k]:bounds[k + 1]]]
+                if len(seg):
+                    out[k] = np.nanmedian(seg)
+        return out
+
+    def forecast_y(self, times, holidays):
+        """Expected y at future bin starts: the profile, the level of the last three days and
+        the Theil-Sen trend of the deseasonalised daily medians (with >= 7 days)."""
+        if self.profile is None:
+            return np.full(len(times), float(self.expected_y[-1]))
+        days = times // DAY
+        kind = _day_kind(days, holidays) if self.season == "weekly" else np.zeros_like(days)
+        slot = kind * self.per_day + (times % DAY) // self.step
+        ok = np.isfinite(self.dd)
+        x = np.flatnonzero(ok).astype(float)
+        level = float(np.median(self.dd[ok][-3:]))
+        slope = 0.0
+        if ok.sum() >= 7:
+            slope, _lo, _hi, _a = theil_sen(x, self.dd[ok])
+        # the level is centred on the day before the last one
+        ahead = days - (self.first_day + x[-1]) + 1
+        return self.profile[slot] + level + slope * ahead
 
     def expected_bps(self):
         return np.maximum(np.exp(self.expected_y) - self.floor, 0.0)
@@ -306,6 +349,8 @@ def _volume_events(model, o):
         seg = z[i0:i1 + 1]
         peak = float(seg[np.nanargmax(np.abs(seg))])
         mag = float(np.exp(np.nanmax(np.abs((d - base)[i0:i1 + 1]))) - 1) * (1 if peak > 0 else -1)
+        if (peak > 0 and mag < o["spike_min"]) or (peak < 0 and mag > -o["spike_min"] / (1 + o["spike_min"])):
+            continue
         events.append(("spike" if peak > 0 else "dip", i0, i1, abs(peak), mag))
     # sustained changes at two scales: hours (shift or fast drift) and a day (slow drift)
     for scale, win in (("hours", o["shift_window"] // step), ("day", DAY // step)):
@@ -330,16 +375,24 @@ def _volume_events(model, o):
             start = qj if kind == "level_shift" else i0
             events.append((kind, start, i1 if kind == "drift" else min(n - 1, qj + win), abs(size) / max(noise, 1e-6),
                            float(math.exp(size) - 1)))
-    return _merge_events(events)
+    return _merge_events(events, o["shift_window"] // step)
 
 
-def _merge_events(events):
-    """One event per overlapping group: a shift explains the spike at its edge; a drift
-    found at both scales is one drift."""
+def _merge_events(events, margin):
+    """One event per group: a level shift explains the spike at its edge; a drift found at
+    both scales is one drift; a drift that ends in (or within ``margin`` bins of) a level
+    shift is the ramp before it only when it starts at least ``margin`` bins earlier (then it
+    is cut where the shift begins), otherwise it is the shift's own edge."""
     rank = {"level_shift": 0, "drift": 1, "spike": 2, "dip": 2}
     events = sorted(events, key=lambda e: (rank[e[0]], e[1]))
     kept = []
     for e in events:
+        if e[0] == "drift":
+            shift = next((k for k in kept if k[0] == "level_shift" and e[1] <= k[2] + margin and k[1] <= e[2] + margin), None)
+            if shift is not None:
+                if shift[1] - e[1] < margin:
+                    continue
+                e = (e[0], e[1], shift[1] - 1, e[3], e[4])
         clash = None
         for i, k in enumerate(kept):
             if e[1] <= k[2] and k[1] <= e[2]:
@@ -628,7 +681,6 @@ def _downsample(times, values, points):
     m = n // k * k
     v = values[:m].reshape(-1, k)
     with np.errstate(all="ignore"):
-        import warnings
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
             agg = np.nanmax(v, axis=1)
@@ -678,7 +730,7 @@ def analyze(rec, opts=None):
                           "start": t0, "end": t1 - 1, "prefix": prefix, "share": round(share, 3),
                           "score": round(share / o["new_prefix_share"], 2), "magnitude": round(share, 3),
                           "top_contributors": [{"dimension": "prefix", "value": prefix, "new": True, "share": share}]})
-    anomalies = _combine(anomalies)
+    anomalies = _combine(anomalies, o["shift_window"])
     proj = project(binned, o)
     result = {
         "step": step, "start": int(binned.times[0]), "end": int(binned.times[-1]) + step - 1,
@@ -694,13 +746,30 @@ def analyze(rec, opts=None):
     return result
 
 
-def _combine(anomalies):
+def forecast(rec, start, bins, opts=None):
+    """Forecast bytes per bin for ``bins`` bins from ``start`` (UNIX s, aligned to the step),
+    per series, from the history in ``rec``: ``{(link, direction): float array}``."""
+    _require()
+    o = options(opts)
+    step = o["step"]
+    binned = Binned(rec, step)
+    times = int(start) + np.arange(bins) * step
+    out = {}
+    for i, key in enumerate(zip(binned.links, binned.directions)):
+        model = Model(binned.bps()[i], binned.valid[i], binned.times, step, o["_holiday_days"])
+        y = model.forecast_y(times, o["_holiday_days"])
+        out[key] = np.maximum(np.exp(y) - model.floor, 0.0) * step / 8.0
+    return out
+
+
+def _combine(anomalies, margin):
     """Merge the per-direction events of one link; a volume event overlapping a new heavy
-    prefix on its link is that prefix's arrival."""
+    prefix on its link (or within ``margin`` seconds of it: its departure) is that prefix."""
     out = []
     news = [a for a in anomalies if a["kind"] == "new_prefix"]
     for a in sorted((a for a in anomalies if a["kind"] != "new_prefix"), key=lambda a: (a["link"], a["start"])):
-        n = next((x for x in news if x["link"] == a["link"] and a["start"] <= x["end"] and x["start"] <= a["end"]), None)
+        n = next((x for x in news if x["link"] == a["link"] and a["start"] <= x["end"] + margin
+                  and x["start"] - margin <= a["end"]), None)
         if n is not None and a["kind"] in ("level_shift", "spike", "drift"):
             continue
         prev = next((x for x in out if x["link"] == a["link"] and x["kind"] == a["kind"]

@@ -1,0 +1,198 @@
+"""The traffic analyzer on synthetic series whose answers are known by construction."""
+import math
+
+import numpy as np
+import pytest
+
+from ansible_collections.netstack.tuning.plugins.module_utils import trafficanalysis as ta
+from ansible_collections.netstack.tuning.plugins.module_utils import trafficdata as td
+from ansible_collections.netstack.tuning.plugins.module_utils.common import NetstackError
+
+STEP = 300
+T0 = 1788739200          # 2026-09-07 00:00 UTC, a Monday
+PER_DAY = 86400 // STEP
+
+
+def seasonal_rate(n, seed=1, base=1e9, noise=0.06, growth=0.0):
+    """Diurnal peak at 14:00 UTC, weekends at 60 %, log-normal noise, optional growth/year."""
+    rng = np.random.default_rng(seed)
+    t = T0 + np.arange(n) * STEP
+    hour = (t % 86400) / 3600.0
+    wd = ((t // 86400) + 3) % 7
+    shape = (0.5 + 0.5 * np.exp(-((hour - 14) / 4) ** 2)) * np.where(wd >= 5, 0.6, 1.0)
+    trend = np.exp(math.log1p(growth) * (t - T0) / (365 * 86400.0))
+    return t, base * shape * trend * rng.lognormal(0, noise, n)
+
+
+def records(t, rate, prefixes=10, carry=None, direction="in", link="dc1:up"):
+    """Rate (bits/s per bin) spread evenly over ``prefixes`` remote /24s; ``carry`` adds
+    {prefix_index: extra bits/s array} on top."""
+    n = len(t)
+    parts_t, parts_p, parts_b = [], [], []
+    for k in range(prefixes):
+        parts_t.append(t)
+        parts_p.append(np.full(n, k))
+        parts_b.append(rate * STEP / 8 / prefixes)
+    for k, extra in (carry or {}).items():
+        parts_t.append(t)
+        parts_p.append(np.full(n, k))
+        parts_b.append(extra * STEP / 8)
+    ts = np.concatenate(parts_t)
+    pre = np.concatenate(parts_p)
+    b = np.concatenate(parts_b).astype(np.int64)
+    keep = b > 0
+    m = int(keep.sum())
+    npre = int(pre.max()) + 1
+    return td.Records(
+        {"ts": ts[keep], "proto": np.full(m, 6), "dscp": np.zeros(m), "bytes": b[keep], "packets": b[keep] // 1000 + 1},
+        {"link": np.zeros(m), "direction": np.zeros(m), "prefix": pre[keep], "port_class": np.zeros(m)},
+        {"link": [link], "direction": [direction], "prefix": ["10.0.%d.0/24" % k for k in range(npre)],
+         "port_class": ["web"]})
+
+
+def kinds(result):
+    return [(a["kind"], round((a["start"] - T0) / 86400.0, 2)) for a in result["anomalies"]]
+
+
+def test_options_name_the_bad_field():
+    for opts, field in (({"step": 7}, "step"), ({"warn": 0.9, "critical": 0.8}, "warn"),
+                        ({"capacity": {"a": -1}}, "capacity.a"), ({"holidays": ["2026-13-01"]}, "holidays[0]"),
+                        ({"bogus": 1}, "bogus"), ({"percentiles": [0]}, "percentiles"),
+                        ({"price_per_mbps": "cheap"}, "price_per_mbps")):
+        with pytest.raises(NetstackError) as e:
+            ta.options(opts)
+        assert e.value.field == field, (opts, e.value.field)
+
+
+def test_no_records_is_an_error():
+    with pytest.raises(NetstackError) as e:
+        ta.analyze(td.Records.empty())
+    assert e.value.field == "records"
+
+
+def test_binning_is_exact_and_marks_missing_bins():
+    rows = [dict(ts=T0 + 10, link="a", direction="in", prefix="-", proto=0, port_class="none", dscp=0, bytes=100, packets=1),
+            dict(ts=T0 + 299, link="a", direction="in", prefix="-", proto=0, port_class="none", dscp=0, bytes=50, packets=1),
+            dict(ts=T0 + 900, link="a", direction="out", prefix="-", proto=0, port_class="none", dscp=0, bytes=7, packets=1),
+            dict(ts=T0 + 1500, link="a", direction="in", prefix="-", proto=0, port_class="none", dscp=0, bytes=1, packets=1)]
+    b = ta.Binned(td.Records.from_rows(rows), 300)
+    assert b.nbins == 6 and b.links == ["a", "a"] and b.directions == ["in", "out"]
+    assert b.bytes[0].tolist() == [150, 0, 0, 0, 0, 1]
+    assert b.bytes[1].tolist() == [0, 0, 0, 7, 0, 0]
+    assert b.valid[1].tolist() == [False, False, False, True, False, False]
+    assert b.bps()[0][0] == pytest.approx(150 * 8 / 300.0)
+
+
+def test_clean_seasonal_traffic_has_no_anomalies():
+    t, rate = seasonal_rate(28 * PER_DAY, growth=0.3)
+    r = ta.analyze(records(t, rate))
+    assert r["anomalies"] == []
+    s = r["series"][0]
+    assert s["season"] == "weekly"
+    hw = s["profile"]["hour_weekday"]
+    assert len(hw) == 7 and len(hw[0]) == 24
+    assert hw[2][14] > 1.8 * hw[2][3]     # Wednesday afternoon vs night
+    assert hw[6][14] < 0.7 * hw[2][14]    # Sunday vs Wednesday
+
+
+def test_spike_level_shift_drift_and_new_prefix_are_found_and_told_apart():
+    n = 28 * PER_DAY
+    t, rate = seasonal_rate(n)
+    spike = np.zeros(n)
+    spike[10 * PER_DAY + 100:10 * PER_DAY + 104] = 4 * rate[10 * PER_DAY + 100:10 * PER_DAY + 104]
+    rate = rate.copy()
+    rate[15 * PER_DAY + 50:19 * PER_DAY] *= 1.7                        # level shift for 3.8 days
+    rate[21 * PER_DAY:23 * PER_DAY] *= np.linspace(1.0, 1.8, 2 * PER_DAY)  # 2-day ramp
+    rate[23 * PER_DAY:] *= 1.8
+    newp = np.zeros(n)
+    newp[25 * PER_DAY + 120:25 * PER_DAY + 180] = 0.5 * rate[25 * PER_DAY + 120:25 * PER_DAY + 180]
+    r = ta.analyze(records(t, rate, carry={3: spike, 10: newp}))
+    found = kinds(r)
+    assert ("spike", 10.35) in found, found
+    assert any(k == "level_shift" and 15.1 <= d <= 15.3 for k, d in found), found
+    assert any(k == "drift" and 20.5 <= d <= 22.5 for k, d in found), found
+    assert any(k == "new_prefix" and 25.3 <= d <= 25.5 for k, d in found), found
+    assert len(found) <= 6, found     # the shift's return may count; nothing else
+    sp = next(a for a in r["anomalies"] if a["kind"] == "spike")
+    # the spike was carried by one prefix: it is the top contributor
+    assert sp["top_contributors"][0]["dimension"] == "prefix"
+    assert sp["top_contributors"][0]["value"] == "10.0.3.0/24"
+    assert sp["magnitude"] > 2
+    npf = next(a for a in r["anomalies"] if a["kind"] == "new_prefix")
+    assert npf["prefix"] == "10.0.10.0/24" and 0.2 < npf["share"] < 0.5
+
+
+def test_outliers_do_not_break_the_profile():
+    """Isolated huge outliers (10x, 1 % of bins) are flagged as spikes, and the seasonal
+    profile stays within a few percent of the clean one."""
+    n = 21 * PER_DAY
+    t, rate = seasonal_rate(n, noise=0.03)
+    clean = ta.analyze(records(t, rate))["series"][0]["profile"]["hour_weekday"]
+    rng = np.random.default_rng(5)
+    hit = rng.choice(np.arange(8 * PER_DAY, n), size=n // 100, replace=False)
+    dirty = rate.copy()
+    dirty[hit] *= 10
+    r = ta.analyze(records(t, dirty))
+    prof = r["series"][0]["profile"]["hour_weekday"]
+    assert abs(prof[2][14] / clean[2][14] - 1) < 0.05
+    spikes = [a for a in r["anomalies"] if a["kind"] == "spike"]
+    assert len(spikes) >= 0.8 * len(hit)
+
+
+def test_holidays_take_sundays_profile():
+    n = 21 * PER_DAY
+    t, rate = seasonal_rate(n)
+    rate = rate.copy()
+    day = 16                                   # a Wednesday, at weekend level
+    rate[day * PER_DAY:(day + 1) * PER_DAY] *= 0.6
+    without = ta.analyze(records(t, rate))
+    assert any(a["kind"] in ("level_shift", "dip", "drift") for a in without["anomalies"])
+    r = ta.analyze(records(t, rate), {"holidays": ["2026-09-23"]})
+    assert r["anomalies"] == [], kinds(r)
+
+
+def test_billing_is_the_95th_percentile_of_5_minute_rates():
+    t = T0 + np.arange(200) * STEP
+    rate_in = np.arange(1, 201) * 1e6          # 1..200 Mbit/s
+    rec = td.Records.concat([records(t, rate_in, prefixes=1), records(t, rate_in / 2, prefixes=1, direction="out")])
+    r = ta.analyze(rec, {"price_per_mbps": 2.0})
+    (bill,) = r["billing"]
+    assert bill["month"] == "2026-09"
+    assert bill["p95_in_bps"] == pytest.approx(np.percentile(rate_in, 95), rel=1e-4)
+    assert bill["p95_out_bps"] == pytest.approx(np.percentile(rate_in / 2, 95), rel=1e-4)
+    assert bill["billable_bps"] == bill["p95_in_bps"]
+    assert bill["cost"] == pytest.approx(bill["billable_bps"] / 1e6 * 2.0, abs=0.01)
+
+
+def test_projection_recovers_growth_and_its_interval_covers_it():
+    n = 42 * PER_DAY
+    t, rate = seasonal_rate(n, growth=3.0, noise=0.05)   # +300 %/year: visible in 6 weeks
+    r = ta.analyze(records(t, rate), {"capacity": {"dc1:up": 2.5e9}, "horizon_days": 365})
+    p = r["projection"][0]
+    assert p["days_used"] == 42
+    lo, hi = p["growth_per_year_interval"]
+    assert lo <= 3.0 <= hi, (lo, p["growth_per_year"], hi)
+    assert 2.0 < p["growth_per_year"] < 4.5
+    d30 = p["p95_in_30d"]
+    assert d30["lo_bps"] < d30["point_bps"] < d30["hi_bps"]
+    assert d30["point_bps"] > p["last_day_p95_bps"]
+    w = r["water_levels"][0]
+    assert w["level"] in ("ok", "warn")
+    assert w["crossing"]["critical"]["likely"] is not None
+    assert w["crossing"]["critical"]["earliest"] <= w["crossing"]["critical"]["likely"]
+
+
+def test_short_data_still_analyses():
+    t, rate = seasonal_rate(12)                # one hour
+    r = ta.analyze(records(t, rate))
+    assert r["series"][0]["season"] == "none"
+    assert "note" in r["projection"][0]
+    assert r["records"] == 12 * 10 and r["records_per_second"] > 0
+
+
+def test_water_level_critical_now():
+    t = T0 + np.arange(PER_DAY) * STEP
+    r = ta.analyze(records(t, np.full(PER_DAY, 9.5e8), prefixes=1), {"capacity": {"dc1:up": 1e9}})
+    w = r["water_levels"][0]
+    assert w["level"] == "critical" and w["p95_utilisation"] == pytest.approx(0.95, rel=1e-3)
+    assert w["time_above_critical"] == 1.0
