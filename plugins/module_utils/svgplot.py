@@ -32,6 +32,8 @@ def _nice(lo, hi, n=5):
     while v <= hi + step * 1e-9:
         ticks.append(round(v, 10))
         v += step
+    if ticks[-1] < hi - step * 1e-9:  # the top tick must cover the data, or the line leaves the frame
+        ticks.append(round(v, 10))
     return ticks[0], ticks[-1], ticks
 
 
@@ -44,7 +46,7 @@ def _fmt(v):
     return ("%.3f" % v).rstrip("0").rstrip(".")
 
 
-def _frame(title, xlabel, ylabel, xlo, xhi, ylo, yhi, xticks, yticks, xfmt=_fmt):
+def _frame(title, xlabel, ylabel, xlo, xhi, ylo, yhi, xticks, yticks, xfmt=_fmt, yfmt=_fmt):
     pw, ph = W - L - R, H - T - B
     parts = ['<svg xmlns="http://www.w3.org/2000/svg" width="%d" height="%d" viewBox="0 0 %d %d" '
              'font-family="sans-serif" font-size="11">' % (W, H, W, H),
@@ -59,7 +61,7 @@ def _frame(title, xlabel, ylabel, xlo, xhi, ylo, yhi, xticks, yticks, xfmt=_fmt)
 
     for t in yticks:
         parts.append('<line x1="%d" x2="%d" y1="%.1f" y2="%.1f" stroke="#e5e5e5"/>' % (L, W - R, sy(t), sy(t)))
-        parts.append('<text x="%d" y="%.1f" text-anchor="end">%s</text>' % (L - 4, sy(t) + 4, _fmt(t)))
+        parts.append('<text x="%d" y="%.1f" text-anchor="end">%s</text>' % (L - 4, sy(t) + 4, _esc(yfmt(t))))
     for t in xticks:
         parts.append('<text x="%.1f" y="%d" text-anchor="middle">%s</text>' % (sx(t), H - B + 14, _esc(xfmt(t))))
     parts.append('<rect x="%d" y="%d" width="%d" height="%d" fill="none" stroke="#888"/>' % (L, T, pw, ph))
@@ -69,46 +71,120 @@ def _frame(title, xlabel, ylabel, xlo, xhi, ylo, yhi, xticks, yticks, xfmt=_fmt)
     return parts, sx, sy
 
 
-def _legend(parts, names):
+def _legend(parts, names, colors=None):
     for i, name in enumerate(names):
         x = L + 8 + (i % 4) * 140
         y = T + 12 + (i // 4) * 14
-        parts.append('<rect x="%d" y="%d" width="10" height="10" fill="%s"/>' % (x, y - 9, PALETTE[i % len(PALETTE)]))
+        c = colors[i] if colors else PALETTE[i % len(PALETTE)]
+        parts.append('<rect x="%d" y="%d" width="10" height="10" fill="%s"/>' % (x, y - 9, c))
         parts.append('<text x="%d" y="%d">%s</text>' % (x + 14, y, _esc(name)))
 
 
-def line_chart(series, title="", xlabel="", ylabel="", points=False, marks=(), xfmt=_fmt):
-    """series: {name: [(x, y), ...]}; marks: [(x, y, label)] drawn as red circles."""
+def _log_ticks(lo, hi):
+    """Tick positions (log10 units) for a log axis over [lo, hi] (log10 units): decades,
+    with 2 and 5 in between when the range is short."""
+    a, b = int(math.floor(lo)), int(math.ceil(hi))
+    if b == a:
+        b = a + 1
+    mults = (1, 2, 5) if b - a <= 2 else (1,)
+    ticks = [math.log10(m * 10.0 ** e) for e in range(a, b + 1) for m in mults]
+    return float(a), float(b), [t for t in ticks if a - 1e-9 <= t <= b + 1e-9]
+
+
+def line_chart(series, title="", xlabel="", ylabel="", points=False, marks=(), xfmt=_fmt,
+               spans=(), hlines=(), yfmt=None, ylog=False, xticks=None, styles=None):
+    """series: {name: [(x, y), ...]}; marks: [(x, y, label)] drawn as red circles.
+
+    Optional extras (all off by default): spans [(x0, x1, label[, colour])] shaded x-ranges
+    with a tooltip; hlines [(y, label[, colour])] dashed horizontal lines; yfmt formats y
+    tick labels; ylog draws a log10 y axis (values <= 0 are left out); xticks fixes the x
+    tick positions (the x range is then the data's own); styles {name: {"color", "dash",
+    "width"}} overrides a series' look."""
+    styles = styles or {}
+    yfmt = yfmt or _fmt
+    if ylog:
+        def ty(v):
+            return math.log10(v) if v is not None and v > 0 else None
+    else:
+        def ty(v):
+            return v
     xs = [pt[0] for s in series.values() for pt in s] + [m[0] for m in marks]
-    ys = [pt[1] for s in series.values() for pt in s if pt[1] is not None] + [m[1] for m in marks]
+    ys = [ty(pt[1]) for s in series.values() for pt in s if pt[1] is not None] + [ty(m[1]) for m in marks]
+    ys = [y for y in ys if y is not None]
     if not xs or not ys:
         return "<p>(no data for %s)</p>" % _esc(title)
-    xlo, xhi, xt = _nice(min(xs), max(xs))
-    ylo, yhi, yt = _nice(min(ys), max(ys))
-    parts, sx, sy = _frame(title, xlabel, ylabel, xlo, xhi, ylo, yhi, xt, yt, xfmt)
+    xs += [x for sp in spans for x in sp[:2]]
+    ys += [y for y in (ty(h[0]) for h in hlines) if y is not None]
+    if hlines:  # headroom for the label above the top line
+        ys.append(max(ys) + 0.06 * ((max(ys) - min(ys)) or 1.0))
+    if xticks is None:
+        xlo, xhi, xt = _nice(min(xs), max(xs))
+    else:
+        xlo, xhi = min(xs), max(xs)
+        if xhi == xlo:
+            xlo, xhi = xlo - 1, xhi + 1
+        xt = [x for x in xticks if xlo <= x <= xhi]
+    if ylog:
+        ylo, yhi, yt = _log_ticks(min(ys), max(ys))
+
+        def tick_fmt(t):
+            return yfmt(10 ** t)
+    else:
+        ylo, yhi, yt = _nice(min(ys), max(ys))
+        tick_fmt = yfmt
+    parts, sx, sy = _frame(title, xlabel, ylabel, xlo, xhi, ylo, yhi, xt, yt, xfmt, tick_fmt)
+    for sp in spans:
+        x0, x1 = sorted((sx(max(xlo, min(xhi, sp[0]))), sx(max(xlo, min(xhi, sp[1])))))
+        if x1 - x0 < 2:
+            x0, x1 = x0 - 1, x0 + 1
+        parts.append('<rect x="%.1f" y="%d" width="%.1f" height="%d" fill="%s" fill-opacity="0.15">'
+                     '<title>%s</title></rect>' % (x0, T, x1 - x0, H - T - B, _esc(str(sp[3] if len(sp) > 3 else "#d62728")),
+                                                   _esc(str(sp[2]))))
+    for i, h in enumerate(hlines):
+        y = ty(h[0])
+        if y is None:
+            continue
+        c = _esc(str(h[2] if len(h) > 2 else "#555"))
+        parts.append('<line x1="%d" x2="%d" y1="%.1f" y2="%.1f" stroke="%s" stroke-dasharray="6,3"/>'
+                     % (L, W - R, sy(y), sy(y), c))
+        # labels staggered from the right so that close levels stay readable
+        parts.append('<text x="%d" y="%.1f" text-anchor="end" fill="%s">%s</text>' % (W - R - 4 - 150 * (i % 3), sy(y) - 3, c,
+                                                                                      _esc(str(h[1]))))
+    colors = []
     for i, (name, pts) in enumerate(series.items()):
-        c = PALETTE[i % len(PALETTE)]
+        st = styles.get(name, {})
+        c = _esc(str(st.get("color") or PALETTE[i % len(PALETTE)]))
+        colors.append(c)
+        pts = [(x, ty(y)) for x, y in pts if y is not None]
         pts = [(x, y) for x, y in pts if y is not None]
         if points:
             parts += ['<circle cx="%.1f" cy="%.1f" r="2.5" fill="%s"/>' % (sx(x), sy(y), c) for x, y in pts]
         else:
-            parts.append('<polyline fill="none" stroke="%s" stroke-width="1.5" points="%s"/>'
-                         % (c, " ".join("%.1f,%.1f" % (sx(x), sy(y)) for x, y in pts)))
+            extra = ""
+            if st.get("dash"):
+                extra += ' stroke-dasharray="%s"' % _esc(str(st["dash"]))
+            parts.append('<polyline fill="none" stroke="%s" stroke-width="%s"%s points="%s"/>'
+                         % (c, _esc(str(st.get("width", 1.5))), extra, " ".join("%.1f,%.1f" % (sx(x), sy(y)) for x, y in pts)))
     for x, y, label in marks:
+        y = ty(y)
+        if y is None:
+            continue
         parts.append('<circle cx="%.1f" cy="%.1f" r="4" fill="none" stroke="#d62728" stroke-width="2">'
                      '<title>%s</title></circle>' % (sx(x), sy(y), _esc(label)))
-    _legend(parts, list(series))
+    _legend(parts, list(series), colors if styles else None)
     return "\n".join(parts + ["</svg>"])
 
 
-def bar_chart(items, title="", xlabel="", ylabel="", horizontal=True):
-    """items: [(label, value)], drawn as horizontal bars (long labels fit)."""
+def bar_chart(items, title="", xlabel="", ylabel="", horizontal=True, vfmt=None):
+    """items: [(label, value)], drawn as horizontal bars (long labels fit); vfmt formats
+    the value printed after each bar."""
+    vfmt = vfmt or _fmt
     if not items:
         return "<p>(no data for %s)</p>" % _esc(title)
     h = max(H, T + B + 18 * len(items))
     vmax = max(it[1] for it in items) or 1.0
     left = 220
-    pw = W - left - R
+    pw = W - left - R - 56  # room for the value printed after the longest bar
     parts = ['<svg xmlns="http://www.w3.org/2000/svg" width="%d" height="%d" viewBox="0 0 %d %d" '
              'font-family="sans-serif" font-size="11">' % (W, h, W, h),
              '<rect width="100%" height="100%" fill="white"/>',
@@ -118,7 +194,7 @@ def bar_chart(items, title="", xlabel="", ylabel="", horizontal=True):
         parts.append('<text x="%d" y="%d" text-anchor="end">%s</text>' % (left - 6, y + 12, _esc(str(label))))
         parts.append('<rect x="%d" y="%d" width="%.1f" height="13" fill="%s"/>'
                      % (left, y + 2, max(1.0, v / vmax * pw), PALETTE[0]))
-        parts.append('<text x="%.1f" y="%d">%s</text>' % (left + v / vmax * pw + 4, y + 12, _fmt(v)))
+        parts.append('<text x="%.1f" y="%d">%s</text>' % (left + v / vmax * pw + 4, y + 12, _esc(vfmt(v))))
     parts.append('<text x="%d" y="%d" text-anchor="middle">%s</text>' % (left + pw / 2, h - 8, _esc(xlabel)))
     return "\n".join(parts + ["</svg>"])
 

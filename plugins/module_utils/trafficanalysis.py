@@ -348,7 +348,8 @@ def _volume_events(model, o):
             continue
         seg = z[i0:i1 + 1]
         peak = float(seg[np.nanargmax(np.abs(seg))])
-        mag = float(np.exp(np.nanmax(np.abs((d - base)[i0:i1 + 1]))) - 1) * (1 if peak > 0 else -1)
+        dev = (d - base)[i0:i1 + 1]
+        mag = float(np.exp(dev[np.nanargmax(np.abs(dev))]) - 1)   # +1.0: doubled, -0.5: halved
         if (peak > 0 and mag < o["spike_min"]) or (peak < 0 and mag > -o["spike_min"] / (1 + o["spike_min"])):
             continue
         events.append(("spike" if peak > 0 else "dip", i0, i1, abs(peak), mag))
@@ -375,14 +376,15 @@ def _volume_events(model, o):
             start = qj if kind == "level_shift" else i0
             events.append((kind, start, i1 if kind == "drift" else min(n - 1, qj + win), abs(size) / max(noise, 1e-6),
                            float(math.exp(size) - 1)))
-    return _merge_events(events, o["shift_window"] // step)
+    return _merge_events(events, o["shift_window"] // step, d, o["drift_min"])
 
 
-def _merge_events(events, margin):
+def _merge_events(events, margin, d, drift_min):
     """One event per group: a level shift explains the spike at its edge; a drift found at
     both scales is one drift; a drift that ends in (or within ``margin`` bins of) a level
-    shift is the ramp before it only when it starts at least ``margin`` bins earlier (then it
-    is cut where the shift begins), otherwise it is the shift's own edge."""
+    shift is the ramp before it only when d moved by ``drift_min`` between the drift's start
+    and the shift's start (then it is cut where the shift begins), otherwise it is the
+    shift's own edge seen through a day-long window."""
     rank = {"level_shift": 0, "drift": 1, "spike": 2, "dip": 2}
     events = sorted(events, key=lambda e: (rank[e[0]], e[1]))
     kept = []
@@ -390,7 +392,11 @@ def _merge_events(events, margin):
         if e[0] == "drift":
             shift = next((k for k in kept if k[0] == "level_shift" and e[1] <= k[2] + margin and k[1] <= e[2] + margin), None)
             if shift is not None:
-                if shift[1] - e[1] < margin:
+                w = max(2, margin // 2)
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", RuntimeWarning)
+                    rise = np.nanmedian(d[max(0, shift[1] - w):shift[1]]) - np.nanmedian(d[max(0, e[1] - w):e[1] + 1])
+                if shift[1] - e[1] < margin or not abs(rise) >= drift_min:
                     continue
                 e = (e[0], e[1], shift[1] - 1, e[3], e[4])
         clash = None
