@@ -41,6 +41,7 @@ integration:      ## modules against this machine's kernel, in throwaway namespa
 	tests/integration/run.sh
 	$(PY) -m pytest tests/integration/pytest -q
 	/usr/bin/python3 -m pytest tests/integration/shm -q -rxX  # the same-host path: needs bcc (Debian's python)
+	/usr/bin/python3 -m pytest tests/integration/traffic -q  # the traffic collector: needs bcc (Debian's python)
 
 image:            ## the Debian 12 guest image for Molecule (cached by recipe hash)
 	tests/vm/build-image.sh

@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 
 APT_PKGS=(
   python3 python3-venv python3-jsonschema python3-bpfcc bpfcc-tools
-  iproute2 procps kmod openssh-client openssh-server rsync git make gcc shellcheck
+  iproute2 iputils-ping procps kmod openssh-client openssh-server rsync git make gcc shellcheck
   bpftool python3-pytest python3-pyroute2
   nginx wrk redis-server postgresql sockperf iperf3 stress-ng irqbalance
   qemu-system-x86 qemu-utils mmdebstrap busybox-static cpio xz-utils

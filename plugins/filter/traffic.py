@@ -15,8 +15,8 @@ def traffic_host_note(result):
         return {"status": "failed", "msg": str(result.get("msg", "collection failed"))}
     store = result.get("store") or {}
     scrapes = result.get("scrapes") or {}
-    return {"status": "ok", "records": store.get("rows"), "first": store.get("first"), "last": store.get("last"),
-            "scrapes": scrapes.get("count"), "rows_written": scrapes.get("rows"),
+    return {"status": "ok", "records": store.get("rows"), "first": store.get("first_ts"), "last": store.get("last_ts"),
+            "scrapes": scrapes.get("scrapes"), "rows_written": scrapes.get("rows"),
             "msg": "; ".join(result.get("notes") or [])}
 
 

@@ -3,9 +3,9 @@
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """netstack-agent: the one long-running process per host.
 
-It holds what must keep running: the same-host path (capability 4) and the AMP controller
-(capability 6, ampctl.py); the traffic collector plugs in the same way (a class with
-``section``, ``reconcile`` and ``metrics``).
+It holds what must keep running: the same-host path (capability 4), the AMP controller
+(capability 6, ampctl.py) and the traffic collector (capability 5, trafficcollect.py);
+each is a class with ``section``, ``reconcile`` and ``metrics``.
 
 Config: ``/etc/netstack/agent.json`` (agent settings, rendered by the netstack_agent role
 from a Jinja2 template) merged with ``/etc/netstack/agent.d/*.json`` (one file per
@@ -109,6 +109,29 @@ def _amp_schema():
     }
 
 
+def _traffic_schema():
+    return {
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["state"],
+        "properties": {
+            "state": {"enum": ["present", "absent"]},
+            "name": {"type": "string", "pattern": r"^[A-Za-z0-9_-]{1,40}$"},
+            "interfaces": {"type": "array", "minItems": 1, "maxItems": 64, "uniqueItems": True,
+                           "items": {"type": "string", "pattern": r"^[A-Za-z0-9_.@:-]{1,15}$"}},
+            "netns": {"type": ["string", "null"], "pattern": r"^[A-Za-z0-9_.@:+-]{1,64}$"},
+            "prefix_v4": {"type": "integer", "minimum": 0, "maximum": 32},
+            "prefix_v6": {"type": "integer", "minimum": 0, "maximum": 128},
+            "max_flows": {"type": "integer", "minimum": 64, "maximum": 1048576},
+            "priority": {"type": "integer", "minimum": 1, "maximum": 65535},
+            "interval": {"type": "number", "minimum": 1, "maximum": 3600},
+            "store": {"type": "string", "pattern": "^/"},
+            "retention_days": {"type": "integer", "minimum": 1, "maximum": 3650},
+            "link_prefix": {"type": ["string", "null"], "pattern": r"^[A-Za-z0-9_.@:-]{1,64}$"},
+        },
+    }
+
+
 def schema():
     return {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
@@ -129,6 +152,7 @@ def schema():
             },
             "shm": _shm_schema(),
             "amp": _amp_schema(),
+            "traffic": _traffic_schema(),
         },
     }
 
@@ -180,6 +204,12 @@ def validate(cfg, origin="config"):
             ampctl.settings(out["amp"].get("controller"))
         except NetstackError as e:
             raise NetstackError("%s (in %s)" % (e.msg, origin), field="amp.%s" % e.field)
+    if "traffic" in out:
+        from ansible_collections.netstack.tuning.plugins.module_utils import trafficcollect
+        try:
+            trafficcollect.agent_settings(out["traffic"], out["state_dir"])
+        except NetstackError as e:
+            raise NetstackError("%s (in %s)" % (e.msg, origin), field=e.field)
     return out
 
 
@@ -213,6 +243,12 @@ def _check_without_jsonschema(cfg, origin):
         bad = sorted(set(ctl) - set(CONTROLLER_KEYS)) if isinstance(ctl, dict) else ["controller"]
         if bad:
             raise NetstackError("unknown key %s (in %s)" % (bad[0], origin), field="amp.controller")
+    sec = cfg.get("traffic")
+    if sec is not None:
+        keys = set(_traffic_schema()["properties"])
+        if not isinstance(sec, dict) or sec.get("state") not in ("present", "absent") or set(sec) - keys:
+            raise NetstackError("a dict with state present|absent and %s (in %s)" % (", ".join(sorted(keys - {"state"})),
+                                                                                     origin), field="traffic")
 
 
 def _read_json(path):
@@ -377,7 +413,85 @@ def _amp_controller(agent):
     return ampctl.AmpController(agent)
 
 
-CONTROLLERS = (ShmController, _amp_controller)
+class TrafficController(object):
+    """Keeps the traffic collector of the ``traffic`` section loaded and scrapes it into its
+    store every ``interval`` seconds, on a thread of its own (trafficcollect.scrape_loop)."""
+
+    section = "traffic"
+
+    def __init__(self, agent):
+        self.agent = agent
+        self.thread = None
+        self.stop = threading.Event()
+        self.collector = None
+        self.store = None
+        self.key = None
+        self.counts = {"errors": 0}
+
+    def reconcile(self, cfg, why):
+        from ansible_collections.netstack.tuning.plugins.module_utils import trafficcollect
+        sec = cfg.get("traffic")
+        if not sec:
+            self._stop()
+            return None
+        s = trafficcollect.agent_settings(sec, cfg["state_dir"])
+        key = json.dumps([s, cfg["state_dir"]], sort_keys=True)
+        if key != self.key:
+            self._stop()  # its last scrape goes to the old store
+            self.collector, self.key = trafficcollect.agent_collector(s, cfg["state_dir"]), key
+            self.store = trafficcollect.Store(s["store"], s["retention_days"])
+        if sec["state"] == "absent":
+            self._stop()
+            res = self.collector.absent()
+            if res["changed"]:
+                self.agent.log("traffic", "removed the traffic collector (the store %s is kept)" % s["store"], why,
+                               removed=res["removed"])
+            return {"state": "absent", "changed": res["changed"]}
+        res = self.collector.present()
+        if res["changed"]:
+            before = res["diff"]["before"]
+            what = "loaded the traffic collector" if not before else (
+                "re-attached the traffic collector" if not before.get("attached") else "reconfigured the traffic collector")
+            self.agent.log("traffic", "%s on %s" % (what, ", ".join(s["interfaces"])), why, notes=res["notes"])
+        self._start(s["interval"])
+        return {"state": "present", "changed": res["changed"]}
+
+    def _start(self, interval):
+        if self.thread is not None and self.thread.is_alive():
+            return
+        from ansible_collections.netstack.tuning.plugins.module_utils import trafficcollect
+        self.stop.clear()
+
+        def failed(e):
+            self.counts["errors"] += 1
+            self.agent.log("traffic", "scrape failed", str(e))
+
+        self.thread = threading.Thread(target=trafficcollect.scrape_loop, name="traffic",
+                                       args=(self.collector, self.store, interval),
+                                       kwargs={"stop_event": self.stop, "on_error": failed})
+        self.thread.daemon = True
+        self.thread.start()
+
+    def close(self):
+        self._stop()
+
+    def _stop(self):
+        if self.thread is not None:
+            self.stop.set()
+            self.thread.join(30)
+            self.thread = None
+
+    def metrics(self, cfg):
+        sec = cfg.get("traffic")
+        if not sec or sec["state"] != "present" or self.collector is None:
+            return []
+        return self.collector.metrics() + [
+            "# HELP netstack_traffic_scrape_errors_total Failed scrapes of the traffic collector",
+            "# TYPE netstack_traffic_scrape_errors_total counter",
+            'netstack_traffic_scrape_errors_total{collector="%s"} %d' % (self.collector.name, self.counts["errors"])]
+
+
+CONTROLLERS = (ShmController, _amp_controller, TrafficController)
 
 
 # ------------------------------------------------------------------ the agent

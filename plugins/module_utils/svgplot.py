@@ -21,7 +21,9 @@ L, R, T, B = 64, 16, 32, 44
 
 
 def _nice(lo, hi, n=5):
-    if hi == lo:
+    # A range below float resolution (259.84 vs 259.8399999999999) is no range: the tick
+    # step would not move v and the loop below would never end.
+    if hi - lo <= 1e-9 * max(abs(lo), abs(hi), 1e-300):
         hi = lo + (abs(lo) or 1.0)
     raw = (hi - lo) / n
     mag = 10 ** math.floor(math.log10(raw))
@@ -29,7 +31,7 @@ def _nice(lo, hi, n=5):
     start = math.floor(lo / step) * step
     ticks = []
     v = start
-    while v <= hi + step * 1e-9:
+    while v <= hi + step * 1e-9 and len(ticks) < 100:
         ticks.append(round(v, 10))
         v += step
     if ticks[-1] < hi - step * 1e-9:  # the top tick must cover the data, or the line leaves the frame

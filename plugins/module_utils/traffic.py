@@ -66,11 +66,16 @@ def collect(params, check_mode=False):
     if duration and s["interval"] > duration:
         raise NetstackError("the scrape interval (%d s) is longer than the collection (%d s)" % (s["interval"], duration),
                             field="interval")
-    coll = trafficcollect.Collector(name=s["name"], interfaces=s["interfaces"], netns=s["netns"],
+    source = params.get("source_text")
+    if s["state"] == "present" and not source:
+        raise NetstackError("the BPF source was not passed (run the module through its action plugin, or set "
+                            "source_text)", field="source_text")
+    coll = trafficcollect.Collector(name=s["name"], interfaces=s["interfaces"] or None, netns=s["netns"],
                                     prefix_v4=s["prefix_v4"], prefix_v6=s["prefix_v6"], max_flows=s["max_flows"],
-                                    state_dir=params.get("state_dir") or "/var/lib/netstack", link_prefix=s["link_prefix"])
+                                    state_dir=params.get("state_dir") or "/var/lib/netstack", link_prefix=s["link_prefix"],
+                                    source_text=source)
     store = trafficcollect.Store(s["store"], retention_days=s["retention_days"])
-    result = {"changed": False, "notes": [], "scrapes": {"count": 0, "rows": 0}}
+    result = {"changed": False, "notes": [], "scrapes": {"scrapes": 0, "rows": 0}}
     cfg_changed = False
     if mode == "agent" or s["state"] == "absent":
         section = dict(s) if s["state"] == "present" else {"state": "absent", "name": s["name"]}
@@ -92,11 +97,7 @@ def collect(params, check_mode=False):
         result["store"] = store.summary()
         _diff(result, res)
         return result
-    source = params.get("source_text")
-    if not source:
-        raise NetstackError("the BPF source was not passed (run the module through its action plugin, or set "
-                            "source_text)", field="source_text")
-    res = coll.present(source, check_mode=check_mode)
+    res = coll.present(check_mode=check_mode)
     result["collector"] = res
     _diff(result, res)
     if check_mode:
@@ -104,11 +105,8 @@ def collect(params, check_mode=False):
         result["store"] = store.summary()
         return result
     try:
-        if mode == "oneshot":
-            rows = trafficcollect.scrape_loop(coll, store, s["interval"], duration=duration)
-        else:
-            rows = trafficcollect.scrape_loop(coll, store, s["interval"], duration=0)
-        result["scrapes"] = rows
+        # oneshot: scrape for the whole duration; agent: one scrape now, the agent does the rest
+        result["scrapes"] = trafficcollect.scrape_loop(coll, store, s["interval"], duration=duration if mode == "oneshot" else 0)
     finally:
         if mode == "oneshot" and not params.get("keep"):
             gone = coll.absent()
@@ -120,9 +118,10 @@ def collect(params, check_mode=False):
 
 def _diff(result, res):
     hdr = "traffic collector"
+    d = res.get("diff") or {}
     result["diff"] = {"before_header": hdr, "after_header": hdr,
-                      "before": json.dumps(res.get("before"), indent=2, sort_keys=True) + "\n",
-                      "after": json.dumps(res.get("after"), indent=2, sort_keys=True) + "\n"}
+                      "before": json.dumps(d.get("before"), indent=2, sort_keys=True) + "\n",
+                      "after": json.dumps(d.get("after"), indent=2, sort_keys=True) + "\n"}
 
 
 # ------------------------------------------------------------------ analysis
@@ -134,14 +133,13 @@ def expand_sources(sources):
     files = []
     for i, src in enumerate(sources):
         if os.path.isdir(src):
-            found = sorted(glob.glob(os.path.join(src, "*.csv")))
+            found = sorted(glob.glob(os.path.join(src, "*.csv")))   # an empty store is fine
         elif os.path.isfile(src):
             found = [src]
         else:
             found = sorted(f for f in glob.glob(src) if os.path.isfile(f))
-        if not found:
-            raise NetstackError("%s: no such file, directory with .csv files, or matching files" % src,
-                                field="sources[%d]" % i)
+            if not found:
+                raise NetstackError("%s: no such file or directory, and no file matches it" % src, field="sources[%d]" % i)
         files += [f for f in found if f not in files]
     return files
 
@@ -178,9 +176,17 @@ def analyze_files(params, check_mode=False):
     """The ``analyze`` action of traffic_profile."""
     from ansible_collections.netstack.tuning.plugins.module_utils import flowfile, trafficanalysis, trafficreport
     files = expand_sources(params.get("sources"))
+    trafficanalysis.options(params.get("analysis") or {})     # bad options fail before any reading
     rec = flowfile.read_many(files, fmt=params.get("format") or "auto", local_prefixes=params.get("local_prefixes") or (),
-                             prefix_v4=params.get("prefix_v4") or 24, prefix_v6=params.get("prefix_v6") or 48)
-    result = trafficanalysis.analyze(rec, params.get("analysis") or {})
+                             prefix_v4=params.get("prefix_v4") or 24, prefix_v6=params.get("prefix_v6") or 48) if files else None
+    if rec is None or not len(rec):
+        # Nothing counted (idle interfaces, a fresh store): an honest empty report, not a failure.
+        result = {"records": 0, "bytes": 0, "links": [], "series": [], "anomalies": [], "billing": [], "projection": [],
+                  "water_levels": [], "top_talkers": {}, "plots": [], "start": None, "end": None,
+                  "step": (params.get("analysis") or {}).get("step", trafficanalysis.DEFAULTS["step"]),
+                  "notes": ["no traffic records in %d source file(s)" % len(files)]}
+    else:
+        result = trafficanalysis.analyze(rec, params.get("analysis") or {})
     result["sources"] = files
     changed = False
     written = {}

@@ -255,3 +255,13 @@ def test_log_axis():
     labels = re.findall(r'text-anchor="end">([^<]*)</text>', svg)
     assert labels == ["1G", "10G", "100G", "1T"]
     assert not math.isnan(float(re.search(r'points="([0-9.]+),', svg).group(1)))
+
+
+def test_axis_of_values_equal_to_float_resolution_terminates():
+    """Two rates that differ in the last bit (a one-bin series: observed vs expected) once
+    made the tick loop spin forever (the step did not move v) until memory ran out."""
+    from ansible_collections.netstack.tuning.plugins.module_utils import svgplot
+    lo, hi, ticks = svgplot._nice(259.84, 259.8399999999999)
+    assert lo <= 259.84 <= hi and 2 <= len(ticks) <= 100
+    page = svgplot.line_chart({"a": [(1795579200, 259.84)], "b": [(1795579200, 259.8399999999999)]})
+    assert page.startswith("<svg")
