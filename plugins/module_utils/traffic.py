@@ -314,7 +314,3 @@ def write_csv(path, rec):
             block = np.stack([c[s:s + chunk] for c in cols], axis=1)
             f.write("\n".join(",".join(r) for r in block.tolist()))
             f.write("\n")
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -102,7 +102,7 @@ def options(opts=None):
     for k in ("spike_sigma", "spike_min", "shift_min", "shift_sigma", "drift_min", "new_prefix_share", "warn", "critical"):
         if not isinstance(o[k], (int, float)) or isinstance(o[k], bool) or o[k] <= 0:
             raise NetstackError("must be a positive number", field=k)
-    if not o["warn"] < o["critical"]:
+    if o["warn"] >= o["critical"]:
         raise NetstackError("warn (%s) must be below critical (%s)" % (o["warn"], o["critical"]), field="warn")
     if not isinstance(o["percentiles"], list) or not all(isinstance(p, (int, float)) and 0 < p <= 100 for p in o["percentiles"]):
         raise NetstackError("must be a list of numbers in (0, 100]", field="percentiles")

@@ -28,7 +28,7 @@ description:
   - O(action=analyze) reads O(sources) (store directories, native or generic CSV flow logs,
     NetFlow v5/v9 and IPFIX exports as raw streams or pcap files), and runs the analyzer -
     seasonal profile, percentiles, 95th-percentile billing, seasonality-aware anomaly
-    detection with top contributors, water levels against O(analysis.capacity), capacity and
+    detection with top contributors, water levels against the C(capacity) analysis option, capacity and
     cost projection with intervals - on this host. It needs numpy (C(python3-numpy)); the
     role runs it on the controller. Results go to O(output) (JSON) and O(report) (HTML with
     plots); the return value carries the summary.
@@ -166,9 +166,9 @@ attributes:
 notes:
   - Collecting needs bcc on the host (role C(netstack.tuning.bcc_runtime)) and tc (iproute2).
   - Bytes are L3 bytes (IP header and payload); a GSO super-packet counts as its segments.
+  - The role C(netstack.tuning.traffic_insight) runs both actions across a fleet and writes one report.
 seealso:
   - module: netstack.tuning.bpf_program
-  - role: netstack.tuning.traffic_insight
 """
 
 EXAMPLES = r"""
