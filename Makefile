@@ -11,7 +11,7 @@ SANITY_ROOT := build/sanity/ansible_collections/netstack/tuning
 # sanity covers what ships to managed hosts (plugins/, roles/, playbooks/, docs).
 SANITY_EXCLUDE := tests/unit/ tests/integration/pytest/ tests/integration/shm/ tests/lab/ tests/vm/ benchmarks/ scripts/ .ci/ molecule/
 
-.PHONY: setup demo test unit sanity lint integration molecule image lab-test bench bench-sysctl bench-tune bench-tcp bench-shm bench-amp bench-zerocopy bench-ivshmem clean
+.PHONY: setup demo test unit sanity lint integration molecule image lab-test bench bench-sysctl bench-tune bench-tcp bench-shm bench-amp bench-zerocopy bench-traffic bench-ivshmem clean
 
 setup:            ## install system packages and the virtualenv (idempotent)
 	@scripts/bootstrap.sh
@@ -52,7 +52,7 @@ molecule: image   ## roles on QEMU VMs, every scenario (see docs/testing.md)
 lab-test:         ## the many-host SSH lab: start, playbook over SSH, stop, nothing left
 	$(PY) -m pytest tests/lab -q
 
-bench: bench-sysctl bench-tune bench-tcp bench-shm bench-amp bench-zerocopy  ## all benchmarks; results under benchmarks/results/
+bench: bench-sysctl bench-tune bench-tcp bench-shm bench-amp bench-zerocopy bench-traffic  ## all benchmarks; results under benchmarks/results/
 
 bench-sysctl:     ## 20 keys: sysctl_set vs ansible.posix.sysctl
 	$(PY) benchmarks/sysctl_apply.py --repeats 5
@@ -73,6 +73,10 @@ bench-amp:        ## AMP: redis + redis-benchmark under stress-ng: default / irq
 
 bench-zerocopy:   ## zero-copy: size x mode table on loopback and veth, crossover; module loop vs a plain C loop
 	/usr/bin/python3 benchmarks/zerocopy_bench.py
+
+bench-traffic:    ## traffic insight: detection F1 per kind, forecast vs seasonal-naive, records/s at 1M/10M; collector overhead on veth
+	$(PY) benchmarks/traffic_bench.py --seeds 10 --repeats 3
+	/usr/bin/python3 benchmarks/traffic_collector_overhead.py --repeats 5
 
 bench-ivshmem:    ## cross-VM prototype: ivshmem rings vs TCP between two lab VMs (not in `bench`: ~4-9 min of VMs)
 	benchmarks/ivshmem/run.sh

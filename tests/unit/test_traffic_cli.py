@@ -1,0 +1,91 @@
+"""The traffic_profile front end (module_utils/traffic.py): sources, settings, the CLI."""
+import io
+import json
+
+import pytest
+
+from ansible_collections.netstack.tuning.plugins.module_utils import traffic, trafficgen
+from ansible_collections.netstack.tuning.plugins.module_utils.common import NetstackError
+
+
+def test_sources_expand_dirs_files_and_globs(tmp_path):
+    (tmp_path / "store").mkdir()
+    (tmp_path / "store" / "2026-09-07.csv").write_text("x")
+    (tmp_path / "store" / "notes.txt").write_text("x")
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "a.pcap").write_bytes(b"x")
+    files = traffic.expand_sources([str(tmp_path / "store"), str(tmp_path / "empty"), str(tmp_path / "*.pcap")])
+    assert files == [str(tmp_path / "store" / "2026-09-07.csv"), str(tmp_path / "a.pcap")]
+    with pytest.raises(NetstackError) as e:
+        traffic.expand_sources([str(tmp_path / "store"), str(tmp_path / "missing.csv")])
+    assert e.value.field == "sources[1]"
+    with pytest.raises(NetstackError) as e:
+        traffic.expand_sources([])
+    assert e.value.field == "sources"
+
+
+@pytest.mark.parametrize("params,field", [
+    ({"interfaces": []}, "interfaces"),
+    ({"interfaces": ["eth0/1"]}, "interfaces[0]"),
+    ({"interfaces": ["eth0"], "prefix_v4": 33}, "prefix_v4"),
+    ({"interfaces": ["eth0"], "prefix_v6": -1}, "prefix_v6"),
+    ({"interfaces": ["eth0"], "interval": 0}, "interval"),
+    ({"interfaces": ["eth0"], "retention_days": 0}, "retention_days"),
+    ({"interfaces": ["eth0"], "max_flows": 10}, "max_flows"),
+])
+def test_collect_settings_name_the_field(params, field):
+    base = {"state": "present", "prefix_v4": 24, "prefix_v6": 48, "max_flows": 16384, "interval": 10, "retention_days": 14}
+    base.update(params)
+    with pytest.raises(NetstackError) as e:
+        traffic.collect_settings(base)
+    assert e.value.field == field
+
+
+def test_collect_refuses_an_interval_longer_than_the_run_before_touching_anything(tmp_path):
+    p = {"state": "present", "mode": "oneshot", "interfaces": ["lo"], "prefix_v4": 24, "prefix_v6": 48, "max_flows": 16384,
+         "interval": 30, "duration": 10, "retention_days": 14, "state_dir": str(tmp_path), "source_text": "int x;"}
+    with pytest.raises(NetstackError) as e:
+        traffic.collect(p)
+    assert e.value.field == "interval"
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_analyze_empty_store_gives_an_empty_report(tmp_path):
+    (tmp_path / "store").mkdir()
+    res = traffic.analyze_files({"sources": [str(tmp_path / "store")], "report": str(tmp_path / "r.html"),
+                                 "output": str(tmp_path / "r.json")})
+    assert res["records"] == 0 and res["anomalies"] == [] and "no traffic records" in res["notes"][0]
+    assert (tmp_path / "r.html").read_text().startswith("<!doctype html>")
+
+
+def test_analyze_bad_option_fails_before_reading_and_writes_nothing(tmp_path):
+    (tmp_path / "x.csv").write_text("not a flow log\n")
+    with pytest.raises(NetstackError) as e:
+        traffic.analyze_files({"sources": [str(tmp_path / "x.csv")], "analysis": {"step": 7}, "output": str(tmp_path / "o.json")})
+    assert e.value.field == "step"
+    assert not (tmp_path / "o.json").exists()
+
+
+def test_cli_generate_then_analyze_round_trip(tmp_path):
+    out = io.StringIO()
+    assert traffic.main(["generate", str(tmp_path), "--seed", "3", "--records", "1000000", "--days", "14"], out=out) == 0
+    labels = json.loads((tmp_path / "labels.json").read_text())
+    assert labels and "records" in out.getvalue()
+    out = io.StringIO()
+    rc = traffic.main(["analyze", str(tmp_path / "traffic.csv"), "--json", str(tmp_path / "r.json"), "--report",
+                       str(tmp_path / "r.html"), "--capacity", "dc1:uplink=5e9", "--price", "0.5"], out=out)
+    assert rc == 0
+    res = json.loads((tmp_path / "r.json").read_text())
+    assert res["records"] > 900000
+    score = trafficgen.score(labels, res["anomalies"])
+    assert score["overall"]["recall"] >= 0.6, score["overall"]
+    assert any(b.get("cost") is not None for b in res["billing"])
+    assert "Anomalies" in out.getvalue()
+
+
+def test_cli_errors_name_the_option(capsys):
+    assert traffic.main(["analyze", "/nonexistent/x.csv"]) == 2
+    assert "sources[0]" in capsys.readouterr().err
+    assert traffic.main(["analyze", "x.csv", "--capacity", "5e9"]) == 2
+    assert "--capacity" in capsys.readouterr().err
+    assert traffic.main(["frobnicate"]) == 2
