@@ -77,6 +77,11 @@ def collect(params, check_mode=False):
     store = trafficcollect.Store(s["store"], retention_days=s["retention_days"])
     result = {"changed": False, "notes": [], "scrapes": {"scrapes": 0, "rows": 0}}
     cfg_changed = False
+    if mode == "oneshot" and s["state"] == "present":
+        held = _agent_section(params.get("config_dir") or agent_engine.CONFD)
+        if held.get("state") == "present" and held.get("name", "traffic") == s["name"]:
+            raise NetstackError("netstack-agent keeps a collector named %s here; a oneshot run would remove it at its end "
+                                "(use mode agent, or another name)" % s["name"], field="mode")
     if mode == "agent" or s["state"] == "absent":
         section = dict(s) if s["state"] == "present" else {"state": "absent", "name": s["name"]}
         cfg_dir = params.get("config_dir") or agent_engine.CONFD
@@ -104,16 +109,30 @@ def collect(params, check_mode=False):
         result["changed"] = bool(res["changed"] or cfg_changed or mode == "oneshot")
         result["store"] = store.summary()
         return result
+    if mode == "agent":
+        # The agent scrapes (one scraper per map: two would each take the other's deltas).
+        result["changed"] = bool(res["changed"] or cfg_changed)
+        result["store"] = store.summary()
+        return result
     try:
-        # oneshot: scrape for the whole duration; agent: one scrape now, the agent does the rest
-        result["scrapes"] = trafficcollect.scrape_loop(coll, store, s["interval"], duration=duration if mode == "oneshot" else 0)
+        result["scrapes"] = trafficcollect.scrape_loop(coll, store, s["interval"], duration=duration)
     finally:
-        if mode == "oneshot" and not params.get("keep"):
+        if not params.get("keep"):
             gone = coll.absent()
             result["collector"]["removed_after_run"] = bool(gone["changed"])
     result["changed"] = True  # rows were written to the store
     result["store"] = store.summary()
     return result
+
+
+def _agent_section(cfg_dir):
+    try:
+        with open(os.path.join(cfg_dir, SECTION + ".json")) as f:
+            sec = json.load(f)
+    except (IOError, OSError, ValueError):
+        return {}
+    sec = sec.get(SECTION) if isinstance(sec, dict) else None   # the file is {"traffic": {...}}
+    return sec if isinstance(sec, dict) else {}
 
 
 def _diff(result, res):

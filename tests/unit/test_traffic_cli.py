@@ -89,3 +89,18 @@ def test_cli_errors_name_the_option(capsys):
     assert traffic.main(["analyze", "x.csv", "--capacity", "5e9"]) == 2
     assert "--capacity" in capsys.readouterr().err
     assert traffic.main(["frobnicate"]) == 2
+
+
+def test_oneshot_refuses_to_take_the_agents_collector(tmp_path):
+    """A oneshot run removes its program at the end: with netstack-agent keeping a collector
+    of the same name it would take the agent's away, so it is refused, naming mode."""
+    confd = tmp_path / "agent.d"
+    confd.mkdir()
+    (confd / "traffic.json").write_text(json.dumps({"traffic": {"state": "present", "name": "traffic", "interfaces": ["eth0"]}}))
+    p = {"state": "present", "mode": "oneshot", "interfaces": ["lo"], "prefix_v4": 24, "prefix_v6": 48, "max_flows": 16384,
+         "interval": 1, "duration": 2, "retention_days": 14, "state_dir": str(tmp_path / "state"), "source_text": "int x;",
+         "config_dir": str(confd), "name": "traffic"}
+    with pytest.raises(NetstackError) as e:
+        traffic.collect(p)
+    assert e.value.field == "mode"
+    assert not (tmp_path / "state").exists()
