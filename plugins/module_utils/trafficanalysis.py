@@ -22,7 +22,9 @@ The model, per series, on y = log(rate + floor):
 * level shifts and drifts: the change of d's median between the ``shift_window`` after and
   the one before each time; a sustained change of at least ``shift_min`` (log units) that
   also shows within one hour is a level shift, one that does not is a drift.  A drift is
-  also looked for at day scale (24 h windows), where a slow ramp adds up.
+  also looked for at day scale (24 h windows), where a slow ramp adds up.  A sharp change
+  that ends a gradual climb (or fall) of 12 h to 4 days back to where it started is that
+  drift's end: reported as one drift from where the ramp began.
 * new heavy prefix: a remote prefix first seen after the first ``warmup_days`` that carries
   at least ``new_prefix_share`` of its link while present.
 * attribution: for each anomaly, every dimension value's bytes in the anomaly window
@@ -353,6 +355,7 @@ def _volume_events(model, o):
         if (peak > 0 and mag < o["spike_min"]) or (peak < 0 and mag > -o["spike_min"] / (1 + o["spike_min"])):
             continue
         events.append(("spike" if peak > 0 else "dip", i0, i1, abs(peak), mag))
+    smooth = _rolling(d, max(3, (3 * 3600 // step) | 1), np.nanmedian) if n >= DAY // step else None
     # sustained changes at two scales: hours (shift or fast drift) and a day (slow drift)
     for scale, win in (("hours", o["shift_window"] // step), ("day", DAY // step)):
         if n < 2 * win:
@@ -374,9 +377,41 @@ def _volume_events(model, o):
             sharp = float(np.nan_to_num(quick[qj])) / size if size else 0.0
             kind = "level_shift" if (scale == "hours" and sharp >= 0.6) else "drift"
             start = qj if kind == "level_shift" else i0
+            if kind == "level_shift" and smooth is not None:
+                ramp0 = _ramp_start(smooth, d, qj, size, step)
+                if ramp0 is not None:
+                    kind, start = "drift", ramp0
             events.append((kind, start, i1 if kind == "drift" else min(n - 1, qj + win), abs(size) / max(noise, 1e-6),
                            float(math.exp(size) - 1)))
     return _merge_events(events, o["shift_window"] // step, d, o["drift_min"])
+
+
+def _ramp_start(smooth, d, qj, size, step):
+    """Where the ramp began if the sharp change at ``qj`` is a drift's end (d climbed, or
+    sank, gradually over 12 h to 4 days and now snaps back), else None.  Walk back from qj
+    to the last time the smoothed d was at the level it returns to; the ramp is gradual when
+    halfway back in time d was 20-85 % of the way up."""
+    w3 = max(2, 3 * 3600 // step)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        after = np.nanmedian(d[qj:qj + 2 * w3])
+    if not np.isfinite(after):
+        return None
+    lo_t = max(0, qj - 4 * DAY // step)
+    seg = smooth[lo_t:max(lo_t, qj - w3)]
+    near = np.flatnonzero(np.abs(seg - after) < 0.25 * abs(size))
+    if not len(near):
+        return None
+    t = lo_t + int(near[-1])
+    length = qj - t
+    if length < DAY // (2 * step):
+        return None
+    top = smooth[max(0, qj - w3)]
+    mid = smooth[t + length // 2]
+    if not (np.isfinite(top) and np.isfinite(mid)) or top == after or np.sign(top - after) != -np.sign(size):
+        return None
+    frac = (mid - after) / (top - after)
+    return t if 0.2 < frac < 0.85 else None
 
 
 def _merge_events(events, margin, d, drift_min):

@@ -196,3 +196,23 @@ def test_water_level_critical_now():
     w = r["water_levels"][0]
     assert w["level"] == "critical" and w["p95_utilisation"] == pytest.approx(0.95, rel=1e-3)
     assert w["time_above_critical"] == 1.0
+
+
+def test_a_ramp_that_snaps_back_is_a_drift_not_a_level_shift():
+    """A slow climb over 36 hours that ends with a sharp return is one drift starting where
+    the climb began; a step that holds for two days and then returns stays a level shift."""
+    n = 28 * PER_DAY
+    t, rate = seasonal_rate(n, seed=3)
+    rate = rate.copy()
+    a, b = 12 * PER_DAY, 12 * PER_DAY + 36 * 12
+    rate[a:b] *= np.exp(np.linspace(0.0, 0.8, b - a))        # +120 % at the top, then back at once
+    s0, s1 = 22 * PER_DAY, 24 * PER_DAY                      # Tuesday and Wednesday
+    rate[s0:s1] *= 1.8
+    r = ta.analyze(records(t, rate))
+    found = kinds(r)
+    drifts = [d for k, d in found if k == "drift"]
+    shifts = [d for k, d in found if k == "level_shift"]
+    assert any(11.5 <= d <= 12.6 for d in drifts), found
+    assert not any(12.0 <= d <= 13.6 for d in shifts), found    # the snap back is not a shift of its own
+    assert any(21.9 <= d <= 22.1 for d in shifts) and any(23.9 <= d <= 24.1 for d in shifts), found
+    assert len(found) == 3, found
