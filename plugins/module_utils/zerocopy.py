@@ -591,6 +591,9 @@ class VethLab(object):
             raise NetstackError("; ".join(errors), field="netns")
 
 
+PEER_START_WAIT = 20.0   # s a refused hello is retried (the peer's serve may still be starting)
+
+
 class PeerReceiver(object):
     """A receiver on another host, started through its ``serve`` control port."""
 
@@ -630,17 +633,28 @@ class PeerReceiver(object):
             self.sock.close()
 
 
-def connect_control(address, port, timeout=5.0):
-    try:
-        return socket.create_connection((address, port), timeout=timeout)
-    except (OSError, socket.timeout) as e:
+def connect_control(address, port, timeout=5.0, refused_wait=0.0):
+    """The control connection to a serving peer.  ``refused_wait``: for how long a refused
+    connection is tried again (a ring's servers start in the background while other hosts
+    already measure, so the neighbour may not listen yet)."""
+    deadline = time.time() + refused_wait
+    while True:
+        try:
+            return socket.create_connection((address, port), timeout=timeout)
+        except ConnectionRefusedError as e:
+            if time.time() < deadline:
+                time.sleep(0.2)
+                continue
+            err = e
+        except (OSError, socket.timeout) as e:
+            err = e
         raise NetstackError("peer %s port %d is not reachable: %s (is zerocopy_test serve running there?)"
-                            % (address, port, getattr(e, "strerror", None) or e), field="peer")
+                            % (address, port, getattr(err, "strerror", None) or err), field="peer")
 
 
-def peer_request(address, port, op):
+def peer_request(address, port, op, refused_wait=0.0):
     """One control request (``hello``, ``done``) to a serving peer; its JSON answer."""
-    sock = connect_control(address, port)
+    sock = connect_control(address, port, refused_wait=refused_wait)
     try:
         sock.settimeout(10)
         sock.sendall((json.dumps({"op": op}) + "\n").encode())
@@ -990,7 +1004,8 @@ def zerocopy_test(params, source_text=None, log=None):
         kernel.pop("status", None)
         kernel["release"] = platform.release()
         if "peer" in p["paths"]:
-            peer_request(p["peer_address"], p["peer_port"], "hello")  # fail before any run
+            # fail before any run; wait a little for a neighbour whose server is still starting
+            peer_request(p["peer_address"], p["peer_port"], "hello", refused_wait=PEER_START_WAIT)
         t0 = time.time()
         cells, reaped = measure(p, helper, log, unsupported_modes(kernel, helper))
         crossovers, recs = analyse(cells, p)

@@ -291,3 +291,37 @@ def test_result_is_json_serialisable():
                          "duration": 0.1, "repeats": 1}, SOURCE)
     assert json.loads(json.dumps(r))["cells"][0]["status"] == "ok"
     assert not [d for d in os.listdir("/tmp") if d.startswith("netstack-zc-")]
+
+
+def test_hello_waits_for_a_peer_whose_server_is_still_starting():
+    """A ring's servers start in the background while other hosts already measure: a
+    refused hello is tried again for a while, then fails naming the peer."""
+    import time as _time
+    probe = socket.socket()
+    probe.bind(("127.0.0.1", 0))
+    port = probe.getsockname()[1]
+    probe.close()
+    got = {}
+
+    def late_server():
+        _time.sleep(1.0)
+        srv = socket.socket()
+        srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        srv.bind(("127.0.0.1", port))
+        srv.listen(1)
+        conn, _a = srv.accept()
+        got["line"] = conn.makefile("rb").readline()
+        conn.sendall(b'{"ok": true}\n')
+        conn.close()
+        srv.close()
+
+    t = threading.Thread(target=late_server)
+    t.start()
+    start = _time.time()
+    answer = z.peer_request("127.0.0.1", port, "hello", refused_wait=10)
+    t.join()
+    assert answer == {"ok": True} and b"hello" in got["line"]
+    assert 0.9 < _time.time() - start < 9
+    with pytest.raises(NetstackError) as e:
+        z.peer_request("127.0.0.1", port, "hello", refused_wait=0.5)
+    assert e.value.field == "peer" and "not reachable" in str(e.value)
