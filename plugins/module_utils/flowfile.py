@@ -50,10 +50,8 @@ import struct
 
 try:
     import numpy as np
-    HAS_NUMPY = True
 except ImportError:  # ansible-test sanity imports module_utils without numpy
-    np = None
-    HAS_NUMPY = False
+    np = None  # trafficdata.require_numpy() says so where it is needed
 
 from ansible_collections.netstack.tuning.plugins.module_utils.common import NetstackError
 from ansible_collections.netstack.tuning.plugins.module_utils import trafficdata
@@ -85,8 +83,7 @@ def read(path, fmt="auto", link=None, local_prefixes=(), prefix_v4=24, prefix_v6
     ``stats``: a dict, updated with counters (rows, packets, skipped_no_template, ...);
     the same dict is also set as the returned batch's ``stats`` attribute.
     """
-    if not HAS_NUMPY:
-        raise NetstackError("numpy is required to read flow files (python3-numpy, or run it on the controller)", field="numpy")
+    trafficdata.require_numpy("reading flow files")
     if fmt not in FORMATS:
         raise NetstackError("fmt must be one of %s, not %r" % (", ".join(FORMATS), fmt), field="fmt")
     loc = _Localizer(local_prefixes, prefix_v4, prefix_v6)

@@ -34,27 +34,22 @@ def _int(params, key, lo, hi):
 
 
 def collect_settings(params):
-    """The validated collector settings (also the agent's ``traffic`` section)."""
-    ifaces = params.get("interfaces") or []
-    if params.get("state", "present") == "present" and not ifaces:
-        raise NetstackError("at least one interface is required to collect", field="interfaces")
-    for i, name in enumerate(ifaces):
-        if not isinstance(name, str) or not name or len(name) > 15 or "/" in name or name.strip() != name:
-            raise NetstackError("%r is not an interface name" % (name,), field="interfaces[%d]" % i)
+    """The validated collector settings (also the agent's ``traffic`` section).  The
+    collector's own checks (trafficcollect.settings) cover name, interfaces, netns, prefix
+    lengths and map size; the scrape interval, store and retention are this front end's."""
+    from ansible_collections.netstack.tuning.plugins.module_utils import trafficcollect
+    state = params.get("state", "present")
+    ifaces = params.get("interfaces")
+    c = trafficcollect.settings(params.get("name") or "traffic", (ifaces or []) if state == "present" else ifaces,
+                                params.get("netns") or None, params.get("prefix_v4"), params.get("prefix_v6"),
+                                params.get("max_flows"))
     state_dir = params.get("state_dir") or "/var/lib/netstack"
-    return {
-        "state": params.get("state", "present"),
-        "name": params.get("name") or "traffic",
-        "interfaces": list(ifaces),
-        "netns": params.get("netns") or None,
-        "prefix_v4": _int(params, "prefix_v4", 0, 32),
-        "prefix_v6": _int(params, "prefix_v6", 0, 128),
-        "max_flows": _int(params, "max_flows", 64, 1 << 20),
-        "interval": _int(params, "interval", 1, 3600),
-        "store": params.get("store") or os.path.join(state_dir, "traffic", "store"),
-        "retention_days": _int(params, "retention_days", 1, 3660),
-        "link_prefix": params.get("link_prefix") or socket.gethostname(),
-    }
+    out = dict((k, c[k]) for k in ("name", "interfaces", "netns", "prefix_v4", "prefix_v6", "max_flows"))
+    out.update(state=state, interval=_int(params, "interval", 1, 3600),
+               store=params.get("store") or os.path.join(state_dir, "traffic", "store"),
+               retention_days=_int(params, "retention_days", 1, 3650),
+               link_prefix=params.get("link_prefix") or socket.gethostname())
+    return out
 
 
 def collect(params, check_mode=False):
@@ -294,7 +289,7 @@ def main(argv=None, out=None):
                 analysis["price_per_mbps"] = _number(o["price"], "--price")
             res = analyze_files({"sources": pos, "local_prefixes": o["local"], "analysis": analysis,
                                  "output": o.get("json"), "report": o.get("report")})
-            out.write(trafficreport.markdown(res) if hasattr(trafficreport, "markdown") else json.dumps(res, indent=1))
+            out.write(trafficreport.markdown(res))
             out.write("\n%d records, %.0f records/s\n" % (res["records"], res.get("records_per_second") or 0))
             return 0
         if argv[0] == "generate":

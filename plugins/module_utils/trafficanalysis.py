@@ -46,10 +46,8 @@ import warnings
 
 try:
     import numpy as np
-    HAS_NUMPY = True
 except ImportError:
-    np = None
-    HAS_NUMPY = False
+    np = None  # trafficdata.require_numpy() says so where it is needed
 
 from ansible_collections.netstack.tuning.plugins.module_utils.common import NetstackError
 from ansible_collections.netstack.tuning.plugins.module_utils import trafficdata
@@ -57,7 +55,6 @@ from ansible_collections.netstack.tuning.plugins.module_utils import trafficdata
 DAY = 86400
 WEEK = 7 * DAY
 DIMENSIONS = ("prefix", "port_class", "proto", "dscp", "direction")
-WEEKDAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
 
 DEFAULTS = {
     "step": 300,             # bin width, s (5 minutes: the billing convention)
@@ -80,12 +77,6 @@ DEFAULTS = {
     "holidays": [],          # "YYYY-MM-DD" days that behave like a Sunday
     "plot_points": 1500,
 }
-
-
-def _require():
-    if not HAS_NUMPY:
-        raise NetstackError("numpy is required for traffic analysis (python3-numpy, or analyse on the controller)",
-                            field="numpy")
 
 
 def options(opts=None):
@@ -156,9 +147,11 @@ class Binned(object):
         idx = np.arange(self.nbins)
         self.valid = (idx[None, :] >= first[:, None]) & (idx[None, :] <= last[:, None])
         self.times = self.t0 + idx * step               # bin starts
+        self._bps = self.bytes * 8.0 / step
 
     def bps(self):
-        return self.bytes * 8.0 / self.step
+        """Rates, bits/s per (series, bin); computed once, shared by every step."""
+        return self._bps
 
 
 # ------------------------------------------------------------------ helpers
@@ -492,16 +485,19 @@ def _new_prefixes(rec, binned, o):
 # ------------------------------------------------------------------ attribution
 
 class Slicer(object):
-    """Records sorted by (link, ts) for fast windows."""
+    """Records sorted by (link, ts) for fast windows (the sort is made on the first window:
+    an analysis without anomalies never pays for it)."""
 
     def __init__(self, rec):
-        self.order = np.lexsort((rec.ints["ts"], rec.codes["link"]))
-        self.link = rec.codes["link"][self.order]
-        self.ts = rec.ints["ts"][self.order]
         self.rec = rec
+        self.order = None
         self.link_index = dict((name, i) for i, name in enumerate(rec.cats["link"]))
 
     def window(self, link, t0, t1):
+        if self.order is None:
+            self.order = np.lexsort((self.rec.ints["ts"], self.rec.codes["link"]))
+            self.link = self.rec.codes["link"][self.order]
+            self.ts = self.rec.ints["ts"][self.order]
         li = self.link_index[link]
         lo, hi = np.searchsorted(self.link, [li, li + 1])
         a = lo + np.searchsorted(self.ts[lo:hi], t0)
@@ -732,7 +728,7 @@ def _downsample(times, values, points):
 
 def analyze(rec, opts=None):
     """Everything above, as one JSON-ready dict."""
-    _require()
+    trafficdata.require_numpy()
     o = options(opts)
     started = time.time()
     if not len(rec):
@@ -790,7 +786,7 @@ def analyze(rec, opts=None):
 def forecast(rec, start, bins, opts=None):
     """Forecast bytes per bin for ``bins`` bins from ``start`` (UNIX s, aligned to the step),
     per series, from the history in ``rec``: ``{(link, direction): float array}``."""
-    _require()
+    trafficdata.require_numpy()
     o = options(opts)
     step = o["step"]
     binned = Binned(rec, step)

@@ -93,10 +93,12 @@ def port_class_ids(proto, sport, dport):
     return np.where(np.isin(np.asarray(proto), PORTED_PROTOS), ids, CLASS_ID["none"]).astype(np.uint8)
 
 
-def _require_numpy():
+def require_numpy(what="traffic analysis"):
+    """NetstackError naming numpy when it is missing (the engine modules that work on
+    records import it guarded, so hosts and sanity can import them without it)."""
     if not HAS_NUMPY:
-        raise NetstackError("numpy is required for traffic analysis (python3-numpy on the host, or run it on the "
-                            "controller)", field="numpy")
+        raise NetstackError("numpy is required for %s (python3-numpy on the host, or run it on the controller)" % what,
+                            field="numpy")
 
 
 class Records(object):
@@ -107,7 +109,7 @@ class Records(object):
     """
 
     def __init__(self, ints, codes, cats):
-        _require_numpy()
+        require_numpy()
         self.ints = dict((k, np.asarray(ints[k], dtype=np.int64)) for k in INT_COLUMNS)
         self.codes = dict((k, np.asarray(codes[k], dtype=np.int32)) for k in STRING_COLUMNS)
         self.cats = dict((k, list(cats[k])) for k in STRING_COLUMNS)
@@ -122,14 +124,14 @@ class Records(object):
 
     @classmethod
     def empty(cls):
-        _require_numpy()
+        require_numpy()
         return cls(dict((k, []) for k in INT_COLUMNS), dict((k, []) for k in STRING_COLUMNS),
                    dict((k, []) for k in STRING_COLUMNS))
 
     @classmethod
     def from_columns(cls, columns):
         """From plain columns: ints as sequences, strings as sequences of str."""
-        _require_numpy()
+        require_numpy()
         codes, cats = {}, {}
         for k in STRING_COLUMNS:
             values = np.asarray(columns[k], dtype=object)
@@ -148,7 +150,7 @@ class Records(object):
     @classmethod
     def concat(cls, batches):
         """One batch from many; categories are merged."""
-        _require_numpy()
+        require_numpy()
         batches = [b for b in batches if len(b)]
         if not batches:
             return cls.empty()

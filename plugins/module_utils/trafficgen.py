@@ -84,12 +84,11 @@ import time
 
 try:
     import numpy as np
-    HAS_NUMPY = True
 except ImportError:  # sanity tests import module_utils without numpy
-    np = None
-    HAS_NUMPY = False
+    np = None  # trafficdata.require_numpy() says so where it is needed
 
 from ansible_collections.netstack.tuning.plugins.module_utils.common import NetstackError
+from ansible_collections.netstack.tuning.plugins.module_utils import trafficdata
 from ansible_collections.netstack.tuning.plugins.module_utils.trafficdata import Records
 
 DAY = 86400
@@ -123,11 +122,6 @@ CARRIER_CLASSES = (("web", 0.3), ("dns", 0.2), ("db", 0.15), ("cache", 0.1), ("r
                    ("ssh", 0.05), ("mail", 0.05), ("ephemeral", 0.05))
 TZ_OFFSETS = (1.0, -5.0, 8.0, 0.0, 5.5, -8.0, 10.0, 3.0)
 _FIRST_OCTETS = tuple(a for a in range(1, 224) if a not in (10, 100, 127, 169, 172, 192, 198, 203))
-
-
-def _require_numpy():
-    if not HAS_NUMPY:
-        raise NetstackError("numpy is required to generate traffic data", field="numpy")
 
 
 def _int(value, field, low, high=None):
@@ -370,7 +364,7 @@ def generate(seed=0, sites=4, days=28, step=300, start=DEFAULT_START, prefixes_p
     [{"date", "link", "start", "end"}], "bursts": [{"link", "start", "end", "magnitude"}],
     "prefixes": {link: [prefix, ...] by rank}, "params": {...}}``.
     """
-    _require_numpy()
+    trafficdata.require_numpy("traffic evaluation data")
     seed = _int(seed, "seed", 0)
     sites = _int(sites, "sites", 1, 64)
     days = _int(days, "days", 1, 3660)
@@ -693,7 +687,7 @@ def generate(seed=0, sites=4, days=28, step=300, start=DEFAULT_START, prefixes_p
 def link_series(records, first_ts, step, steps):
     """Bytes per link per step from records: ``{link: float64 array of length steps}``, index
     ``(ts - first_ts) // step`` (``first_ts`` = ``truth["ts"][0]``); rows outside are ignored."""
-    _require_numpy()
+    trafficdata.require_numpy("traffic evaluation data")
     i = (records.ints["ts"] - int(first_ts)) // int(step)
     ok = (i >= 0) & (i < steps)
     n_links = max(1, len(records.cats["link"]))
@@ -708,7 +702,7 @@ def split(records, labels, cutoff_ts):
     ``history`` holds the rows with ``ts < cutoff_ts``, ``future`` those with ``ts >= cutoff_ts``.
     A label goes to the history if it starts before the cutoff and to the future if it ends at
     or after it, so one spanning the cutoff is in both (unclipped)."""
-    _require_numpy()
+    trafficdata.require_numpy("traffic evaluation data")
     cutoff_ts = int(cutoff_ts)
     before = records.ints["ts"] < cutoff_ts
     return (records.take(before), records.take(~before), [lb for lb in labels if lb["start"] < cutoff_ts],
@@ -809,7 +803,7 @@ def score(labels, detections, tolerance=600, holidays=None):
 def seasonal_naive(series, season, horizon):
     """The seasonal-naive forecast: the last ``season`` values of ``series`` repeated over
     ``horizon`` steps (the baseline a forecaster has to beat)."""
-    _require_numpy()
+    trafficdata.require_numpy("traffic evaluation data")
     x = np.asarray(series, dtype=np.float64)
     season = _int(season, "season", 1)
     horizon = _int(horizon, "horizon", 0)
@@ -825,7 +819,7 @@ def forecast_error(actual, forecast, naive):
     ``mase`` is MAE / the MAE of ``naive`` (e.g. ``seasonal_naive``) on the same steps: < 1 means
     better than naive, None when the naive forecast is perfect.  Steps where any of the three
     is not finite are left out."""
-    _require_numpy()
+    trafficdata.require_numpy("traffic evaluation data")
     a, f, nv = (np.asarray(v, dtype=np.float64).ravel() for v in (actual, forecast, naive))
     if not (len(a) == len(f) == len(nv)):
         raise NetstackError("actual, forecast and naive differ in length (%d, %d, %d)" % (len(a), len(f), len(nv)), field="forecast")
