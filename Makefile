@@ -11,7 +11,7 @@ SANITY_ROOT := build/sanity/ansible_collections/netstack/tuning
 # sanity covers what ships to managed hosts (plugins/, roles/, playbooks/, docs).
 SANITY_EXCLUDE := tests/unit/ tests/integration/pytest/ tests/integration/shm/ tests/lab/ tests/vm/ benchmarks/ scripts/ .ci/ molecule/
 
-.PHONY: setup demo test unit sanity lint integration molecule image lab-test bench bench-sysctl bench-tune bench-tcp bench-shm bench-amp bench-zerocopy bench-traffic bench-ivshmem clean
+.PHONY: setup demo test unit sanity lint packaging integration molecule image lab-test bench bench-sysctl bench-tune bench-tcp bench-shm bench-amp bench-zerocopy bench-traffic bench-fleet bench-ivshmem clean
 
 setup:            ## install system packages and the virtualenv (idempotent)
 	@scripts/bootstrap.sh
@@ -19,7 +19,7 @@ setup:            ## install system packages and the virtualenv (idempotent)
 demo: setup       ## the main job on this machine (safe lab form)
 	$(BIN)/ansible-playbook -i inventories/local/hosts.yml playbooks/demo.yml
 
-test: setup unit sanity lint integration lab-test molecule  ## everything CI runs
+test: setup unit sanity lint packaging integration lab-test molecule  ## everything CI runs
 	@echo "make test: all suites passed"
 
 unit:
@@ -37,6 +37,9 @@ sanity:           ## ansible-test sanity on a copy placed at ansible_collections
 lint:             ## ansible-lint, production profile, on roles and playbooks
 	$(BIN)/ansible-lint --profile production roles/ playbooks/ tests/integration/targets/
 
+packaging:        ## galaxy build -> install into a clean path -> ansible-doc every module and role
+	$(PY) -m pytest tests/packaging -q
+
 integration:      ## modules against this machine's kernel, in throwaway namespaces
 	tests/integration/run.sh
 	$(PY) -m pytest tests/integration/pytest -q
@@ -52,7 +55,7 @@ molecule: image   ## roles on QEMU VMs, every scenario (see docs/testing.md)
 lab-test:         ## the many-host SSH lab: start, playbook over SSH, stop, nothing left
 	$(PY) -m pytest tests/lab -q
 
-bench: bench-sysctl bench-tune bench-tcp bench-shm bench-amp bench-zerocopy bench-traffic  ## all benchmarks; results under benchmarks/results/
+bench: bench-sysctl bench-tune bench-tcp bench-shm bench-amp bench-zerocopy bench-traffic bench-fleet  ## all benchmarks; results under benchmarks/results/
 
 bench-sysctl:     ## 20 keys: sysctl_set vs ansible.posix.sysctl
 	$(PY) benchmarks/sysctl_apply.py --repeats 5
@@ -77,6 +80,9 @@ bench-zerocopy:   ## zero-copy: size x mode table on loopback and veth, crossove
 bench-traffic:    ## traffic insight: detection F1 per kind, forecast vs seasonal-naive, records/s at 1M/10M; collector overhead on veth
 	$(PY) benchmarks/traffic_bench.py --seeds 10 --repeats 3
 	/usr/bin/python3 benchmarks/traffic_collector_overhead.py --repeats 5
+
+bench-fleet:      ## fleet rollout over SSH to 1/10/50 lab hosts: 20 sysctls + tcp_tuning vs 20 ansible.posix.sysctl tasks
+	$(PY) benchmarks/fleet_rollout.py --sizes 1,10,50 --repeats 5,3,2 --noop-sizes 1,10 --forks 50
 
 bench-ivshmem:    ## cross-VM prototype: ivshmem rings vs TCP between two lab VMs (not in `bench`: ~4-9 min of VMs)
 	benchmarks/ivshmem/run.sh

@@ -17,7 +17,9 @@
 #   NNN/{sshd_config,ssh_host_ed25519_key,sshd.pid,sshd.log,state/}
 #   inventory: inventories/lab/generated/hosts.yml (git-ignored), groups lab = canary (first host) + fleet (rest)
 #
-# All namespaces share this machine's filesystem and non-net kernel state.  A lab host
+# All namespaces share this machine's filesystem and non-net kernel state, and its cgroup v2
+# hierarchy (mounted for each host at /sys/fs/cgroup/unified); each host has its own bpffs
+# at /sys/fs/bpf, so BPF pins are per host.  A lab host
 # changes its own net.* sysctls (they are per namespace) but /etc, /var/lib/netstack and
 # non-net sysctls are the machine's: give modules the per-host netstack_state_dir.
 #
@@ -153,7 +155,13 @@ MaxStartups 200:30:400
 MaxSessions 50
 Subsystem sftp /usr/lib/openssh/sftp-server
 EOF
-    ip netns exec "$name" "$sshd" -f "$state/$name/sshd_config" -E "$state/$name/sshd.log"
+    # `ip netns exec` gives the sshd a mount namespace with a fresh /sys of the host's
+    # netns; mount what a real host has there: its own bpffs (pins are per host) and the
+    # machine's cgroup v2 hierarchy at /sys/fs/cgroup/unified (shared, as the CPUs are).
+    ip netns exec "$name" sh -c 'mount -t bpf bpf /sys/fs/bpf &&
+      mount -t tmpfs -o mode=755,size=64k cgroup /sys/fs/cgroup && mkdir /sys/fs/cgroup/unified &&
+      mount -t cgroup2 cgroup2 /sys/fs/cgroup/unified && exec "$0" "$@"' \
+      "$sshd" -f "$state/$name/sshd_config" -E "$state/$name/sshd.log"
   done
 
   # Every sshd must answer before we say the lab is up.
