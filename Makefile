@@ -16,8 +16,10 @@ SANITY_EXCLUDE := tests/unit/ tests/integration/pytest/ tests/integration/shm/ t
 setup:            ## install system packages and the virtualenv (idempotent)
 	@scripts/bootstrap.sh
 
-demo: setup       ## the main job on this machine (safe lab form)
-	$(BIN)/ansible-playbook -i inventories/local/hosts.yml playbooks/demo.yml
+demo: setup       ## the main job on this machine (lab form): site.yml (all six capabilities), report, rollback
+	$(BIN)/ansible-playbook -i inventories/local playbooks/demo.yml $(DEMO_ARGS) || \
+	  { echo "make demo: the run failed; putting the machine back (playbooks/rollback.yml)"; \
+	    $(BIN)/ansible-playbook -i inventories/local playbooks/rollback.yml; exit 1; }
 
 test: setup unit sanity lint packaging integration lab-test molecule  ## everything CI runs
 	@echo "make test: all suites passed"
@@ -35,7 +37,7 @@ sanity:           ## ansible-test sanity on a copy placed at ansible_collections
 	  $(CURDIR)/$(BIN)/ansible-test sanity --python 3.11 --requirements --color no $$excl
 
 lint:             ## ansible-lint, production profile, on roles and playbooks
-	$(BIN)/ansible-lint --profile production roles/ playbooks/ tests/integration/targets/
+	$(BIN)/ansible-lint --profile production roles/ playbooks/ inventories/ awx/ tests/integration/targets/
 
 packaging:        ## galaxy build -> install into a clean path -> ansible-doc every module and role
 	$(PY) -m pytest tests/packaging -q

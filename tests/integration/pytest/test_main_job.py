@@ -1,0 +1,69 @@
+"""The README's main job, playbooks/demo.yml, on this machine exactly as `make demo` runs
+it (inventories/local, the lab form): site.yml applies all six capabilities, report.yml
+writes the fleet page, rollback.yml takes everything back. The machine must be as it was:
+every sysctl of the host namespace, the network namespaces, the BPF pins, the cgroups,
+the RPS masks, the agent's files and the lab journal's entries in force."""
+import json
+import os
+import subprocess
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[3]
+SNAPSHOT = ROOT / "tests" / "integration" / "sysctl-snapshot.sh"
+
+
+def machine_state():
+    """What the main job could change, in a comparable form."""
+    def listing(path):
+        return sorted(os.listdir(path)) if os.path.isdir(path) else None
+
+    rps = {}
+    for dev in sorted(os.listdir("/sys/class/net")):
+        qdir = Path("/sys/class/net", dev, "queues")
+        for q in sorted(qdir.glob("rx-*")) if qdir.is_dir() else []:
+            rps["%s/%s" % (dev, q.name)] = (q / "rps_cpus").read_text().strip()
+    return {
+        "sysctl+netns": subprocess.run([str(SNAPSHOT)], capture_output=True, text=True, check=True).stdout,
+        "pins": listing("/sys/fs/bpf/netstack"),
+        "cgroup2": [d for d in listing("/sys/fs/cgroup/unified") or [] if d.startswith("netstack")],
+        "cpuset": [d for d in listing("/sys/fs/cgroup/cpuset") or [] if d.startswith("netstack")],
+        "rps": rps,
+        "agent": [p for p in ("/etc/netstack/agent.json", "/usr/local/sbin/netstack-agent") if os.path.exists(p)],
+        "irqbalance": Path("/etc/default/irqbalance").read_text() if os.path.exists("/etc/default/irqbalance") else None,
+    }
+
+
+def test_main_job_runs_every_capability_and_leaves_the_machine_as_found(tmp_path):
+    before = machine_state()
+    env = dict(os.environ, ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"))
+    play = subprocess.run([str(ROOT / ".venv" / "bin" / "ansible-playbook"), "-i", "inventories/local", "playbooks/demo.yml",
+                           "-e", json.dumps({"netstack_report_dir": str(tmp_path)})],
+                          cwd=str(ROOT), env=env, capture_output=True, text=True)
+    out = play.stdout + play.stderr
+    assert play.returncode == 0, out[-5000:]
+
+    # every capability ran and said so
+    site = json.loads((tmp_path / "site.json").read_text())
+    assert site["hosts"]["localhost"]["status"] == "applied"
+    assert site["hosts"]["localhost"]["capabilities"] == ["sysctl", "tcp_tuning", "shm_path", "amp", "zerocopy", "traffic"]
+    report = json.loads((tmp_path / "netstack-report.json").read_text())
+    host = report["hosts"]["localhost"]
+    assert {"site_shm", "site_tcp"} <= set(host["pins"]) and host["agent_up"]           # while it was applied
+    assert host["journal_in_force"] >= 2                                             # sysctl profile + AMP
+    zc = json.loads((tmp_path / "zerocopy.json").read_text())["localhost"]
+    assert len(zc["cells"]) == 3 * 3 and "loopback" in zc["recommendations"]         # sizes x modes
+    traffic = json.loads((tmp_path / "traffic" / "traffic.json").read_text())
+    assert traffic["records"] > 0 and traffic["links"] == ["localhost:nsite0"]
+    page = (tmp_path / "netstack-report.html").read_text()
+    assert "Zero-copy" in page and "Traffic" in page and "site_tcp" in page
+    assert "partition removed" in out and "in force now: none" in out
+
+    # and everything is back
+    after = machine_state()
+    for key in before:
+        assert after[key] == before[key], key
+    journal = subprocess.run(["/usr/bin/python3", "-c", "import json,sys; sys.path.insert(0, 'collections');"
+                              "from ansible_collections.netstack.tuning.plugins.module_utils.journal import Journal, ACTIVE_STATES;"
+                              "print(json.dumps([t.id for t in Journal('/var/lib/netstack-lab').transactions()"
+                              " if t.state in ACTIVE_STATES]))"], cwd=str(ROOT), capture_output=True, text=True, check=True)
+    assert json.loads(journal.stdout) == []

@@ -1,0 +1,104 @@
+"""Unit tests: the fleet report of playbooks/report.yml (sitereport.py) and the filters
+that wrap it. Inputs are shaped like the real ones: netstack_facts facts, journal
+summaries, a zerocopy_test result and a traffic analysis result (as their JSON files)."""
+import json
+import re
+
+import pytest
+
+from ansible.errors import AnsibleFilterError
+from ansible_collections.netstack.tuning.plugins.filter import site as site_filters
+from ansible_collections.netstack.tuning.plugins.module_utils import sitereport as sr
+
+FACTS = {
+    "kernel": {"release": "6.1.0-28-amd64"},
+    "bpf": {"prog_types": {"sock_ops": True}, "btf_vmlinux": True},
+    "tcp": {"congestion_control": "cubic", "available_congestion_control": ["reno", "cubic"]},
+    "cpu": {"count": 4, "smt_active": False},
+    "tuners": {"tuned": {"running": False}, "irqbalance": {"running": True}, "bpftune": {"running": False},
+               "sysctl_files": [{"path": "/etc/sysctl.d/99-x.conf"}]},
+}
+
+
+def entry(i, state, reason="sysctl_profile site"):
+    return {"id": "%06d" % i, "seq": i, "ts": 1790000000 + i, "state": state, "reason": reason, "items": [{}, {}]}
+
+
+JOURNAL = [entry(1, "rolled_back"), entry(2, "confirmed"), entry(3, "applied", "AMP partition amp")]
+
+
+def test_host_data_counts_what_is_in_force_and_names_running_tuners():
+    d = sr.host_data(FACTS, JOURNAL, ["tcp_tuner", "shm"], "netstack_agent_up 1\n")
+    assert d["kernel"] == "6.1.0-28-amd64" and d["cpus"] == 4 and d["congestion_control"] == "cubic"
+    assert d["journal_total"] == 3 and d["journal_in_force"] == 2
+    assert d["other_tuners"] == ["irqbalance"] and d["sysctl_files"] == 1
+    assert d["pins"] == ["shm", "tcp_tuner"] and d["agent_up"] is True
+    assert sr.host_data({}, [], [], "")["agent_up"] is False
+    assert sr.host_data(None, None, None)["journal_in_force"] == 0
+
+
+def test_host_data_keeps_only_the_newest_ten_entries():
+    many = [entry(i, "confirmed") for i in range(1, 26)]
+    d = sr.host_data(FACTS, many, [])
+    assert [e["id"] for e in d["journal"]] == ["%06d" % i for i in range(16, 26)]
+    assert d["journal_total"] == 25 and d["journal_in_force"] == 25
+
+
+@pytest.mark.parametrize("hv,status", [
+    ({"site_healthy": True, "site_batch_failed": False, "site_caps": ["sysctl"]}, "applied"),
+    ({"site_healthy": True, "site_batch_failed": True}, "rolled back"),      # healthy, but its batch failed
+    ({"site_healthy": False, "site_batch_failed": False, "site_error": "gate"}, "rolled back"),
+    ({}, "not reached"),
+])
+def test_host_summary_status(hv, status):
+    s = sr.host_summary(hv)
+    assert s["status"] == status
+    assert s["error"] == hv.get("site_error", "")
+
+
+def test_page_has_every_section_and_escapes_names():
+    hosts = {"web-1": sr.host_data(FACTS, JOURNAL, ["tcp_tuner"]), "<b>x</b>": sr.host_data(FACTS, [], [])}
+    site = {"finished": "2026-11-25T07:00:00Z",
+            "hosts": {"web-1": sr.host_summary({"site_healthy": True, "site_caps": ["sysctl", "tcp_tuning"]}),
+                      "<b>x</b>": sr.host_summary({"site_healthy": False, "site_error": "gate <failed>"})}}
+    zc = {"web-1": {"recommendations": {"loopback": {"tcp": {"verdict": "copies-by-design", "text": "keep copies"}}},
+                    "cells": []},
+          "<b>x</b>": {"failed": True, "msg": "unreachable"}}
+    tr = {"series": [{"link": "web-1:eth0", "direction": "in", "mean_bps": 2.5e6, "peak_bps": 9e6,
+                      "percentiles_bps": {"p95": 7e6}}],
+          "anomalies": [{"kind": "spike", "link": "web-1:eth0", "start": 1790000000, "end": 1790000300, "score": 6.1}],
+          "water_levels": [{"link": "web-1:eth0", "level": "ok", "p95_utilisation": 0.07}]}
+    page = sr.html(hosts, {"site": site, "zerocopy": zc, "traffic": tr,
+                           "tuning": {"web-1": {"accepted": True, "sysctls": {"net.core.somaxconn": 8192}}},
+                           "links": {"zerocopy": "zerocopy.html", "traffic": "traffic/traffic.html"}})
+    assert "<b>x</b>" not in page and "&lt;b&gt;x&lt;/b&gt;" in page and "gate &lt;failed&gt;" in page
+    heads = re.findall(r"<h2>([^<]+)</h2>", page)
+    assert heads == ["Fleet", "Sysctl tuning", "Zero-copy", "Traffic", "Journal (newest 10 per host)"]
+    assert "copies-by-design" in page and "unreachable" in page
+    assert "2.50 Mbit/s" in page and "7.00 Mbit/s" in page and "<svg" in page
+    assert "net.core.somaxconn=8192" in page
+    assert 'href="traffic/traffic.html"' in page
+    # the fleet row: 2 of 3 journal entries in force, the rollout status per host
+    assert "2 / 3" in page and '<span class="ok">applied</span>' in page and '<span class="bad">rolled back</span>' in page
+
+
+def test_page_without_capability_reports_is_just_the_fleet():
+    page = sr.html({"h": sr.host_data(FACTS, [], [])})
+    assert re.findall(r"<h2>([^<]+)</h2>", page) == ["Fleet"]
+    empty_traffic = sr.html({"h": sr.host_data(FACTS, [], [])}, {"traffic": {"series": [], "notes": ["no files"]}})
+    assert "no traffic recorded. no files" in empty_traffic
+
+
+def test_fmt_bps():
+    assert [sr.fmt_bps(v) for v in (0, 999, 1500, 2.5e6, 3e9)] == ["0 bit/s", "999 bit/s", "1.50 kbit/s", "2.50 Mbit/s",
+                                                                 "3.00 Gbit/s"]
+
+
+def test_filters():
+    f = site_filters.FilterModule().filters()
+    assert sorted(f) == ["site_host_data", "site_host_summary", "site_report"]
+    data = f["site_host_data"](FACTS, JOURNAL, ["p"])
+    assert json.loads(json.dumps(data))["journal_in_force"] == 2
+    assert f["site_report"]({"h": data}).startswith("<!DOCTYPE html>")
+    with pytest.raises(AnsibleFilterError, match="site_report: expects a dict"):
+        f["site_report"](["h"])
