@@ -156,7 +156,8 @@ def test_launch_vars_are_typed_like_awx():
     assert tune["tune_canary"] == ""                              # AWX passes an empty default
     assert "tune_serial" not in tune
     assert awxdefs.by_name("netstack: zerocopy").launch_vars["zerocopy_check_sizes"] == ["4K", "64K"]
-    assert awxdefs.by_name("netstack: site").launch_vars["site_capabilities"] == ["sysctl"]
+    # no default selection: the inventory's netstack_capabilities decide per host
+    assert awxdefs.by_name("netstack: site").launch_vars["site_capabilities"] == []
     for t in TEMPLATES:
         assert t.launch_vars[t.survey["spec"][0]["variable"]] == "all"
 
