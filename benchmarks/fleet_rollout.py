@@ -15,7 +15,9 @@ Arms (benchmarks/fleet/*.yml), run on the same lab and the same hosts:
      dependency), one loopback rule, per host its own cgroup
      (netstack-bench/<host> under the cgroup v2 root), pin name (/sys/fs/bpf/netstack/<host>)
      and state dir.  bpf_program has no compile cache: every host compiles tcp_tuner.bpf.c
-     with bcc itself (and bcc_runtime compiles its smoke program on every host too).
+     with bcc itself.  bcc_runtime proves the toolchain once per host (package check,
+     headers, smoke compile) and records the proof in the state dir; later runs check the
+     record with one script and skip the rest.
   B  baseline: the same 20 keys with ansible.posix.sysctl, one task per key
      (sysctl_set: true, reload left at its default as in sysctl_apply.py, sysctl_file in
      the host's own state dir).
@@ -37,7 +39,15 @@ changes all 20 keys.  That is checked: arm A's journal entry holds 20 keys and i
 says 4 changed tasks per host (sysctl_set, cgroup, program, rules); arm B's recap says 20.
 The kernel values are read back in every namespace after every apply.  A no-op run (the
 same playbook again, nothing may change: changed=0 asserted) follows the apply run of each
-arm at the sizes in --noop-sizes.
+arm at the sizes in --noop-sizes.  There, arm A also gets a third run, "no-op, full bcc
+pass": the same playbook once more after deleting each host's bcc proof record, which is
+what every run cost before bcc_runtime kept that record (the package query, the header
+stats and the smoke compile on every host); it changes one thing per host (the record).
+
+The running kernel needs headers under /lib/modules/$(uname -r)/build for bcc (the lab
+hosts share this machine's filesystem).  Where there are none, the bcc_runtime role's
+documented fallback is applied once to this machine before measuring (untimed) and removed
+afterwards, so lab hosts find headers and never race to make the same links.
 
 Arms are interleaved per repeat with alternating order.  Each ansible-playbook run gets its
 own fresh ssh ControlPath directory (a cold start, as a real rollout has; connections are
@@ -79,7 +89,10 @@ PINROOT = "/sys/fs/bpf/netstack"
 # Profile keys a fresh namespace already holds at the profile's value: flipped on reset.
 FLIP = {"net.ipv4.tcp_sack": "0", "net.ipv4.tcp_window_scaling": "0"}
 ARMS = ("netstack", "posix")
-A_CHANGED_PER_HOST = 4   # sysctl_set, make cgroup, load+attach, write rules
+# sysctl_set, make cgroup, load+attach, write rules; and bcc_runtime's proof record (the
+# reset empties the state dir, so every apply is a host's first)
+A_CHANGED_PER_HOST = 5
+BCC_RECORD = "bcc_runtime_ready.json"
 B_CHANGED_PER_HOST = len(PROFILE)
 
 
@@ -215,11 +228,13 @@ def run_play(lab, play, forks, scratch, label):
 
 def split_tasks(tasks):
     """Arm A's task times in parts: sysctl_set, bcc_runtime (role dependency), tcp_tuning."""
-    parts = {"sysctl": 0.0, "bcc_runtime": 0.0, "bcc_install": 0.0, "bcc_smoke": 0.0, "tcp_tuning": 0.0,
-             "bpf_load": 0.0}
+    parts = {"sysctl": 0.0, "bcc_runtime": 0.0, "bcc_check": 0.0, "bcc_install": 0.0, "bcc_smoke": 0.0,
+             "tcp_tuning": 0.0, "bpf_load": 0.0}
     for name, s in tasks.items():
         if "bcc_runtime :" in name:
             parts["bcc_runtime"] += s
+            if "Check whether bcc was proven" in name:
+                parts["bcc_check"] += s
             if "Install bcc" in name:
                 parts["bcc_install"] += s
             if "Prove bcc compiles" in name:
@@ -258,6 +273,29 @@ class Resetter(object):
         for h in self.lab.hosts()[:1] + self.lab.hosts()[-1:]:
             got = read_ns(h)
             assert got == self.fresh, (h, got)
+
+
+def headers_present():
+    return os.path.exists("/lib/modules/%s/build/include/generated/uapi/linux/version.h" % platform.release())
+
+
+def bcc_headers(scratch, state):
+    """Apply (state present) or remove (absent) bcc_runtime's headers fallback on this machine."""
+    inv = os.path.join(scratch, "local.yml")
+    with open(inv, "w") as f:
+        f.write("all:\n  hosts:\n    localhost:\n      ansible_connection: local\n"
+                "      ansible_python_interpreter: /usr/bin/python3\n")
+    play = os.path.join(scratch, "headers.yml")
+    with open(play, "w") as f:
+        f.write("- hosts: localhost\n  gather_facts: false\n  roles:\n    - role: netstack.tuning.bcc_runtime\n"
+                "      vars: {bcc_runtime_headers_fallback: true, bcc_runtime_state: %s, bcc_runtime_verify: false,"
+                " bcc_runtime_state_dir: %s}\n" % (state, os.path.join(scratch, "headers-state")))
+    env = dict(os.environ, ANSIBLE_CONFIG=os.path.join(ROOT, "ansible.cfg"),
+               PATH=BIN + os.pathsep + os.environ.get("PATH", ""))
+    p = subprocess.run([os.path.join(BIN, "ansible-playbook"), "-i", inv, play], cwd=ROOT, env=env,
+                       capture_output=True, text=True)
+    if p.returncode != 0:
+        sys.exit("bcc_runtime %s on this machine failed:\n%s" % (state, p.stdout[-4000:]))
 
 
 def remove_cgroups():
@@ -386,6 +424,10 @@ def main():
     print("fleet_rollout: %s, load %s" % (meta["ansible_core"], meta["host"]["loadavg_start"]), flush=True)
     before_host = host_values()
     scratch = tempfile.mkdtemp(prefix="bench-fleet-")
+    made_headers = not headers_present()
+    if made_headers:
+        bcc_headers(scratch, "present")
+    meta["headers_fallback_made_by_benchmark"] = made_headers
     lab = Lab(scratch)
     reset = None
     runs = []
@@ -420,6 +462,13 @@ def main():
                         if arm == "netstack":
                             rec["noop_parts"] = split_tasks(tasks)
                         line += "  noop %7.2fs" % wall
+                        if arm == "netstack":  # again, without the bcc proof: every run before it was kept
+                            for h in lab.hosts():
+                                os.remove(os.path.join(lab.state_dir(h), BCC_RECORD))
+                            wall, changed, tasks, _ = run_play(lab, play, args.forks, scratch, "netstack noop-full")
+                            assert changed == {h: 1 for h in lab.hosts()}, ("noop-full changed", changed)
+                            rec.update(noopfull_s=wall, noopfull_tasks=tasks, noopfull_parts=split_tasks(tasks))
+                            line += "  noop-full-bcc %7.2fs" % wall
                     runs.append(rec)
                     print(line, flush=True)
             reset()
@@ -437,7 +486,10 @@ def main():
                 print("cleanup reset failed: %s" % e, file=sys.stderr)
             lab.stop()
         remove_cgroups()
+        if made_headers:
+            bcc_headers(scratch, "absent")
         shutil.rmtree(scratch, ignore_errors=True)
+    assert headers_present() != made_headers, "the headers fallback was not put back as it was"
     left = leftovers()
     assert not left, "left behind: %s" % left
     assert host_values() == before_host, "this machine's own sysctls changed"
@@ -456,10 +508,12 @@ def summarize(meta, runs, sizes):
             s[arm] = {"apply_s": stats([r["apply_s"] for r in rs]),
                       "noop_s": stats([r["noop_s"] for r in rs if "noop_s" in r])}
             if arm == "netstack":  # parts recomputed from the raw per-task times
-                for part in ("sysctl", "bpf", "bcc_runtime", "bcc_install", "bcc_smoke", "tcp_tuning", "bpf_load"):
-                    s[arm]["apply_%s_s" % part] = stats([split_tasks(r["apply_tasks"])[part] for r in rs])
-                    s[arm]["noop_%s_s" % part] = stats([split_tasks(r["noop_tasks"])[part]
-                                                        for r in rs if "noop_tasks" in r])
+                s[arm]["noopfull_s"] = stats([r["noopfull_s"] for r in rs if "noopfull_s" in r])
+                for part in ("sysctl", "bpf", "bcc_runtime", "bcc_check", "bcc_install", "bcc_smoke", "tcp_tuning",
+                             "bpf_load"):
+                    for run in ("apply", "noop", "noopfull"):
+                        s[arm]["%s_%s_s" % (run, part)] = stats([split_tasks(r[run + "_tasks"]).get(part, 0.0)
+                                                                 for r in rs if run + "_tasks" in r])
             # every task's time added up, and the wall time less A's BPF play (A's sysctl part as
             # a run of its own would take it: start-up and connections included)
             s[arm]["apply_tasks_s"] = stats([sum(r["apply_tasks"].values()) for r in rs])
@@ -509,9 +563,11 @@ CAVEATS = [
     "BPF compile: `bpf_program` has no compile cache. Every host compiles tcp_tuner.bpf.c with bcc (clang) "
     "itself; hosts 2..N do not reuse the first compile (each is a separate process on a separate host). "
     "A no-op run compiles nothing (the record's digest and the kernel's attached program match). The role's "
-    "dependency bcc_runtime also compiles and loads its smoke program on every host on every run, the "
-    "no-op runs included (`bcc_runtime_verify: true`, the default), and asks apt whether bcc is installed: "
-    "that is most of A's BPF part.",
+    "dependency bcc_runtime proves the toolchain on a host's first run (apt check, header stats, a smoke "
+    "compile and load; `bcc_runtime_verify: true`, the default) and records the proof in the state dir; a "
+    "later run checks that record with one script and skips the rest. Every apply here is a host's first "
+    "(the reset empties the state dir); the no-op runs show the later runs, and 'no-op, full bcc pass' "
+    "deletes the record first, which is what every run cost before the record was kept.",
     "A includes what a user of the role gets: the role as shipped, with its meta dependency bcc_runtime "
     "(bcc already installed, headers present: nothing to install). B has no BPF part at all; "
     "the 'B/A sysctls only' columns compare the 20 sysctls alone.",
@@ -528,7 +584,7 @@ CAVEATS = [
     "Between runs (untimed) the program set is removed, cgroups and state dirs emptied and the 20 keys "
     "reset to a fresh namespace's defaults, except tcp_sack and tcp_window_scaling, set to 0 (a fresh "
     "namespace already has the profile's 1), so every apply changes all 20 keys; checked per host (A: 20 "
-    "keys in the journal entry and 4 changed tasks, B: 20 changed tasks; values read back in every "
+    "keys in the journal entry and 5 changed tasks, the fifth bcc_runtime's proof record, B: 20 changed tasks; values read back in every "
     "namespace; pin and cgroup attachment checked).",
     "B keeps ansible.posix.sysctl's default reload: true (as benchmarks/sysctl_apply.py), so each changed "
     "task also runs `sysctl -p` on the host's own file.",
@@ -577,13 +633,15 @@ def write_results(meta, runs, sizes, out):
            "*wall* = B's wall time / (A's wall time less its BPF play's task times), i.e. against what A would "
            "take without the BPF capability, start-up and SSH connections included."]
     md += ["", "A's BPF part in pieces, apply runs (medians, s; task times over all hosts at once):", "",
-           "| hosts | bcc_runtime (dependency) | of it: apt check 'Install bcc' | of it: smoke compile | "
-           "tcp_tuning role tasks | of it: compile+load+attach (bpf_program) |", "|---|---|---|---|---|---|"]
+           "| hosts | bcc_runtime (dependency) | of it: proof check | of it: apt check 'Install bcc' | "
+           "of it: smoke compile | tcp_tuning role tasks | of it: compile+load+attach (bpf_program) |",
+           "|---|---|---|---|---|---|---|"]
     for size in sizes:
         a = summ[str(size)]["netstack"]
-        md.append("| %d | %.2f | %.2f | %.2f | %.2f | %.2f |" % (
-            size, a["apply_bcc_runtime_s"]["median"], a["apply_bcc_install_s"]["median"],
-            a["apply_bcc_smoke_s"]["median"], a["apply_tcp_tuning_s"]["median"], a["apply_bpf_load_s"]["median"]))
+        md.append("| %d | %.2f | %.2f | %.2f | %.2f | %.2f | %.2f |" % (
+            size, a["apply_bcc_runtime_s"]["median"], a["apply_bcc_check_s"]["median"],
+            a["apply_bcc_install_s"]["median"], a["apply_bcc_smoke_s"]["median"], a["apply_tcp_tuning_s"]["median"],
+            a["apply_bpf_load_s"]["median"]))
     if over:
         md += ["", "## Per-host overhead: (wall(N) - wall(1)) / (N - 1), from medians, seconds per extra host", "",
                "| hosts | A netstack total | A: sysctl part | A: BPF part | B posix |", "|---|---|---|---|---|"]
@@ -595,7 +653,7 @@ def write_results(meta, runs, sizes, out):
         o, a = over[str(n)], summ[str(n)]["netstack"]
         md += ["", "In short (1 to %d hosts): each extra host costs B %.2f s and A's sysctl task %.2f s (%.0fx less); "
                "the BPF capability adds %.2f s per host, of which the bcc_runtime dependency is %.0f%% at %d hosts "
-               "(apt check and smoke compile on every host, every run) and tcp_tuner's own compile+load+attach %.0f%%."
+               "(a host's first run: apt check, headers, smoke compile) and tcp_tuner's own compile+load+attach %.0f%%."
                % (n, o["posix"], o["netstack_sysctl_part"], o["posix"] / o["netstack_sysctl_part"],
                   o["netstack_bpf_part"], 100 * a["apply_bcc_runtime_s"]["median"] / a["apply_bpf_s"]["median"], n,
                   100 * a["apply_bpf_load_s"]["median"] / a["apply_bpf_s"]["median"])]
@@ -614,6 +672,20 @@ def write_results(meta, runs, sizes, out):
                 size, fmt(a["noop_s"]), fmt(a["noop_sysctl_s"]), fmt(a["noop_bpf_s"]), fmt(a["noop_wall_less_bpf_s"]),
                 fmt(b["noop_s"]), fmt(b["noop_tasks_s"]), s["ratio_b_over_a_noop"],
                 s["ratio_b_over_a_sysctl_part_noop"], s["ratio_b_over_a_sysctl_wall_noop"]))
+        full = [size for size in noop if summ[str(size)]["netstack"].get("noopfull_s")]
+        if full:
+            md += ["", "A's no-op run with bcc_runtime's proof record (as shipped) against the same run with the "
+                   "record deleted first (the full bcc pass: what every run cost before the record was kept), "
+                   "same hosts, same repeat:", "",
+                   "| hosts | A no-op wall | A no-op, full bcc pass | full/record wall | bcc_runtime tasks: record | "
+                   "bcc_runtime tasks: full pass | of the full pass: apt check, smoke compile |",
+                   "|---|---|---|---|---|---|---|"]
+            for size in full:
+                a = summ[str(size)]["netstack"]
+                md.append("| %d | %s | %s | %.2fx | %s | %s | %.2f, %.2f |" % (
+                    size, fmt(a["noop_s"]), fmt(a["noopfull_s"]), a["noopfull_s"]["median"] / a["noop_s"]["median"],
+                    fmt(a["noop_bcc_runtime_s"]), fmt(a["noopfull_bcc_runtime_s"]),
+                    a["noopfull_bcc_install_s"]["median"], a["noopfull_bcc_smoke_s"]["median"]))
     md += ["", "## Caveats", ""] + ["* " + c for c in CAVEATS] + [
         "", "Raw timings, per-task times and per-run load: `benchmarks/results/fleet_rollout.json`.", ""]
     with open(os.path.join(out, "fleet_rollout.md"), "w") as f:

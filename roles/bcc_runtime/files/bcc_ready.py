@@ -1,13 +1,14 @@
 """Is this host's bcc toolchain already proven? One cheap look instead of a full install pass.
 
-Usage: bcc_ready.py STATE_DIR SMOKE_DIGEST FALLBACK_ALLOWED(true|false)
+Usage: bcc_ready.py STATE_DIR SMOKE_DIGEST
 
 Prints one JSON object. "ready" is true only when every one of these holds:
   * bcc imports, with the version recorded by the last successful smoke compile;
   * the running kernel is the recorded one, and its headers (build/.../version.h) exist,
     reached through the same tree as then (links resolved);
-  * the smoke program is the same (its digest);
-  * the headers are this kernel's own, or the fallback is allowed.
+  * the smoke program is the same (its digest).
+Headers that link to another kernel's tree count as they do in the full pass: used where
+they are (reported as "fallback"); bcc_runtime_headers_fallback only governs making them.
 Otherwise "why" says what differs, and the role runs its full pass (install, headers,
 smoke compile), which rewrites the record. Reads only; never fails on a missing piece.
 """
@@ -18,7 +19,7 @@ import sys
 RECORD = "bcc_runtime_ready.json"
 
 
-def look(state_dir, digest, fallback_allowed):
+def look(state_dir, digest):
     kernel = os.uname().release
     build = "/lib/modules/%s/build" % kernel
     out = {"ready": False, "kernel": kernel, "bcc_version": None, "headers": None,
@@ -34,9 +35,6 @@ def look(state_dir, digest, fallback_allowed):
         return out
     out["build"] = os.path.realpath(build)
     out["headers"] = "exact" if kernel in out["build"] else "fallback"
-    if out["headers"] == "fallback" and not fallback_allowed:
-        out["why"] = "the headers are a fallback and bcc_runtime_headers_fallback is false"
-        return out
     try:
         with open(os.path.join(state_dir, RECORD)) as f:
             rec = json.load(f)
@@ -55,4 +53,4 @@ def look(state_dir, digest, fallback_allowed):
 
 
 if __name__ == "__main__":
-    print(json.dumps(look(sys.argv[1], sys.argv[2], sys.argv[3].lower() in ("true", "1", "yes"))))
+    print(json.dumps(look(sys.argv[1], sys.argv[2])))
