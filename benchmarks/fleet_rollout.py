@@ -46,8 +46,9 @@ stats and the smoke compile on every host); it changes one thing per host (the r
 
 The running kernel needs headers under /lib/modules/$(uname -r)/build for bcc (the lab
 hosts share this machine's filesystem).  Where there are none, the bcc_runtime role's
-documented fallback is applied once to this machine before measuring (untimed) and removed
-afterwards, so lab hosts find headers and never race to make the same links.
+documented fallback is applied once to this machine before measuring (untimed,
+tests/lab/headers.yml, as the lab tests do) and removed afterwards, so lab hosts find
+headers and never race to make the same links.
 
 Arms are interleaved per repeat with alternating order.  Each ansible-playbook run gets its
 own fresh ssh ControlPath directory (a cold start, as a real rollout has; connections are
@@ -76,6 +77,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 BIN = os.path.join(ROOT, ".venv", "bin")
 LAB = os.path.join(ROOT, "tests", "lab", "netns_lab.sh")
+HEADERS = os.path.join(ROOT, "tests", "lab", "headers.yml")
 FLEET = os.path.join(HERE, "fleet")
 sys.path.insert(0, HERE)
 from sysctl_apply import PROFILE  # noqa: E402  the same 20 keys as the single-host benchmark
@@ -280,22 +282,14 @@ def headers_present():
 
 
 def bcc_headers(scratch, state):
-    """Apply (state present) or remove (absent) bcc_runtime's headers fallback on this machine."""
-    inv = os.path.join(scratch, "local.yml")
-    with open(inv, "w") as f:
-        f.write("all:\n  hosts:\n    localhost:\n      ansible_connection: local\n"
-                "      ansible_python_interpreter: /usr/bin/python3\n")
-    play = os.path.join(scratch, "headers.yml")
-    with open(play, "w") as f:
-        f.write("- hosts: localhost\n  gather_facts: false\n  roles:\n    - role: netstack.tuning.bcc_runtime\n"
-                "      vars: {bcc_runtime_headers_fallback: true, bcc_runtime_state: %s, bcc_runtime_verify: false,"
-                " bcc_runtime_state_dir: %s}\n" % (state, os.path.join(scratch, "headers-state")))
+    """Apply (present) or remove (absent) bcc_runtime's headers fallback on this machine."""
     env = dict(os.environ, ANSIBLE_CONFIG=os.path.join(ROOT, "ansible.cfg"),
                PATH=BIN + os.pathsep + os.environ.get("PATH", ""))
-    p = subprocess.run([os.path.join(BIN, "ansible-playbook"), "-i", inv, play], cwd=ROOT, env=env,
-                       capture_output=True, text=True)
+    p = subprocess.run([os.path.join(BIN, "ansible-playbook"), "-i", "localhost,", HEADERS, "-e",
+                        json.dumps({"headers_state": state, "headers_state_dir": os.path.join(scratch, "headers")})],
+                       cwd=ROOT, env=env, capture_output=True, text=True)
     if p.returncode != 0:
-        sys.exit("bcc_runtime %s on this machine failed:\n%s" % (state, p.stdout[-4000:]))
+        sys.exit("tests/lab/headers.yml (%s) failed:\n%s" % (state, p.stdout[-4000:]))
 
 
 def remove_cgroups():

@@ -1,5 +1,7 @@
 """Shared pieces of the lab tests: the lab script, a test lab's names, its fixture."""
+import json
 import os
+import platform
 import subprocess
 import sys
 from pathlib import Path
@@ -37,6 +39,35 @@ def leftovers():
     if os.path.exists(STATE):
         left.append(STATE)
     return left
+
+
+def headers_present():
+    return Path("/lib/modules", platform.release(), "build/include/generated/uapi/linux/version.h").exists()
+
+
+def machine_headers(state, state_dir):
+    """bcc_runtime's headers fallback on this machine (tests/lab/headers.yml), present or absent."""
+    env = dict(os.environ, ANSIBLE_CONFIG=str(REPO / "ansible.cfg"),
+               PATH=os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", ""))
+    r = subprocess.run(["ansible-playbook", "-i", "localhost,", str(HERE / "headers.yml"), "-e",
+                        json.dumps({"headers_state": state, "headers_state_dir": str(state_dir)})],
+                       env=env, capture_output=True, text=True, cwd=str(REPO))
+    assert r.returncode == 0, r.stdout[-3000:]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def lab_headers(tmp_path_factory):
+    """Kernel headers for the lab hosts' bcc, made once for the session where the machine has
+    none (this Firecracker kernel has no headers package), and removed after it."""
+    made = not headers_present()
+    state_dir = tmp_path_factory.mktemp("headers-state")
+    if made:
+        machine_headers("present", state_dir)
+        assert headers_present()
+    yield
+    if made:
+        machine_headers("absent", state_dir)
+        assert not headers_present(), "the lab's headers fallback was not removed"
 
 
 @pytest.fixture

@@ -30,6 +30,9 @@ def machine_state():
         "rps": rps,
         "agent": [p for p in ("/etc/netstack/agent.json", "/usr/local/sbin/netstack-agent") if os.path.exists(p)],
         "irqbalance": Path("/etc/default/irqbalance").read_text() if os.path.exists("/etc/default/irqbalance") else None,
+        # bcc_runtime's headers fallback (links under /lib/modules) and records in the default state dir
+        "lib_modules": {d: listing("/lib/modules/" + d) for d in listing("/lib/modules") or []},
+        "default_state_bcc": [p for p in listing("/var/lib/netstack") or [] if p.startswith("bcc_runtime")],
     }
 
 
