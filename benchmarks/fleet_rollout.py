@@ -269,7 +269,7 @@ class Resetter(object):
         for h in self.lab.hosts():
             sd = self.lab.state_dir(h)
             shutil.rmtree(sd, ignore_errors=True)
-            os.makedirs(sd)
+            os.makedirs(sd, mode=0o700)  # as the journal makes it (a 0755 dir would be "changed")
             subprocess.run(["ip", "netns", "exec", h, "sysctl", "-q", "-w"]
                            + ["%s=%s" % (k, v) for k, v in self.fresh.items()], check=True)
         for h in self.lab.hosts()[:1] + self.lab.hosts()[-1:]:
