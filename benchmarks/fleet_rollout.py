@@ -210,7 +210,11 @@ def run_play(lab, play, forks, scratch, label):
         except OSError:
             pass
     if p.returncode != 0:
-        sys.exit("%s failed (rc %d):\n%s\n%s" % (label, p.returncode, p.stdout[-5000:], p.stderr[-3000:]))
+        lines = p.stdout.splitlines()
+        fatal = [ln for i, ln in enumerate(lines)
+                 if any(("fatal:" in x or "FAILED!" in x or "[ERROR]" in x) for x in lines[max(0, i - 2):i + 12])]
+        sys.exit("%s failed (rc %d):\n%s\n...\n%s\n%s" % (label, p.returncode, "\n".join(fatal[:200]),
+                                                        p.stdout[-3000:], p.stderr[-3000:]))
     changed = {}
     for line in p.stdout.splitlines():
         m = re.match(r"^(\S+)\s+: ok=\d+\s+changed=(\d+)", line)
