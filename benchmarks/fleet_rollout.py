@@ -189,7 +189,7 @@ def ssh_pids(ctl_dir):
     return found
 
 
-TASK_LINE = re.compile(r"^(.+?)\s-{3,}\s+([0-9.]+)s\s*$")
+TASK_LINE = re.compile(r"^(.+?)\s+-+\s*([0-9.]+)s\s*$")
 
 
 def run_play(lab, play, forks, scratch, label):
@@ -199,7 +199,9 @@ def run_play(lab, play, forks, scratch, label):
                PATH=BIN + os.pathsep + os.environ.get("PATH", ""),
                ANSIBLE_SSH_CONTROL_PATH_DIR=ctl,
                ANSIBLE_CALLBACKS_ENABLED="ansible.posix.profile_tasks",
-               ANSIBLE_PROFILE_TASKS_TASK_OUTPUT_LIMIT="all")
+               # every task in the summary (the callback's default is the 20 slowest), and wide
+               # enough lines that every name is followed by its dashes and time
+               PROFILE_TASKS_TASK_OUTPUT_LIMIT="all", COLUMNS="400")
     cmd = [os.path.join(BIN, "ansible-playbook"), "-i", lab.inventory, "-f", str(forks), play]
     t0 = time.monotonic()
     p = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
