@@ -77,10 +77,11 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 BIN = os.path.join(ROOT, ".venv", "bin")
 LAB = os.path.join(ROOT, "tests", "lab", "netns_lab.sh")
-HEADERS = os.path.join(ROOT, "tests", "lab", "headers.yml")
 FLEET = os.path.join(HERE, "fleet")
 sys.path.insert(0, HERE)
 from sysctl_apply import PROFILE  # noqa: E402  the same 20 keys as the single-host benchmark
+sys.path.insert(0, os.path.join(ROOT, "tests", "support"))
+import machine_headers  # noqa: E402  bcc_runtime's headers fallback, as the lab tests make it
 
 PREFIX = "nsbf"
 NET = "198.18"
@@ -283,19 +284,12 @@ class Resetter(object):
             assert got == self.fresh, (h, got)
 
 
-def headers_present():
-    return os.path.exists("/lib/modules/%s/build/include/generated/uapi/linux/version.h" % platform.release())
-
-
 def bcc_headers(scratch, state):
     """Apply (present) or remove (absent) bcc_runtime's headers fallback on this machine."""
-    env = dict(os.environ, ANSIBLE_CONFIG=os.path.join(ROOT, "ansible.cfg"),
-               PATH=BIN + os.pathsep + os.environ.get("PATH", ""))
-    p = subprocess.run([os.path.join(BIN, "ansible-playbook"), "-i", "localhost,", HEADERS, "-e",
-                        json.dumps({"headers_state": state, "headers_state_dir": os.path.join(scratch, "headers")})],
-                       cwd=ROOT, env=env, capture_output=True, text=True)
-    if p.returncode != 0:
-        sys.exit("tests/lab/headers.yml (%s) failed:\n%s" % (state, p.stdout[-4000:]))
+    try:
+        machine_headers.apply(state, os.path.join(scratch, "headers"))
+    except RuntimeError as e:
+        sys.exit("tests/lab/headers.yml: %s" % e)
 
 
 def remove_cgroups():
@@ -424,7 +418,7 @@ def main():
     print("fleet_rollout: %s, load %s" % (meta["ansible_core"], meta["host"]["loadavg_start"]), flush=True)
     before_host = host_values()
     scratch = tempfile.mkdtemp(prefix="bench-fleet-")
-    made_headers = not headers_present()
+    made_headers = not machine_headers.present()
     if made_headers:
         bcc_headers(scratch, "present")
     meta["headers_fallback_made_by_benchmark"] = made_headers
@@ -489,7 +483,7 @@ def main():
         if made_headers:
             bcc_headers(scratch, "absent")
         shutil.rmtree(scratch, ignore_errors=True)
-    assert headers_present() != made_headers, "the headers fallback was not put back as it was"
+    assert machine_headers.present() != made_headers, "the headers fallback was not put back as it was"
     left = leftovers()
     assert not left, "left behind: %s" % left
     assert host_values() == before_host, "this machine's own sysctls changed"

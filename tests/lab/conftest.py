@@ -1,12 +1,13 @@
 """Shared pieces of the lab tests: the lab script, a test lab's names, its fixture."""
-import json
 import os
-import platform
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "support"))
+import machine_headers  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent.parent
@@ -41,33 +42,12 @@ def leftovers():
     return left
 
 
-def headers_present():
-    return Path("/lib/modules", platform.release(), "build/include/generated/uapi/linux/version.h").exists()
-
-
-def machine_headers(state, state_dir):
-    """bcc_runtime's headers fallback on this machine (tests/lab/headers.yml), present or absent."""
-    env = dict(os.environ, ANSIBLE_CONFIG=str(REPO / "ansible.cfg"),
-               PATH=os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", ""))
-    r = subprocess.run(["ansible-playbook", "-i", "localhost,", str(HERE / "headers.yml"), "-e",
-                        json.dumps({"headers_state": state, "headers_state_dir": str(state_dir)})],
-                       env=env, capture_output=True, text=True, cwd=str(REPO))
-    assert r.returncode == 0, r.stdout[-3000:]
-
-
 @pytest.fixture(scope="session", autouse=True)
-def lab_headers(tmp_path_factory):
+def lab_headers():
     """Kernel headers for the lab hosts' bcc, made once for the session where the machine has
     none (this Firecracker kernel has no headers package), and removed after it."""
-    made = not headers_present()
-    state_dir = tmp_path_factory.mktemp("headers-state")
-    if made:
-        machine_headers("present", state_dir)
-        assert headers_present()
-    yield
-    if made:
-        machine_headers("absent", state_dir)
-        assert not headers_present(), "the lab's headers fallback was not removed"
+    with machine_headers.for_session():
+        yield
 
 
 @pytest.fixture

@@ -15,11 +15,14 @@ import os
 import shutil
 import signal
 import socket
+import sys
 import tempfile
 
 import pytest
 
 import shmlib
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "support"))
+import machine_headers  # noqa: E402
 from shmlib import bpf, shm
 
 _counter = itertools.count()
@@ -74,7 +77,15 @@ def _children():
 
 
 @pytest.fixture(scope="session")
-def session():
+def headers():
+    """bcc needs kernel headers: bcc_runtime's fallback where this kernel has none, made for
+    the session and removed after it (tests/support/machine_headers.py)."""
+    with machine_headers.for_session() as made:
+        yield made
+
+
+@pytest.fixture(scope="session")
+def session(headers):
     if os.geteuid() != 0:
         pytest.fail("these tests need root (BPF programs, cgroups, servers)")
     if shm.default_source() is None:

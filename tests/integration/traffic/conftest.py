@@ -23,6 +23,8 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(
     os.path.abspath(__file__))))), "collections"))
 
 import talib  # noqa: E402
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "support"))
+import machine_headers  # noqa: E402
 from talib import bpf, nsutil, trafficcollect  # noqa: E402
 
 _counter = itertools.count()
@@ -46,7 +48,15 @@ def _netns(pid):
 
 
 @pytest.fixture(scope="session")
-def session():
+def headers():
+    """bcc needs kernel headers: bcc_runtime's fallback where this kernel has none, made for
+    the session and removed after it (tests/support/machine_headers.py)."""
+    with machine_headers.for_session() as made:
+        yield made
+
+
+@pytest.fixture(scope="session")
+def session(headers):
     if os.geteuid() != 0:
         pytest.fail("these tests need root (BPF programs, network namespaces)")
     try:
