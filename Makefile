@@ -9,7 +9,7 @@ export PATH := $(CURDIR)/$(BIN):$(PATH)
 SANITY_ROOT := build/sanity/ansible_collections/netstack/tuning
 # Test tooling, benchmarks and lab scripts run on the controller only, with Python 3.11;
 # sanity covers what ships to managed hosts (plugins/, roles/, playbooks/, docs).
-SANITY_EXCLUDE := tests/unit/ tests/integration/pytest/ tests/integration/shm/ tests/lab/ tests/vm/ benchmarks/ scripts/ .ci/ molecule/
+SANITY_EXCLUDE := tests/unit/ tests/support/ tests/integration/pytest/ tests/integration/shm/ tests/lab/ tests/vm/ benchmarks/ scripts/ .ci/ molecule/
 
 .PHONY: setup demo test unit sanity lint packaging integration molecule image lab-test bench bench-sysctl bench-tune bench-tcp bench-shm bench-amp bench-zerocopy bench-traffic bench-fleet bench-ivshmem clean
 
