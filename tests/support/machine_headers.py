@@ -17,6 +17,8 @@ import subprocess
 import tempfile
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parent.parent.parent
 PLAYBOOK = REPO / "tests" / "lab" / "headers.yml"
 
@@ -64,3 +66,11 @@ def for_session():
         shutil.rmtree(state_dir, ignore_errors=True)
     if made:
         assert not present(), "the headers fallback was not removed"
+
+
+@pytest.fixture(scope="session")
+def headers():
+    """Session fixture for suites that compile with bcc: import it into a conftest
+    (``from machine_headers import headers``) and depend on it."""
+    with for_session() as made:
+        yield made

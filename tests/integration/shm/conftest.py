@@ -22,7 +22,7 @@ import pytest
 
 import shmlib
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "support"))
-import machine_headers  # noqa: E402
+from machine_headers import headers  # noqa: E402,F401  the session fixture: bcc's kernel headers
 from shmlib import bpf, shm
 
 _counter = itertools.count()
@@ -74,14 +74,6 @@ def _children():
         if fields[1] == me and fields[0] != "Z":
             out.append(pid)
     return out
-
-
-@pytest.fixture(scope="session")
-def headers():
-    """bcc needs kernel headers: bcc_runtime's fallback where this kernel has none, made for
-    the session and removed after it (tests/support/machine_headers.py)."""
-    with machine_headers.for_session() as made:
-        yield made
 
 
 @pytest.fixture(scope="session")

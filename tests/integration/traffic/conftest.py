@@ -24,7 +24,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(
 
 import talib  # noqa: E402
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "support"))
-import machine_headers  # noqa: E402
+from machine_headers import headers  # noqa: E402,F401  the session fixture: bcc's kernel headers
 from talib import bpf, nsutil, trafficcollect  # noqa: E402
 
 _counter = itertools.count()
@@ -45,14 +45,6 @@ def _netns(pid):
     except OSError:
         return []
     return sorted(n for n in names if n.startswith("%s-%d-" % (talib.PREFIX, pid)))
-
-
-@pytest.fixture(scope="session")
-def headers():
-    """bcc needs kernel headers: bcc_runtime's fallback where this kernel has none, made for
-    the session and removed after it (tests/support/machine_headers.py)."""
-    with machine_headers.for_session() as made:
-        yield made
 
 
 @pytest.fixture(scope="session")
