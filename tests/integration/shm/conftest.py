@@ -22,7 +22,7 @@ import pytest
 
 import shmlib
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "support"))
-from machine_headers import headers  # noqa: E402,F401  the session fixture: bcc's kernel headers
+from machine_headers import headers  # noqa: E402,F401  # pylint: disable=unused-import
 from shmlib import bpf, shm
 
 _counter = itertools.count()

@@ -24,7 +24,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(
 
 import talib  # noqa: E402
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "support"))
-from machine_headers import headers  # noqa: E402,F401  the session fixture: bcc's kernel headers
+from machine_headers import headers  # noqa: E402,F401  # pylint: disable=unused-import
 from talib import bpf, nsutil, trafficcollect  # noqa: E402
 
 _counter = itertools.count()
