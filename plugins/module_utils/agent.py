@@ -503,8 +503,10 @@ class Agent(object):
         self.cfg, self.sources, self.digest = load(config, confd)
         self.generation = 1
         self.controllers = [c(self) for c in CONTROLLERS]
-        self.reload_wanted = threading.Event()
-        self.stop_wanted = threading.Event()
+        # Set by signal handlers, so plain flags: a handler must not take a lock (the
+        # threading.Event these were deadlocked when `stop` sent two SIGTERMs at once).
+        self.reload_wanted = False
+        self.stop_wanted = False
         self.counts = {"reconciles": 0, "errors": 0, "config_errors": 0, "changes": 0}
         self.last = {}
         self.started = time.time()
@@ -632,23 +634,28 @@ class Agent(object):
         return self.server
 
     # -- main loop -----------------------------------------------------------
+    def _on_signal(self, signum, _frame):
+        if signum == signal.SIGHUP:
+            self.reload_wanted = True
+        else:
+            self.stop_wanted = True
+
     def run(self):
-        signal.signal(signal.SIGHUP, lambda *a: self.reload_wanted.set())
-        signal.signal(signal.SIGTERM, lambda *a: self.stop_wanted.set())
-        signal.signal(signal.SIGINT, lambda *a: self.stop_wanted.set())
+        for s in (signal.SIGHUP, signal.SIGTERM, signal.SIGINT):
+            signal.signal(s, self._on_signal)
         _write_pid(self.pidfile)
         try:
             self.serve_metrics()
             self.log("agent", "started", "run", generation=self.generation, sources=self.sources)
             self.reconcile("start")
-            while not self.stop_wanted.is_set():
+            while not self.stop_wanted:
                 deadline = time.time() + float(self.cfg["interval"])
-                while time.time() < deadline and not self.stop_wanted.is_set() and not self.reload_wanted.is_set():
+                while time.time() < deadline and not self.stop_wanted and not self.reload_wanted:
                     time.sleep(0.1)
-                if self.stop_wanted.is_set():
+                if self.stop_wanted:
                     break
-                if self.reload_wanted.is_set():
-                    self.reload_wanted.clear()
+                if self.reload_wanted:
+                    self.reload_wanted = False
                     self.reload()
                 else:
                     self.reconcile("periodic check")

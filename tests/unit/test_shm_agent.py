@@ -116,3 +116,43 @@ def test_supervisor_restarts_a_dying_child(tmp_path):
     os.waitpid(pid, 0)
     assert len(marker.read_text()) >= 3
     assert not os.path.exists(pidfile)
+
+
+def test_agent_stops_after_a_storm_of_signals(tmp_path):
+    """`netstack-agent stop` signals the supervisor (which forwards SIGTERM) and the agent
+    at once, and a role may reload it just before: the agent sees signals back to back.  A
+    handler that takes a lock (threading.Event.set) deadlocks when a signal lands while the
+    main thread, or an earlier handler, holds that lock; the agent must still stop."""
+    cfg = tmp_path / "agent.json"
+    cfg.write_text(json.dumps({"interval": 1, "state_dir": str(tmp_path / "state"), "log": str(tmp_path / "agent.log"),
+                               "metrics": {"port": 0}}))
+    pidfile = tmp_path / "agent.pid"
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            code = agent.Agent(str(cfg), None, pidfile=str(pidfile), status=str(tmp_path / "status.json")).run()
+        finally:
+            os._exit(code)
+    done, status = 0, None
+    try:
+        deadline = time.time() + 20
+        while time.time() < deadline and not pidfile.exists():
+            time.sleep(0.02)
+        assert pidfile.exists(), "the agent did not start"
+        end = time.time() + 3
+        while time.time() < end:  # reload requests, as fast as they can be sent
+            os.kill(pid, signal.SIGHUP)
+        for _ in range(100):
+            os.kill(pid, signal.SIGTERM)
+        deadline = time.time() + 10
+        while time.time() < deadline and not done:
+            done, status = os.waitpid(pid, os.WNOHANG)
+            time.sleep(0.05)
+        assert done, "the agent did not stop within 10 s of SIGTERM"
+        assert os.waitstatus_to_exitcode(status) == 0
+        assert not pidfile.exists()
+    finally:
+        if not done:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
