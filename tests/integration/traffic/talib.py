@@ -125,8 +125,11 @@ class Lab(object):
             rx.close()
             tx.close()
 
-    def tcp(self, nbytes, port):
-        """One TCP connection client -> server:port carrying ``nbytes``; returns what arrived."""
+    def tcp(self, nbytes, port, sender=None):
+        """One TCP connection client -> server:port carrying ``nbytes``; returns what arrived.
+        ``sender``, a dict, gets the client socket's own counts from TCP_INFO once the
+        server's FIN is in: ``segs_out`` (every segment it sent: SYN, data, retransmissions,
+        ACKs, FIN) and ``total_retrans``."""
         import threading
         ls, cs = self.sock(self.srv, 4, socket.SOCK_STREAM), self.sock(self.cli, 4, socket.SOCK_STREAM)
         got = [0]
@@ -153,6 +156,8 @@ class Lab(object):
             t.join(TIMEOUT)
             # the server closed its end too: wait for its FIN so every packet is in before a scrape
             cs.recv(1)
+            if sender is not None:
+                sender.update(tcp_counts(cs))
         finally:
             cs.close()
             ls.close()
@@ -161,6 +166,16 @@ class Lab(object):
 
     def tc(self, *args):
         return sh("nsenter", "--net=%s" % os.path.join(nsutil.NETNS_DIR, self.srv), "tc", *args)
+
+
+def tcp_counts(s):
+    """segs_out and total_retrans of a TCP socket (struct tcp_info, include/uapi/linux/tcp.h:
+    8 bytes of u8 fields, then u32s: tcpi_total_retrans is the 24th; after four u64s come
+    tcpi_segs_out and tcpi_segs_in)."""
+    info = s.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 144)
+    total_retrans, = struct.unpack_from("I", info, 8 + 23 * 4)
+    segs_out, segs_in = struct.unpack_from("II", info, 136)
+    return {"segs_out": segs_out, "segs_in": segs_in, "total_retrans": total_retrans}
 
 
 def read_ipv4(fd, count):
