@@ -53,16 +53,18 @@ def integration_targets():
 def stages():
     """(lane, name, argv) in run order."""
     py = str(VENV_BIN / "python")
-    host = [("unit", [py, "-m", "pytest", "tests/unit", "-q", "-p", "no:cacheprovider"]),
+    host = [("unit", [py, "-m", "pytest", "tests/unit", "-q", "-p", "no:cacheprovider", "--durations=8"]),
             ("sanity", ["make", "--no-print-directory", "sanity"]),
             ("lint", ["make", "--no-print-directory", "lint"]),
-            ("packaging", [py, "-m", "pytest", "tests/packaging", "-q", "-p", "no:cacheprovider"])]
+            ("packaging", [py, "-m", "pytest", "tests/packaging", "-q", "-p", "no:cacheprovider", "--durations=8"])]
     host += [("integration/" + t, ["tests/integration/run.sh", t]) for t in integration_targets()]
-    host += [("integration/pytest", [py, "-m", "pytest", "tests/integration/pytest", "-q", "-p", "no:cacheprovider"]),
-             ("integration/shm", [DEBIAN_PY, "-m", "pytest", "tests/integration/shm", "-q", "-rxX", "-p", "no:cacheprovider"]),
-             ("integration/traffic", [DEBIAN_PY, "-m", "pytest", "tests/integration/traffic", "-q", "-p", "no:cacheprovider"]),
-             ("lab-test", [py, "-m", "pytest", "tests/lab", "-q", "-p", "no:cacheprovider"])]
-    vm = [("image", ["bash", "tests/vm/build-image.sh"])]
+    host += [("integration/pytest", [py, "-m", "pytest", "tests/integration/pytest", "-q", "-p", "no:cacheprovider", "--durations=8"]),
+             ("integration/shm", [DEBIAN_PY, "-m", "pytest", "tests/integration/shm", "-q", "-rxX", "-p", "no:cacheprovider", "--durations=8"]),
+             ("integration/traffic", [DEBIAN_PY, "-m", "pytest", "tests/integration/traffic", "-q", "-p", "no:cacheprovider", "--durations=8"]),
+             ("lab-test", [py, "-m", "pytest", "tests/lab", "-q", "-p", "no:cacheprovider", "--durations=8"])]
+    # the image (cached by recipe) and the booted templates of both VM shapes the scenarios use
+    vm = [("image", ["bash", "-c", "set -e; bash tests/vm/build-image.sh; bash tests/vm/vm.sh template 2 1024;"
+                                   " bash tests/vm/vm.sh template 4 1024"])]
     vm += [("molecule/" + s, [str(VENV_BIN / "molecule"), "test", "-s", s]) for s in molecule_scenarios()]
     return [("host", n, a) for n, a in host] + [("vm", n, a) for n, a in vm]
 
