@@ -242,7 +242,7 @@ wait_ssh() {
   if [ -e "$dir/restored" ]; then
     how="restored from the booted template"
     head -c 512 /dev/urandom | ssh "${ssh_opts[@]}" -p "$port" root@127.0.0.1 \
-      "cat > /dev/urandom && date -s @$(date +%s.%N) >/dev/null && hostnamectl set-hostname '$name'" \
+      "cat > /dev/urandom && date -s @$(date +%s.%N) >/dev/null && hostname '$name'" \
       || die "$name: ssh login as root, or the fixup after the restore, failed"
   else
     ssh "${ssh_opts[@]}" -p "$port" root@127.0.0.1 true || die "$name: ssh login as root failed"
