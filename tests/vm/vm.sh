@@ -167,6 +167,7 @@ template() {
 
 start() {
   local name=$1 statedir=$2 dir accel port try extra=() tpl="" ok
+  mkdir -p "$statedir"; statedir=$(cd "$statedir" && pwd)   # absolute: stop matches the disk path
   [[ "$name" =~ ^[A-Za-z0-9][A-Za-z0-9._-]*$ ]] || die "bad VM name '$name'"
   img=$(image_dir)
   dir="$statedir/$name"
@@ -253,6 +254,7 @@ wait_ssh() {
 
 stop() {
   local name=$1 statedir=$2 dir pid i
+  [ -d "$statedir" ] && statedir=$(cd "$statedir" && pwd)   # as start wrote it into the command line
   dir="$statedir/$name"
   [ -d "$dir" ] || return 0
   if [ -s "$dir/qemu.pid" ]; then
