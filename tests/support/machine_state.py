@@ -7,7 +7,8 @@ compared after it: the leftover check of the suite (tests/support/suite.py runs 
 Compared, each as a sorted listing so a difference names the path, the name or the key:
   * netstack's state, log, run and config places (recursive listings, file modes included),
     its systemd units and installed agent, sysctl.d drop-ins, /etc/default/irqbalance;
-  * /lib/modules, two levels deep with link targets (bcc_runtime's headers fallback);
+  * /lib/modules, two levels deep with link targets (bcc_runtime's headers fallback: its
+    build/source links; the one-level listing before missed links in an existing release);
   * network namespaces, this namespace's links, their qdiscs, RPS masks and IRQ affinity;
   * BPF pins under /sys/fs/bpf, loaded BPF programs (type, name, tag: ids change), and the
     cgroup directories (v2 and every v1 hierarchy, three levels);
@@ -41,9 +42,6 @@ def tree(root, depth=64):
     if not os.path.lexists(root):
         return None
     for dirpath, dirnames, filenames in os.walk(root):
-        rel_depth = dirpath[len(root):].count(os.sep)
-        if rel_depth >= depth:
-            dirnames[:] = []
         for name in sorted(dirnames) + sorted(filenames):
             p = os.path.join(dirpath, name)
             try:
@@ -54,7 +52,9 @@ def tree(root, depth=64):
                 out.append("%s -> %s" % (p, os.readlink(p)))
             else:
                 out.append("%s %s %o" % (p, "d" if stat.S_ISDIR(st.st_mode) else "f", stat.S_IMODE(st.st_mode)))
-        dirnames[:] = [d for d in dirnames if not os.path.islink(os.path.join(dirpath, d))]
+        # listed above, descended into only within depth and never through a link
+        deeper = dirpath[len(root):].count(os.sep) + 1 < depth
+        dirnames[:] = [d for d in dirnames if deeper and not os.path.islink(os.path.join(dirpath, d))]
     return sorted(out)
 
 
@@ -143,7 +143,7 @@ def snapshot():
         "trees": {t: tree(t) for t in TREES},
         "named": {d: named(d, p) for d, p in FILES_IN.items()},
         "irqbalance": read("/etc/default/irqbalance"),
-        "lib_modules": tree("/lib/modules", depth=1),
+        "lib_modules": tree("/lib/modules", depth=2),
         "cgroups": cgroups(),
         "net": net(),
         "bpf_programs": bpf_programs(),

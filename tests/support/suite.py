@@ -119,8 +119,7 @@ def main(argv):
         for lane, name, argv_ in all_stages:
             print("%-5s %-28s %s" % (lane, name, " ".join(argv_)))
         return 0
-    chosen = [s for s in all_stages if not argv or any(s[1] == a or s[1].startswith(a + "/") or s[1] == a.rstrip("/")
-                                                       for a in argv)]
+    chosen = [s for s in all_stages if not argv or any(s[1] == a or s[1].startswith(a + "/") for a in argv)]
     if not chosen:
         print("suite: no stage matches %s (--list shows them)" % " ".join(argv))
         return 2
