@@ -75,3 +75,75 @@ def run(argv, timeout=60, check=False, input_text=None):
     if check and p.returncode != 0:
         raise NetstackError("command failed (rc=%d): %s: %s" % (p.returncode, " ".join(argv), err.strip()))
     return p.returncode, out, err
+
+
+# --------------------------------------------------------------------------- strict input
+
+_ASCII_INT_MAX_DIGITS = 20  # 2**64 has 20 digits; no kernel or netstack number is longer
+
+
+def strict_int(value, field, minimum=None, maximum=None):
+    """An integer from user input, parsed strictly; NetstackError naming ``field`` otherwise.
+
+    Accepts an int (not a bool) or a string of ASCII digits with an optional sign, at most
+    20 digits (Python's ``int()`` would take Arabic-Indic digits, underscores and
+    4,300-digit strings).  Floats are refused even when whole: ``1.0e30`` is not planned as
+    a 31-digit integer.
+    """
+    if isinstance(value, bool) or not isinstance(value, (int, str)):
+        raise NetstackError("must be an integer, got %s" % type(value).__name__, field=field)
+    if isinstance(value, str):
+        text = value.strip(" \t")
+        digits = text[1:] if text[:1] in ("+", "-") else text
+        if not digits or not digits.isascii() or not digits.isdigit():
+            raise NetstackError("must be an integer written in ASCII digits, got %r" % value[:40],
+                                field=field)
+        if len(digits) > _ASCII_INT_MAX_DIGITS:
+            raise NetstackError("integer too long (%d digits, at most %d)"
+                                % (len(digits), _ASCII_INT_MAX_DIGITS), field=field)
+        value = int(text)
+    elif abs(value) >= 10 ** _ASCII_INT_MAX_DIGITS:
+        raise NetstackError("integer too large (at most %d digits)" % _ASCII_INT_MAX_DIGITS,
+                            field=field)
+    if minimum is not None and value < minimum:
+        raise NetstackError("must be >= %d, got %d" % (minimum, value), field=field)
+    if maximum is not None and value > maximum:
+        raise NetstackError("must be <= %d, got %d" % (maximum, value), field=field)
+    return value
+
+
+def strict_number(value, field, minimum=None, maximum=None):
+    """A finite int or float (not a bool, not inf/NaN) within bounds; NetstackError naming
+    ``field`` otherwise."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise NetstackError("must be a number, got %s" % type(value).__name__, field=field)
+    if isinstance(value, float) and (value != value or value in (float("inf"), float("-inf"))):
+        raise NetstackError("must be a finite number, got %r" % value, field=field)
+    if minimum is not None and value < minimum:
+        raise NetstackError("must be >= %s, got %s" % (minimum, value), field=field)
+    if maximum is not None and value > maximum:
+        raise NetstackError("must be <= %s, got %s" % (maximum, value), field=field)
+    return value
+
+
+PATH_MAX = 4095
+
+
+def check_path(value, field, absolute=True):
+    """A file system path from user input: a string without NUL bytes or control characters,
+    at most PATH_MAX bytes, absolute when ``absolute``.  Returns it unchanged."""
+    if not isinstance(value, str) or not value:
+        raise NetstackError("must be a non-empty path", field=field)
+    if "\x00" in value:
+        raise NetstackError("path contains a NUL byte", field=field)
+    if any(ord(c) < 32 or ord(c) == 127 for c in value):
+        raise NetstackError("path contains a control character", field=field)
+    try:
+        size = len(value.encode("utf-8"))
+    except UnicodeEncodeError:
+        raise NetstackError("path is not valid UTF-8 (lone surrogate)", field=field)
+    if size > PATH_MAX:
+        raise NetstackError("path longer than %d bytes" % PATH_MAX, field=field)
+    if absolute and not value.startswith("/"):
+        raise NetstackError("must be an absolute path", field=field)
+    return value
