@@ -26,7 +26,7 @@ import errno
 import os
 import re
 
-from ansible_collections.netstack.tuning.plugins.module_utils.common import NetstackError, run, which
+from ansible_collections.netstack.tuning.plugins.module_utils.common import NetstackError, run, strict_int, which
 from ansible_collections.netstack.tuning.plugins.module_utils import nsutil
 
 PROC_SYS = "/proc/sys"
@@ -35,7 +35,11 @@ NETNS_DIR = nsutil.NETNS_DIR
 
 _SYSCTL_RE = re.compile(r"\A[A-Za-z0-9_\-.:/@+]+\Z")
 _GLOB_CHARS = set("*?[]{}")
-_INT_RE = re.compile(r"\A-?\d+\Z")
+# ASCII digits only: ``\d`` would take Arabic-Indic or full-width digits, which the kernel
+# does not read as numbers.
+_INT_RE = re.compile(r"\A[+-]?[0-9]+\Z")
+# Control characters left after whitespace runs are collapsed (NUL, ESC, DEL, ...).
+_CTRL_RE = re.compile(r"[\x00-\x08\x0e-\x1f\x7f]")
 
 
 # --------------------------------------------------------------------------- names
@@ -88,30 +92,75 @@ def sysfs_path(path):
 
 # --------------------------------------------------------------------------- values
 
-def normalize(value):
-    """Normalise a value as given by a user (str, int, bool, list) or read from the kernel.
+def normalize(value, field=None):
+    """Normalise a sysctl value as given by a user (str, int, bool, list); strict.
 
-    Whitespace runs collapse to one space; integers lose leading '+' and zeros; lists
+    Whitespace runs collapse to one space; integers lose a leading '+' and zeros; lists
     become space-separated vectors.  Strings that are not numbers are kept as they are
-    (stripped).
+    (stripped).  Integer tokens are ASCII digits with an optional sign, at most 20 digits
+    (a u64 fits); a string of other digits (Arabic-Indic, full-width) is a string.  Booleans
+    are 1 and 0.
+
+    Refused with a NetstackError naming ``field`` (the sysctl key): floats, whole or not,
+    inf and NaN (the kernel takes integers; ``1.0e30`` is not silently a 31-digit integer),
+    null, integers longer than 20 digits, control characters, and anything that is not a
+    string, an integer or a flat list of them (nested lists, dicts).
     """
-    if isinstance(value, bool):
-        value = int(value)
     if isinstance(value, (list, tuple)):
-        return " ".join(normalize(v) for v in value)
+        parts = []
+        for i, v in enumerate(value):
+            if not isinstance(v, (str, int)):
+                raise NetstackError("element %d of the list is %s: a vector value is a flat list of "
+                                    "integers or strings" % (i, _type_name(v)), field=field)
+            parts.append(normalize(v, field))
+        return " ".join(" ".join(parts).split())
+    if isinstance(value, bool):
+        return "1" if value else "0"
     if isinstance(value, int):
-        return str(value)
+        return str(strict_int(value, field))
     if isinstance(value, float):
-        if value != int(value):
-            raise NetstackError("sysctl values are integers or strings, not %r" % value)
-        return str(int(value))
+        raise NetstackError("sysctl values are integers or strings, not the float %r: write an "
+                            "integer (no decimal point or exponent) or quote the value"
+                            % value, field=field)
     if value is None:
-        raise NetstackError("value may not be null")
+        raise NetstackError("value may not be null", field=field)
+    if not isinstance(value, str):
+        raise NetstackError("sysctl values are integers, strings or lists of them, not %s"
+                            % _type_name(value), field=field)
+    text = " ".join(value.split())
+    if _CTRL_RE.search(text):
+        raise NetstackError("value contains a control character", field=field)
+    tokens = text.split(" ") if text else []
+    if tokens and all(_INT_RE.match(t) for t in tokens):
+        return " ".join(str(strict_int(t, field)) for t in tokens)
+    return text
+
+
+def normalize_kernel(value):
+    """Normalise a value read from the kernel (or written in the kernel's own format).
+
+    The same canonical form as normalize() gives, but it never raises: integer tokens are
+    canonicalised on their text (no length limit, no ``int()``), anything else is kept as
+    text.
+    """
     text = " ".join(str(value).split())
     tokens = text.split(" ") if text else []
-    if tokens and all(_INT_RE.match(t.lstrip("+")) for t in tokens):
-        return " ".join(str(int(t.lstrip("+"))) for t in tokens)
+    if tokens and all(_INT_RE.match(t) for t in tokens):
+        return " ".join(_int_text(t) for t in tokens)
     return text
+
+
+def _int_text(token):
+    """'+007' -> '7', '-0' -> '0', without converting to int (any length)."""
+    digits = token.lstrip("+-").lstrip("0") or "0"
+    return "-" + digits if token.startswith("-") and digits != "0" else digits
+
+
+def _type_name(value):
+    if value is None:
+        return "null"
+    return {dict: "a mapping", list: "a list", tuple: "a list", float: "a float",
+            bool: "a boolean"}.get(type(value), type(value).__name__)
 
 
 def value_shape(normalized):
@@ -300,7 +349,7 @@ class Item(object):
     def read(self):
         """Current normalised value.  Raises NetstackError naming the key."""
         try:
-            return normalize(self._do(_read_file))
+            return normalize_kernel(self._do(_read_file))
         except (IOError, OSError) as e:
             if e.errno == errno.ENOENT:
                 where = " in netns %s" % self.netns if self.netns else ""

@@ -190,22 +190,24 @@ def to_sysctls(space, values, current):
 
     ``current`` maps sysctl -> current normalised value, used as the base of vector
     sysctls of which only some elements are tuned.  Float values are rounded: the kernel
-    takes integers.
+    takes integers.  A non-finite value (inf, NaN) is a NetstackError naming the parameter.
     """
     out = {}
     for p in space["parameters"]:
         v = values[p["name"]]
         if isinstance(v, float):
-            v = int(round(v)) if not math.isnan(v) else v
+            if not math.isfinite(v):
+                raise NetstackError("must be a finite number, got %r" % v, field=p["name"])
+            v = int(round(v))
         if p.get("index") is None:
-            out[p["sysctl"]] = kstate.normalize(v)
+            out[p["sysctl"]] = kstate.normalize(v, p["name"])
             continue
         base = out.get(p["sysctl"]) or current[p["sysctl"]]
         vec = base.split(" ")
         if p["index"] >= len(vec):
             raise NetstackError("index %d is beyond the %d elements of %s" % (p["index"], len(vec), p["sysctl"]),
                                 field=p["name"])
-        vec[p["index"]] = kstate.normalize(v)
+        vec[p["index"]] = kstate.normalize(v, p["name"])
         out[p["sysctl"]] = " ".join(vec)
     return out
 

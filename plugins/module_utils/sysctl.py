@@ -61,7 +61,7 @@ def plan(sysctls, netns=None):
             raise NetstackError("given twice (also as %r)" % seen[item.key], field=name)
         seen[item.key] = name
         try:
-            after = kstate.normalize(value)
+            after = kstate.normalize(value, item.key)
         except NetstackError as e:
             raise NetstackError(e.msg, field=item.key)
         if after == "":

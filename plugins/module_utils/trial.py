@@ -37,7 +37,7 @@ def _fresh_netns_values(keys):
         for k in keys:
             try:
                 with open(os.path.join(kstate.PROC_SYS, kstate.sysctl_path(k))) as f:
-                    out[k] = kstate.normalize(f.read())
+                    out[k] = kstate.normalize_kernel(f.read())
             except (IOError, OSError):
                 out[k] = None
         return out

@@ -68,12 +68,16 @@ def test_display_name_keeps_slash_form_when_a_component_has_a_dot():
     ("|/usr/lib/core %p", "|/usr/lib/core %p"),
 ])
 def test_normalize(given, norm):
+    # Booleans stay 1/0 on purpose (YAML yes/no for on/off sysctls); the strict rules for
+    # floats, digit counts and non-ASCII digits are in test_sysctl_values.py.
     assert kstate.normalize(given) == norm
 
 
 def test_normalize_rejects_fractions_and_null():
     with pytest.raises(NetstackError):
         kstate.normalize(1.5)
+    with pytest.raises(NetstackError):
+        kstate.normalize(2.0)  # a whole float is refused too, not silently an integer
     with pytest.raises(NetstackError):
         kstate.normalize(None)
 
