@@ -19,15 +19,20 @@ description:
   - V(rollback) restores the host to its state before journal entry O(journal_id), undoing
     that entry and every later one still in force, newest first. Without O(journal_id) it
     restores the state from before netstack changed anything.
-  - V(recover) restores transactions whose writing process died before finishing.
-  - V(list) returns the transactions.
+  - V(recover) restores transactions whose writing process died before finishing, and
+    commit-confirmed transactions whose deadline passed without a confirm when their watchdog
+    is gone (killed, or the host rebooted). Every writing netstack module does the same first.
+  - V(list) returns the transactions, and the journal's damaged lines if it has any.
+  - V(repair) sets damaged lines aside into C(journal.damaged) beside the journal and keeps
+    every valid transaction; writes refuse a damaged journal until then.
+  - A confirm after the deadline is refused: the change was, or is about to be, reverted.
 author:
   - netstack.tuning maintainers (@netstack-tuning)
 options:
   action:
     description: What to do.
     type: str
-    choices: [list, confirm, rollback, recover]
+    choices: [list, confirm, rollback, recover, repair]
     default: list
   journal_id:
     description: Journal entry to confirm or roll back to.
@@ -37,7 +42,7 @@ options:
     type: path
     default: /var/lib/netstack
   limit:
-    description: With V(list), return only the newest O(limit) entries (0 = all).
+    description: With V(list), return only the newest O(limit) entries (0 = all, at most 100000).
     type: int
     default: 50
 attributes:
@@ -65,6 +70,10 @@ EXAMPLES = r"""
 - name: Restore everything netstack ever changed on the host
   netstack.tuning.netstack_journal:
     action: rollback
+
+- name: Set damaged journal lines aside (they are kept in journal.damaged)
+  netstack.tuning.netstack_journal:
+    action: repair
 """
 
 RETURN = r"""
@@ -83,6 +92,16 @@ pending_confirm:
   returned: always
   type: list
   elements: dict
+damaged:
+  description: Damaged lines of the journal (C(line), C(error), C(text)); with V(repair), the lines set aside.
+  returned: always
+  type: list
+  elements: dict
+conflicts:
+  description: Keys a revert left alone because they were changed since (C(id), C(key), C(set), C(found)).
+  returned: with action recover
+  type: list
+  elements: dict
 """
 
 from ansible.module_utils.basic import AnsibleModule
@@ -92,49 +111,65 @@ from ansible_collections.netstack.tuning.plugins.module_utils.journal import ACT
 
 def run(module):
     p = module.params
+    if not 0 <= p["limit"] <= 100000:
+        raise NetstackError("must be between 0 (all) and 100000, got %d" % p["limit"], field="limit")
+    if p["journal_id"] is not None and not (p["journal_id"].isascii() and p["journal_id"].isdigit()
+                                            and len(p["journal_id"]) <= 12):
+        raise NetstackError("a journal id is a string of up to 12 ASCII digits, got %r" % p["journal_id"][:40],
+                            field="journal_id")
     j = Journal(p["state_dir"])
     action = p["action"]
-    result = {"changed": False, "entries": [], "pending_confirm": []}
-    txns = j.transactions()
+    check = module.check_mode
+    result = {"changed": False, "entries": [], "pending_confirm": [], "damaged": []}
+    if action == "recover":
+        res = j.settle(check=check)
+        result["undone"] = res["recovered"] + res["expired"]
+        result["conflicts"] = res["conflicts"]
+        result["changed"] = bool(result["undone"])
+    elif action == "repair":
+        res = j.repair(check=check)
+        result["damaged"] = res["damaged"]
+        result["changed"] = bool(res["damaged"])
+        if res["damaged"]:
+            result["moved_to"] = res["moved_to"]
+    elif not check and action in ("confirm", "rollback"):
+        j.settle()
+    view = j.view()
+    txns = view.txns
     if action == "list":
         sel = txns[-p["limit"]:] if p["limit"] else txns
         result["entries"] = [t.summary() for t in sel]
     elif action == "confirm":
         if not p["journal_id"]:
             raise NetstackError("required with action=confirm", field="journal_id")
-        t = j.get(p["journal_id"])
-        if t.state == "applied":
-            result["changed"] = True
-            if not module.check_mode:
-                j.confirm(t.id)
-        elif t.state != "confirmed":
-            j.confirm(t.id)  # raises the explanation (rolled back, failed, ...)
+        t = view.get(p["journal_id"])
+        result["changed"] = j.confirm(t.id, check=check)
         result["entries"] = [j.get(t.id).summary()]
     elif action == "rollback":
+        view.require_intact()
         if p["journal_id"]:
-            target = j.get(p["journal_id"])
+            target = view.get(p["journal_id"])
             todo = [t.id for t in reversed(txns) if t.seq >= target.seq and t.state in ACTIVE_STATES]
         else:
             todo = [t.id for t in reversed(txns) if t.state in ACTIVE_STATES]
         result["undone"] = todo
         result["changed"] = bool(todo)
-        if todo and not module.check_mode:
+        if todo and not check:
             j.rollback(todo[-1], by="rollback", reason="netstack_journal action=rollback")
         result["entries"] = [j.get(i).summary() for i in todo]
-    elif action == "recover":
-        if module.check_mode:
-            result["undone"] = [t.id for t in txns if t.state == "begun"]
-        else:
-            result["undone"] = j.recover()
-        result["changed"] = bool(result["undone"])
-    result["pending_confirm"] = j.pending_confirm()
+    if action != "repair":
+        view = j.view()
+        result["damaged"] = view.damage
+        if view.damage:
+            module.warn(view.damage_message())
+    result["pending_confirm"] = [t.summary() for t in view.txns if t.state == "applied" and t.deadline]
     return result
 
 
 def main():
     module = AnsibleModule(
         argument_spec=dict(
-            action=dict(type="str", default="list", choices=["list", "confirm", "rollback", "recover"]),
+            action=dict(type="str", default="list", choices=["list", "confirm", "rollback", "recover", "repair"]),
             journal_id=dict(type="str"),
             state_dir=dict(type="path", default="/var/lib/netstack"),
             limit=dict(type="int", default=50),

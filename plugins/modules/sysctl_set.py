@@ -57,6 +57,9 @@ options:
       - V(runtime) changes the running kernel only.
       - V(file) also writes the set to the drop-in O(persist_file) under O(persist_dir) so it
         survives a reboot. The file is part of the same journaled transaction.
+      - With O(confirm_timeout), the drop-in is written only when the change is confirmed, so a
+        reboot before the deadline boots with the old values instead of making the change
+        permanent.
     type: str
     choices: [runtime, file]
     default: runtime
@@ -74,8 +77,12 @@ options:
     type: str
   confirm_timeout:
     description:
-      - Seconds within which the change must be confirmed; V(0) disables commit-confirm.
-      - The returned RV(journal_id) is what to confirm.
+      - Seconds within which the change must be confirmed (at most 604800, a week); V(0)
+        disables commit-confirm.
+      - The returned RV(journal_id) is what to confirm. A confirm after the deadline is refused.
+      - If the watchdog that reverts an unconfirmed change is gone (killed, or the host
+        rebooted), the next netstack run on the host reverts it; a key changed since by
+        another transaction is left alone and reported as a conflict.
     type: int
     default: 0
   conflicts:
@@ -174,9 +181,14 @@ persist_path:
   description: Path of the drop-in, with O(persist=file).
   returned: when persist is file
   type: str
+persist_on_confirm:
+  description: True when the drop-in will be written by the confirm of RV(journal_id), not now.
+  returned: when persist is file with confirm_timeout
+  type: bool
 recovered:
-  description: Journal entries of transactions interrupted by a crash that were restored first.
-  returned: when something was written
+  description: Journal entries of transactions interrupted by a crash, or past their confirm
+    deadline with no watchdog left, that were reverted first.
+  returned: always
   type: list
   elements: str
 """
@@ -184,10 +196,13 @@ recovered:
 import os
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible_collections.netstack.tuning.plugins.module_utils.common import NetstackError
+from ansible_collections.netstack.tuning.plugins.module_utils.common import NetstackError, check_path
 from ansible_collections.netstack.tuning.plugins.module_utils import kstate
 from ansible_collections.netstack.tuning.plugins.module_utils import sysctl as sysctl_engine
 from ansible_collections.netstack.tuning.plugins.module_utils.journal import Journal
+
+
+MAX_CONFIRM_TIMEOUT = 7 * 24 * 3600
 
 
 def _diff(changes, path=None, file_before=None, file_after=None):
@@ -205,6 +220,17 @@ def run(module):
     p = module.params
     journal = Journal(p["state_dir"])
     netns = p["netns"]
+    check_path(p["persist_dir"], "persist_dir")
+    if not 0 <= p["confirm_timeout"] <= MAX_CONFIRM_TIMEOUT:
+        raise NetstackError("must be between 0 and %d seconds, got %d" % (MAX_CONFIRM_TIMEOUT, p["confirm_timeout"]),
+                            field="confirm_timeout")
+    if p["journal_id"] is not None and not (p["journal_id"].isascii() and p["journal_id"].isdigit()
+                                            and len(p["journal_id"]) <= 12):
+        raise NetstackError("a journal id is a string of up to 12 ASCII digits, got %r" % p["journal_id"][:40],
+                            field="journal_id")
+    # Interrupted or expired transactions are reverted before anything is planned on top of them.
+    settled = journal.settle(check=module.check_mode)
+    recovered = settled["recovered"] + settled["expired"]
     if p["persist"] == "file" and netns:
         raise NetstackError("persist=file cannot be combined with netns: a drop-in applies to "
                             "the host namespace at boot", field="persist")
@@ -215,8 +241,6 @@ def run(module):
         path = sysctl_engine.dropin_path(p["persist_file"], p["persist_dir"])
         if not os.path.isdir(p["persist_dir"]):
             raise NetstackError("directory %s does not exist" % p["persist_dir"], field="persist_dir")
-    if p["confirm_timeout"] < 0:
-        raise NetstackError("must be >= 0", field="confirm_timeout")
 
     file_item = kstate.Item("file", path) if path else None
     file_before = file_item.read_raw() if file_item else None
@@ -262,6 +286,7 @@ def run(module):
         "journal_id": None,
         "confirm_deadline": None,
         "conflicts": conflicts,
+        "recovered": recovered,
     }
     if path:
         result["persist_path"] = path
@@ -271,14 +296,19 @@ def run(module):
         return result
 
     writes = [(c.item, c.after) for c in changed_items]
+    deferred = []
     if file_changed:
-        writes.append((file_item, file_after))
+        if p["confirm_timeout"] and writes:
+            deferred.append((file_item, file_after))  # written by the confirm (see persist)
+            result["persist_on_confirm"] = True
+        else:
+            writes.append((file_item, file_after))
     reason = p["reason"] or ("sysctl_set state=%s" % p["state"])
     summary = journal.apply(writes, source="sysctl_set", reason=reason,
-                            confirm_timeout=p["confirm_timeout"])
+                            confirm_timeout=p["confirm_timeout"], on_confirm=deferred)
     result["journal_id"] = summary["id"]
     result["confirm_deadline"] = summary["confirm_deadline"]
-    result["recovered"] = summary["recovered"]
+    result["recovered"] = recovered + summary["recovered"]
     return result
 
 
