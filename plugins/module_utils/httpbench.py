@@ -39,7 +39,7 @@ import time
 
 from urllib.parse import urlsplit
 
-from ansible_collections.netstack.tuning.plugins.module_utils.common import NetstackError, run, which
+from ansible_collections.netstack.tuning.plugins.module_utils.common import NetstackError, run, strict_int, which
 from ansible_collections.netstack.tuning.plugins.module_utils import kstate, nsutil, stats
 from ansible_collections.netstack.tuning.plugins.module_utils import sysctl as sysctl_engine
 
@@ -183,18 +183,25 @@ http {
 # --------------------------------------------------------------------------- validation
 
 def _int(params, name):
-    value = params.get(name)
-    if isinstance(value, bool) or not isinstance(value, int):
-        try:
-            value = int(str(value).strip())
-        except (TypeError, ValueError):
-            raise NetstackError("must be an integer, got %r" % (value,), field=name)
+    """An integer option within LIMITS, written in ASCII digits (common.strict_int); floats,
+    booleans and 5,000-digit strings are NetstackErrors naming the option."""
     lo, hi = LIMITS[name]
+    value = strict_int(params.get(name), name)
     if value < lo or value > hi:
         if name == "duration":
             raise NetstackError("must be > 0 seconds (at most %d), got %d" % (hi, value), field=name)
         raise NetstackError("must be between %d and %d, got %d" % (lo, hi, value), field=name)
     return value
+
+
+def _worker_processes(value):
+    """'auto' or an integer from 1 to 1024 (ASCII digits), as nginx's text."""
+    if isinstance(value, str) and value.strip() == "auto":
+        return "auto"
+    try:
+        return str(strict_int(value, "worker_processes", 1, 1024))
+    except NetstackError as e:
+        raise NetstackError("must be 'auto' or an integer from 1 to 1024 (%s)" % e.msg, field="worker_processes")
 
 
 def validate(params):
@@ -215,11 +222,7 @@ def validate(params):
     if p["connections"] < p["threads"]:
         raise NetstackError("must be >= threads (%d): wrk gives every thread at least one connection, got %d"
                             % (p["threads"], p["connections"]), field="connections")
-    wp = str(p["worker_processes"]).strip()
-    if wp != "auto" and not (wp.isdigit() and 1 <= int(wp) <= 1024):
-        raise NetstackError("must be 'auto' or an integer from 1 to 1024, got %r" % (p["worker_processes"],),
-                            field="worker_processes")
-    p["worker_processes"] = wp
+    p["worker_processes"] = _worker_processes(p["worker_processes"])
     if not isinstance(p["netns_prefix"], str) or not re.match(r"\A[A-Za-z][A-Za-z0-9_]{0,23}\Z", p["netns_prefix"]):
         raise NetstackError("must start with a letter and hold only letters, digits and '_' (at most 24), got %r"
                             % (p["netns_prefix"],), field="netns_prefix")
@@ -236,11 +239,12 @@ def validate(params):
     sysctls = p.get("server_sysctls") or {}
     if not isinstance(sysctls, dict):
         raise NetstackError("must be a dict of net.* sysctl name -> value", field="server_sysctls")
-    for name in sysctls:
+    for name, value in sysctls.items():
         key = kstate.canonical_sysctl(name)
         if not key.startswith(("net.", "net/")):
             raise NetstackError("only net.* sysctls belong to a network namespace; %s would change the host" % key,
                                 field=key)
+        kstate.normalize(value, key)  # floats, 5,000 digits, nested lists: refused before the lab starts
     p["server_sysctls"] = sysctls
     return p
 
@@ -264,6 +268,8 @@ DEFAULTS = {
 
 
 def check_url(url):
+    if not isinstance(url, str) or any(ord(c) <= 32 or ord(c) == 127 for c in url):
+        raise NetstackError("must be a URL without spaces or control characters", field="target_url")
     try:
         parts = urlsplit(url)
         port = parts.port

@@ -55,23 +55,23 @@ options:
     type: int
     default: 1024
   connections:
-    description: Concurrent HTTP keep-alive connections wrk keeps open; at least O(threads).
+    description: Concurrent HTTP keep-alive connections wrk keeps open; at least O(threads), at most 100000.
     type: int
     default: 16
   threads:
-    description: wrk threads; the connections are split evenly among them.
+    description: wrk threads (1 to 256); the connections are split evenly among them.
     type: int
     default: 1
   duration:
-    description: Seconds each measured run lasts (greater than 0).
+    description: Seconds each measured run lasts (1 to 3600).
     type: int
     default: 10
   warmup:
-    description: Seconds of a discarded warm-up run before the measured ones; V(0) skips it.
+    description: Seconds of a discarded warm-up run before the measured ones (0 to 3600); V(0) skips it.
     type: int
     default: 2
   repeats:
-    description: Number of measured runs; medians and spreads are taken over them.
+    description: Number of measured runs (1 to 100); medians and spreads are taken over them.
     type: int
     default: 3
   timeout:
@@ -91,13 +91,15 @@ options:
     type: str
     default: nsbench
   worker_processes:
-    description: nginx C(worker_processes), V(auto) or a number. Lab mode only.
+    description:
+      - nginx C(worker_processes), V(auto) or an integer from 1 to 1024 in ASCII digits. Lab mode only.
     type: str
     default: auto
   listen_backlog:
     description:
       - Accept queue nginx asks for (C(listen ... backlog=)); the kernel caps it at the
-        server namespace's C(net.core.somaxconn). 511 is nginx's own default. Lab mode only.
+        server namespace's C(net.core.somaxconn). 511 is nginx's own default; 1 to 1048576.
+        Lab mode only.
     type: int
     default: 511
   server_sysctls:
@@ -105,6 +107,8 @@ options:
       - C(net.*) sysctls to set inside the server namespace before nginx starts (a trial of a
         tuning study). They live and die with the namespace, so nothing is journaled and the
         host is not touched; non-C(net.*) keys are refused because they are global.
+      - Values follow M(netstack.tuning.sysctl_set)'s rules (ASCII integers of at most 20
+        digits, strings, flat lists; no floats); a bad value fails before the lab starts.
       - Lab mode only.
     type: dict
 attributes:
