@@ -146,9 +146,9 @@ def check_item(d, where="item"):
 def check_record(rec):
     """Why ``rec`` (parsed JSON) is not a valid journal record, or None.
 
-    This is the format's definition (docs/sysctl.md); the unit tests check it against the
-    JSON Schema there.  It is plain Python because the journal must be readable on every
-    host, also where python3-jsonschema is not installed.
+    This is the format's definition (docs/sysctl.md, "The journal's format").  It is plain
+    Python, not a JSON Schema, because the journal must be readable on every host, also
+    where python3-jsonschema is not installed, and the reader must never fail.
     """
     if not isinstance(rec, dict):
         return "not a JSON object"
@@ -492,6 +492,9 @@ class Journal(object):
             settled = self.settle()
             view = self.view().require_intact()
             seq = view.high_seq + 1
+            if seq > MAX_SEQ:
+                raise NetstackError("journal %s has used every id up to %d: move it aside to start a new one"
+                                    % (self.path, MAX_SEQ), field="journal")
             txn_id = "%06d" % seq
             items = []
             for item, value in changes:
