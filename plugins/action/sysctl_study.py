@@ -14,7 +14,7 @@ from ansible.errors import AnsibleActionFail
 from ansible.plugins.action import ActionBase
 from ansible.utils.display import Display
 
-from ansible_collections.netstack.tuning.plugins.module_utils.common import NetstackError
+from ansible_collections.netstack.tuning.plugins.module_utils.common import NetstackError, check_path_options
 from ansible_collections.netstack.tuning.plugins.module_utils import searchspace, study
 
 display = Display()
@@ -41,6 +41,15 @@ ARGS = dict(
 )
 
 
+def check_paths(p):
+    """NUL bytes and control characters in path options (and the storage URL): an error
+    naming the option, before anything is read or the host is asked."""
+    check_path_options(p, ["state_dir"])
+    check_path_options(p, ["storage", "report"], absolute=False)
+    if isinstance(p.get("space"), str):
+        check_path_options(p, ["space"], absolute=False)
+
+
 class ActionModule(ActionBase):
     TRANSFERS_FILES = False
     _requires_connection = True
@@ -54,6 +63,7 @@ class ActionModule(ActionBase):
         dummy, p = self.validate_argument_spec(argument_spec=ARGS)
         host = task_vars.get("inventory_hostname", "")
         try:
+            check_paths(p)
             space = self._load_space(p["space"])
             if p["trials"] < 1:
                 raise NetstackError("must be >= 1", field="trials")

@@ -147,3 +147,19 @@ def check_path(value, field, absolute=True):
     if absolute and not value.startswith("/"):
         raise NetstackError("must be an absolute path", field=field)
     return value
+
+
+def check_path_options(params, names, absolute=True):
+    """check_path() on each option of ``names`` that is set in ``params`` (a module's
+    params); a list option's elements are checked one by one, as ``name[i]``.  Modules call
+    it first thing, so a NUL byte or a control character in a path is a NetstackError
+    naming the option instead of a ValueError from the first os.stat()."""
+    for name in names:
+        value = params.get(name)
+        if value is None:
+            continue
+        if isinstance(value, (list, tuple)):
+            for i, v in enumerate(value):
+                check_path(v, "%s[%d]" % (name, i), absolute)
+        else:
+            check_path(value, name, absolute)

@@ -112,7 +112,7 @@ options:
     type: bool
     default: true
   state_dir:
-    description: Directory of the netstack journal and records.
+    description: Directory of the netstack journal and records (an absolute path).
     type: path
     default: /var/lib/netstack
 attributes:
@@ -202,7 +202,7 @@ stage:
 import os
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible_collections.netstack.tuning.plugins.module_utils.common import NetstackError
+from ansible_collections.netstack.tuning.plugins.module_utils.common import NetstackError, check_path, check_path_options
 from ansible_collections.netstack.tuning.plugins.module_utils import bpf as bpf_engine
 
 
@@ -214,8 +214,19 @@ def _text(summary):
     return "".join(lines)
 
 
+def check_paths(p):
+    """NUL bytes and control characters in path options: an error naming the option."""
+    check_path_options(p, ["state_dir"])
+    check_path_options(p, ["src"], absolute=False)
+    for i, prog in enumerate(p["programs"] or []):
+        for key in ("cgroup", "map"):
+            if isinstance(prog, dict) and prog.get(key) is not None:
+                check_path(prog[key], "programs[%d].%s" % (i, key), absolute=False)
+
+
 def run(module):
     p = module.params
+    check_paths(p)
     engine = bpf_engine.Engine(p["state_dir"])
     if p["state"] == "absent":
         res = engine.absent(p["name"], check_mode=module.check_mode)

@@ -103,7 +103,7 @@ options:
       - Omitted, the partition is static and the agent leaves it alone.
     type: dict
   config_dir:
-    description: netstack-agent drop-in directory (the module writes C(amp.json) there).
+    description: netstack-agent drop-in directory (the module writes C(amp.json) there); an absolute path.
     type: path
     default: /etc/netstack/agent.d
   notify_agent:
@@ -111,7 +111,7 @@ options:
     type: bool
     default: true
   state_dir:
-    description: Journal and partition records.
+    description: Journal and partition records (an absolute path).
     type: path
     default: /var/lib/netstack
 attributes:
@@ -191,7 +191,7 @@ import json
 import os
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible_collections.netstack.tuning.plugins.module_utils.common import NetstackError
+from ansible_collections.netstack.tuning.plugins.module_utils.common import NetstackError, check_path_options
 from ansible_collections.netstack.tuning.plugins.module_utils import agent as agent_engine
 from ansible_collections.netstack.tuning.plugins.module_utils import amp, ampctl
 
@@ -204,6 +204,8 @@ def spec_of(p):
 
 def run(module):
     p = module.params
+    check_path_options(p, ["config_dir", "state_dir"])
+    check_path_options(p, ["app_cgroups"], absolute=False)
     part = amp.Partition(p["name"], state_dir=p["state_dir"])
     cfg_file = os.path.join(p["config_dir"], "amp.json")
     if p["state"] == "present":

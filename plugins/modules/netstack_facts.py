@@ -152,6 +152,11 @@ from ansible_collections.netstack.tuning.plugins.module_utils.common import Nets
 from ansible_collections.netstack.tuning.plugins.module_utils import facts as engine
 
 
+def run(module):
+    netstack = engine.gather(module.params["gather_subset"], module.params["netns"])
+    return {"changed": False, "ansible_facts": {"netstack": netstack}}
+
+
 def main():
     module = AnsibleModule(
         argument_spec=dict(
@@ -161,10 +166,10 @@ def main():
         supports_check_mode=True,
     )
     try:
-        netstack = engine.gather(module.params["gather_subset"], module.params["netns"])
+        result = run(module)
     except NetstackError as e:
         module.fail_json(**e.as_dict())
-    module.exit_json(changed=False, ansible_facts={"netstack": netstack})
+    module.exit_json(**result)
 
 
 if __name__ == "__main__":

@@ -63,7 +63,7 @@ options:
     type: str
     default: shm
   config_dir:
-    description: The netstack-agent's drop-in config directory.
+    description: The netstack-agent's drop-in config directory (an absolute path).
     type: path
     default: /etc/netstack/agent.d
   notify_agent:
@@ -71,7 +71,7 @@ options:
     type: bool
     default: true
   state_dir:
-    description: Directory of the netstack records.
+    description: Directory of the netstack records (an absolute path).
     type: path
     default: /var/lib/netstack
   source_text:
@@ -136,13 +136,15 @@ import json
 import os
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible_collections.netstack.tuning.plugins.module_utils.common import NetstackError
+from ansible_collections.netstack.tuning.plugins.module_utils.common import NetstackError, check_path_options
 from ansible_collections.netstack.tuning.plugins.module_utils import agent as agent_engine
 from ansible_collections.netstack.tuning.plugins.module_utils import shm
 
 
 def run(module):
     p = module.params
+    check_path_options(p, ["config_dir", "state_dir"])
+    check_path_options(p, ["cgroup"], absolute=False)
     path = shm.ShmPath(name=p["name"], state_dir=p["state_dir"])
     if p["state"] == "present":
         if p["policies"] is None:

@@ -58,7 +58,7 @@ options:
     type: int
     default: 300
   state_dir:
-    description: Journal directory.
+    description: Journal directory (an absolute path).
     type: path
     default: /var/lib/netstack
 attributes:
@@ -112,8 +112,26 @@ current:
 """
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible_collections.netstack.tuning.plugins.module_utils.common import NetstackError
+from ansible_collections.netstack.tuning.plugins.module_utils.common import NetstackError, check_path_options
 from ansible_collections.netstack.tuning.plugins.module_utils import trial
+
+
+def run(module):
+    p = module.params
+    check_path_options(p, ["state_dir"])
+    if p["action"] == "inspect":
+        return dict(changed=False, **trial.inspect(p["keys"]))
+    if p["confirm_timeout"] <= 0:
+        raise NetstackError("must be > 0: a trial is always commit-confirmed", field="confirm_timeout")
+    unknown = set(p["bench"]) - set(trial.BENCH_DEFAULTS)
+    if unknown:
+        raise NetstackError("unknown keys %s (known: %s)" % (sorted(unknown), sorted(trial.BENCH_DEFAULTS)),
+                            field="bench")
+    if module.check_mode:
+        return dict(changed=False, ok=True, pruned=False, applied=[], scopes={}, skipped=True)
+    res = trial.run(p["sysctls"], p["bench"], p["confirm_timeout"], p["state_dir"], p["prune_p99_above"],
+                    p["repeats"])
+    return dict(changed=False, **res)
 
 
 def main():
@@ -130,23 +148,11 @@ def main():
         ),
         supports_check_mode=True,
     )
-    p = module.params
     try:
-        if p["action"] == "inspect":
-            module.exit_json(changed=False, **trial.inspect(p["keys"]))
-        if p["confirm_timeout"] <= 0:
-            raise NetstackError("must be > 0: a trial is always commit-confirmed", field="confirm_timeout")
-        unknown = set(p["bench"]) - set(trial.BENCH_DEFAULTS)
-        if unknown:
-            raise NetstackError("unknown keys %s (known: %s)" % (sorted(unknown), sorted(trial.BENCH_DEFAULTS)),
-                                field="bench")
-        if module.check_mode:
-            module.exit_json(changed=False, ok=True, pruned=False, applied=[], scopes={}, skipped=True)
-        res = trial.run(p["sysctls"], p["bench"], p["confirm_timeout"], p["state_dir"], p["prune_p99_above"],
-                        p["repeats"])
+        result = run(module)
     except NetstackError as e:
         module.fail_json(**e.as_dict())
-    module.exit_json(changed=False, **res)
+    module.exit_json(**result)
 
 
 if __name__ == "__main__":

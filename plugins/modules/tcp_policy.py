@@ -64,11 +64,11 @@ options:
     choices: [present, absent]
     default: present
   pin_root:
-    description: Root of the netstack pins.
+    description: Root of the netstack pins (an absolute path).
     type: path
     default: /sys/fs/bpf/netstack
   state_dir:
-    description: Directory of the netstack records (rule names are kept in C(bpf/<program>.policy.json)).
+    description: Directory of the netstack records (rule names are kept in C(bpf/<program>.policy.json)); an absolute path.
     type: path
     default: /var/lib/netstack
 attributes:
@@ -125,7 +125,7 @@ import json
 import os
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible_collections.netstack.tuning.plugins.module_utils.common import NetstackError
+from ansible_collections.netstack.tuning.plugins.module_utils.common import NetstackError, check_path_options
 from ansible_collections.netstack.tuning.plugins.module_utils import bpf as bpf_engine
 from ansible_collections.netstack.tuning.plugins.module_utils import kstate
 from ansible_collections.netstack.tuning.plugins.module_utils import tcppolicy
@@ -133,6 +133,7 @@ from ansible_collections.netstack.tuning.plugins.module_utils import tcppolicy
 
 def run(module):
     p = module.params
+    check_path_options(p, ["pin_root", "state_dir"])
     if not bpf_engine.NAME_RE.match(p["program"] or ""):
         raise NetstackError("not a program set name", field="program")
     hz = p["kernel_hz"] or tcppolicy.kernel_hz()

@@ -98,11 +98,11 @@ options:
     type: str
     default: traffic
   state_dir:
-    description: Directory of the netstack records.
+    description: Directory of the netstack records (an absolute path).
     type: path
     default: /var/lib/netstack
   config_dir:
-    description: The netstack-agent's drop-in config directory (O(mode=agent)).
+    description: The netstack-agent's drop-in config directory (O(mode=agent)); an absolute path.
     type: path
     default: /etc/netstack/agent.d
   notify_agent:
@@ -252,8 +252,21 @@ records_per_second:
 """
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible_collections.netstack.tuning.plugins.module_utils.common import NetstackError
+from ansible_collections.netstack.tuning.plugins.module_utils.common import NetstackError, check_path_options
 from ansible_collections.netstack.tuning.plugins.module_utils import traffic
+
+
+def run(module):
+    p = module.params
+    check_path_options(p, ["state_dir", "config_dir"])
+    check_path_options(p, ["store", "sources", "output", "report"], absolute=False)
+    if p["action"] == "collect":
+        result = traffic.collect(p, check_mode=module.check_mode)
+    else:
+        result = traffic.analyze_files(p, check_mode=module.check_mode)
+    if not module._diff:
+        result.pop("diff", None)
+    return result
 
 
 def main():
@@ -290,14 +303,9 @@ def main():
         supports_check_mode=True,
     )
     try:
-        if module.params["action"] == "collect":
-            result = traffic.collect(module.params, check_mode=module.check_mode)
-        else:
-            result = traffic.analyze_files(module.params, check_mode=module.check_mode)
+        result = run(module)
     except NetstackError as e:
         module.fail_json(**e.as_dict())
-    if not module._diff:
-        result.pop("diff", None)
     module.exit_json(**result)
 
 
