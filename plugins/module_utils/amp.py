@@ -439,9 +439,15 @@ def _irqbalance_text(old, ban_irqs, banned_cpus):
     return "\n".join(out) + "\n"
 
 
-def movable_irqs(irqs):
+def movable_irqs(irqs, probe=True):
     """{irq: None or why it cannot be moved}: writing the current affinity back is refused
-    (EIO) for kernel-managed IRQs; that write changes nothing where it succeeds."""
+    (EIO) for kernel-managed IRQs; that write changes nothing where it succeeds.
+
+    It is a write all the same (irqbalance moving the IRQ between the read and the write
+    back would be undone), so check mode passes ``probe=False``: every IRQ counts as
+    movable."""
+    if not probe:
+        return dict((n, None) for n in irqs)
     out = {}
     for n in irqs:
         item = kstate.Item("irq", str(n))
@@ -544,14 +550,15 @@ class Partition(object):
         kstate.atomic_write(self.path, json.dumps(rec, indent=1, sort_keys=True) + "\n", mode=0o600)
 
     # -- read ----------------------------------------------------------------
-    def compute(self, spec, net_cpus=None):
-        """(spec, topology, nics, plan, changes, skipped IRQs) without writing anything."""
+    def compute(self, spec, net_cpus=None, check_mode=False):
+        """(spec, topology, nics, plan, changes, skipped IRQs).  Writes nothing in check
+        mode; otherwise only the movability probe's write-back of IRQ affinities."""
         spec = validate(dict(spec, name=self.name))
         topo = Topology.from_sysfs(self.sys_cpu)
         nics = nic_info(spec["interfaces"])
         p = plan(topo, nics, spec["net_cpus"] if net_cpus is None else net_cpus, rfs=spec["rfs"],
                  flow_entries=spec["rps_sock_flow_entries"], xps=spec["xps"])
-        irq_ok = movable_irqs(sorted(p["irqs"]))
+        irq_ok = movable_irqs(sorted(p["irqs"]), probe=not check_mode)
         root, version = cpuset_root()
         ch = changes(spec, p, topo, nics, root, version, irq_ok)
         skipped = dict((str(n), why) for n, why in irq_ok.items() if why)
@@ -607,7 +614,7 @@ class Partition(object):
         rec = self.record()
         if keep_size and rec and net_cpus is None:
             net_cpus = rec["net_cpus"]
-        spec, topo, nics, p, ch, skipped = self.compute(spec, net_cpus)
+        spec, topo, nics, p, ch, skipped = self.compute(spec, net_cpus, check_mode)
         before = dict((it.label(), it.read_raw()) for it, _v in ch)
         todo = [(it, v) for it, v in ch if before[it.label()] != v]
         after = dict((it.label(), v) for it, v in ch)
@@ -633,6 +640,9 @@ class Partition(object):
                         "after": dict((k, after[k]) for k in sorted(after) if before[k] != after[k])},
                "net_cpus": new_rec["net_cpus"], "app_cpus": new_rec["app_cpus"],
                "previous_net_cpus": rec["net_cpus"] if rec else None}
+        if check_mode and p["irqs"]:
+            res["warnings"].append("check mode does not probe whether the IRQs can be moved (the probe writes "
+                                   "each affinity back); kernel-managed IRQs show up here as planned moves")
         if check_mode or not res["changed"]:
             return res
         if todo:

@@ -601,11 +601,29 @@ class Engine(object):
             os.close(fd)
 
     @contextlib.contextmanager
-    def lock(self, name):
-        self._ensure_dir()
-        fd = os.open(os.path.join(self.state_dir, "%s.lock" % name), os.O_RDWR | os.O_CREAT, 0o600)
+    def lock(self, name, check_mode=False):
+        """One writer at a time for ``name`` (flock on <state_dir>/bpf/<name>.lock).
+
+        With ``check_mode`` nothing is created: the lock file, when it exists, is opened
+        read-only and locked shared (so a check waits for a writer instead of reading a
+        half-made state); when it does not exist no writer has ever run and there is
+        nothing to wait for."""
+        path = os.path.join(self.state_dir, "%s.lock" % name)
+        if check_mode:
+            try:
+                fd = os.open(path, os.O_RDONLY)
+            except OSError as e:
+                if e.errno not in (errno.ENOENT, errno.ENOTDIR):
+                    raise NetstackError("cannot open %s: %s" % (path, e.strerror), field="state_dir")
+                yield
+                return
+            mode = fcntl.LOCK_SH
+        else:
+            self._ensure_dir()
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+            mode = fcntl.LOCK_EX
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
+            fcntl.flock(fd, mode)
             yield
         finally:
             fcntl.flock(fd, fcntl.LOCK_UN)
@@ -709,7 +727,7 @@ class Engine(object):
         progs = normalize_programs(programs)
         digest = source_digest(source, cflags, progs)
         notes = []
-        with self.lock(name):
+        with self.lock(name, check_mode):
             cur = self.status(name)
             before = self._summary(cur)
             if cur and cur["digest"] == digest and all(p["pinned"] and p["attached"] for p in cur["programs"]) \
@@ -999,7 +1017,7 @@ class Engine(object):
         if not isinstance(name, str) or not NAME_RE.match(name):
             raise NetstackError("must be 1-63 characters of letters, digits, '_', '-' (not starting with '__')", field="name")
         notes = []
-        with self.lock(name):
+        with self.lock(name, check_mode):
             rec = self.record(name)
             pdir = self.pin_dir(name)
             if not rec and not os.path.exists(pdir):

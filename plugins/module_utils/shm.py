@@ -353,7 +353,8 @@ class ShmPath(object):
     # -- changing ------------------------------------------------------------
     def present(self, config, source, check_mode=False, origin=None):
         norm = validate(config)
-        with self.engine.lock("shm-" + self.name):  # the module and the agent may both apply
+        # the module and the agent may both apply
+        with self.engine.lock("shm-" + self.name, check_mode):
             return self._present(norm, source, check_mode, origin)
 
     def _present(self, norm, source, check_mode, origin):
@@ -392,7 +393,7 @@ class ShmPath(object):
         """Detach and unpin.  Connections already on the path keep working until they close:
         each captured socket holds its own reference to the program (and through it the
         map), the kernel frees both when the last such socket closes."""
-        with self.engine.lock("shm-" + self.name):
+        with self.engine.lock("shm-" + self.name, check_mode):
             return self._absent(check_mode)
 
     def _absent(self, check_mode):

@@ -283,8 +283,8 @@ class Collector(object):
     def _map_path(self, m):
         return os.path.join(self.pin_dir(), "maps", m)
 
-    def lock(self):
-        return self.engine.lock("traffic-" + self.name)
+    def lock(self, check_mode=False):
+        return self.engine.lock("traffic-" + self.name, check_mode)
 
     # -- what to load -----------------------------------------------------------
     def source(self):
@@ -433,7 +433,7 @@ class Collector(object):
         """Load and attach (ingress and egress of every interface), then configure the maps."""
         if not self.interfaces:
             raise NetstackError("at least one interface is required", field="interfaces")
-        with self.lock():
+        with self.lock(check_mode):
             links = self._watched_links()
             self._check_priority()
             before = self._summary()
@@ -459,7 +459,7 @@ class Collector(object):
 
     def absent(self, check_mode=False):
         """Detach and unpin; forget the scrape baseline.  A store is not touched."""
-        with self.lock():
+        with self.lock(check_mode):
             before = self._summary()
             state = os.path.exists(self.state_path())
             if before is None and not state and not os.path.exists(self.pin_dir()):

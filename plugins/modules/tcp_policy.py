@@ -152,7 +152,7 @@ def run(module):
         known = {}
     pol = tcppolicy.Policy(os.path.join(p["pin_root"], p["program"]))
     try:
-        with engine.lock(p["program"] + "-policy"):
+        with engine.lock(p["program"] + "-policy", module.check_mode):
             cfg, current = pol.active_raw()
             changed = current != encoded or cfg["flags"] != flags or cfg["long_bytes"] != p["long_flow_bytes"]
             before = []
