@@ -17,7 +17,12 @@ Each controller reconciles the host to its section at start, on SIGHUP and every
 ``interval`` seconds (so pins removed by hand, or lost with a reboot, come back), and logs
 every change it makes with what and why, as JSON lines.  Metrics: Prometheus text on
 http://<metrics.listen>:<metrics.port>/metrics and, optionally, a textfile for
-node_exporter's textfile collector.
+node_exporter's textfile collector.  The endpoint has no authentication: it listens on a
+loopback address unless the config opts in with ``metrics.allow_remote: true``.
+
+Every number in the config must be finite: NaN compares false with every bound, so a
+schema's minimum/maximum (and Python's jsonschema, which takes NaN as a "number") would let
+``interval: NaN`` through, and the agent would reconcile without pause.
 
 Run it under systemd (the role installs a unit) or, where PID 1 is not systemd, as
 ``netstack-agent supervise --daemon``: a small supervisor that restarts the agent when it
@@ -34,9 +39,12 @@ import copy
 import errno
 import glob
 import hashlib
+import ipaddress
 import json
+import math
 import os
 import signal
+import socket
 import sys
 import threading
 import time
@@ -55,7 +63,7 @@ DEFAULTS = {
     "interval": 10,
     "state_dir": "/var/lib/netstack",
     "log": "/var/log/netstack/agent.log",
-    "metrics": {"listen": "127.0.0.1", "port": 9542, "textfile": None},
+    "metrics": {"listen": "127.0.0.1", "port": 9542, "textfile": None, "allow_remote": False},
 }
 
 
@@ -148,6 +156,9 @@ def schema():
                     "listen": {"type": "string", "minLength": 1},
                     "port": {"type": "integer", "minimum": 0, "maximum": 65535},
                     "textfile": {"type": ["string", "null"], "pattern": "^/"},
+                    # the endpoint has no authentication: a non-loopback listen address
+                    # needs this opt-in (checked in validate())
+                    "allow_remote": {"type": "boolean"},
                 },
             },
             "shm": _shm_schema(),
@@ -166,9 +177,53 @@ def _field(prefix, err):
     return out or "config"
 
 
+def _non_finite(value, path=""):
+    """(path, value) of the first NaN or infinity in ``value`` (dicts and lists walked), or
+    None."""
+    if isinstance(value, float):
+        return None if math.isfinite(value) else (path or "config", value)
+    if isinstance(value, dict):
+        items = (("%s.%s" % (path, k) if path else str(k), v) for k, v in value.items())
+    elif isinstance(value, (list, tuple)):
+        items = (("%s[%d]" % (path, i), v) for i, v in enumerate(value))
+    else:
+        return None
+    for p, v in items:
+        found = _non_finite(v, p)
+        if found:
+            return found
+    return None
+
+
+def is_loopback(host):
+    """True for ``localhost`` and loopback address literals (127.0.0.0/8, ::1, and
+    127.x written as IPv4-mapped IPv6)."""
+    if host in ("localhost", "localhost."):
+        return True
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    mapped = getattr(ip, "ipv4_mapped", None)
+    return (mapped or ip).is_loopback
+
+
+def _check_metrics_listen(metrics, origin):
+    listen = metrics["listen"]
+    if is_loopback(listen) or metrics.get("allow_remote") is True:
+        return
+    raise NetstackError("%s is not a loopback address: the metrics endpoint has no authentication, so it "
+                        "listens beyond this host only with metrics.allow_remote: true (role variable "
+                        "netstack_agent_metrics_allow_remote: true); or listen on 127.0.0.1 (in %s)"
+                        % (listen, origin), field="metrics.listen")
+
+
 def validate(cfg, origin="config"):
     """Validate a merged config; returns it with defaults filled in.  NetstackError names
     the field (and the file it came from)."""
+    bad = _non_finite(cfg)
+    if bad:  # before the schema: jsonschema takes NaN as a number, and NaN passes every bound
+        raise NetstackError("must be a finite number, got %r (in %s)" % (bad[1], origin), field=bad[0])
     try:
         import jsonschema
     except ImportError:  # hosts without python3-jsonschema: the checks below and shm.validate
@@ -186,6 +241,7 @@ def validate(cfg, origin="config"):
             out["metrics"].update(v)
         else:
             out[k] = v
+    _check_metrics_listen(out["metrics"], origin)
     if "shm" in out and out["shm"]["state"] == "present":
         if "policy" not in out["shm"]:
             raise NetstackError("required when state is present (in %s)" % origin, field="shm.policy")
@@ -223,11 +279,15 @@ def _check_without_jsonschema(cfg, origin):
     if isinstance(iv, bool) or not isinstance(iv, (int, float)) or not 1 <= iv <= 3600:
         raise NetstackError("must be a number in 1..3600 (in %s)" % origin, field="interval")
     m = cfg.get("metrics", {})
-    if not isinstance(m, dict) or set(m) - {"listen", "port", "textfile"}:
-        raise NetstackError("a dict of listen, port, textfile (in %s)" % origin, field="metrics")
+    if not isinstance(m, dict) or set(m) - {"listen", "port", "textfile", "allow_remote"}:
+        raise NetstackError("a dict of listen, port, textfile, allow_remote (in %s)" % origin, field="metrics")
     port = m.get("port", 0)
     if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
         raise NetstackError("must be an integer in 0..65535 (in %s)" % origin, field="metrics.port")
+    if "listen" in m and (not isinstance(m["listen"], str) or not m["listen"]):
+        raise NetstackError("must be a non-empty string (in %s)" % origin, field="metrics.listen")
+    if "allow_remote" in m and not isinstance(m["allow_remote"], bool):
+        raise NetstackError("must be true or false (in %s)" % origin, field="metrics.allow_remote")
     sec = cfg.get("shm")
     if sec is not None:
         if not isinstance(sec, dict) or sec.get("state") not in ("present", "absent") or \
@@ -626,8 +686,14 @@ class Agent(object):
             def log_message(self, *a):
                 pass
 
-        HTTPServer.allow_reuse_address = True
-        self.server = HTTPServer((self.cfg["metrics"]["listen"], port), Handler)
+        listen = self.cfg["metrics"]["listen"]
+
+        class Server(HTTPServer):
+            allow_reuse_address = True
+            # HTTPServer is IPv4 only: an IPv6 listen address (::1) failed to bind
+            address_family = socket.AF_INET6 if ":" in listen else socket.AF_INET
+
+        self.server = Server((listen, port), Handler)
         t = threading.Thread(target=self.server.serve_forever, name="metrics")
         t.daemon = True
         t.start()

@@ -27,6 +27,7 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+import math
 import os
 import socket
 import threading
@@ -166,8 +167,8 @@ def settings(cfg):
         v = s[k]
         if v is None and k in ("latency_high_us", "app_high"):
             continue
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0:
-            raise NetstackError("must be a number >= 0", field="controller." + k)
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
+            raise NetstackError("must be a finite number >= 0, got %r" % (v,), field="controller." + k)
     if not 0 <= s["low"] < s["high"] <= 1:
         raise NetstackError("need 0 <= low < high <= 1 (low %s, high %s)" % (s["low"], s["high"]), field="controller.low")
     for k in ("grow_after", "shrink_after", "min_cores", "min_app_cores"):
@@ -175,8 +176,10 @@ def settings(cfg):
             raise NetstackError("must be an integer >= 1", field="controller." + k)
     if s["max_cores"] is not None and (not isinstance(s["max_cores"], int) or s["max_cores"] < s["min_cores"]):
         raise NetstackError("must be an integer >= min_cores", field="controller.max_cores")
-    if not isinstance(s["interval"], (int, float)) or not 0.2 <= s["interval"] <= 3600:
-        raise NetstackError("must be 0.2..3600 seconds", field="controller.interval")
+    iv = s["interval"]
+    if isinstance(iv, bool) or not isinstance(iv, (int, float)) or not math.isfinite(iv) or not 0.2 <= iv <= 3600:
+        raise NetstackError("must be a finite number of seconds in 0.2..3600, got %r" % (iv,),
+                            field="controller.interval")
     return s
 
 

@@ -1,0 +1,166 @@
+"""netstack-agent config: every number finite (NaN compares false with every bound, so
+``interval: NaN`` made the agent reconcile ~450 times a second), and the metrics endpoint
+(no authentication) on a non-loopback address only with ``metrics.allow_remote: true``.
+Both with and without the jsonschema package."""
+import json
+import os
+import sys
+
+import pytest
+import yaml
+
+from ansible_collections.netstack.tuning.plugins.module_utils import agent, ampctl
+from ansible_collections.netstack.tuning.plugins.module_utils.common import NetstackError
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+ROLE = os.path.join(ROOT, "roles", "netstack_agent")
+NAN, INF = float("nan"), float("inf")
+
+AMP_SEC = {"state": "present",
+           "partition": {"name": "amp", "interfaces": ["eth0"], "app_cgroups": ["apps.slice"], "net_cpus": 2},
+           "controller": {"high": 0.7, "low": 0.2, "max_cores": 4, "probe": {"port": 6379}}}
+
+
+@pytest.fixture(params=["jsonschema", "without-jsonschema"])
+def schema_mode(request, monkeypatch):
+    if request.param == "without-jsonschema":
+        monkeypatch.setitem(sys.modules, "jsonschema", None)  # import jsonschema -> ImportError
+    else:
+        import jsonschema  # noqa: F401
+    return request.param
+
+
+def _amp(**controller):
+    sec = json.loads(json.dumps(AMP_SEC))
+    sec["controller"].update(controller)
+    return {"amp": sec}
+
+
+NON_FINITE = [pytest.param(NAN, id="nan"), pytest.param(INF, id="inf"), pytest.param(-INF, id="-inf")]
+
+
+@pytest.mark.parametrize("bad", NON_FINITE)
+@pytest.mark.parametrize("cfg,field", [
+    (lambda v: {"interval": v}, "interval"),
+    (lambda v: {"metrics": {"port": v}}, "metrics.port"),
+    (lambda v: _amp(interval=v), "amp.controller.interval"),
+    (lambda v: _amp(high=v), "amp.controller.high"),
+    (lambda v: _amp(cooldown=v), "amp.controller.cooldown"),
+    (lambda v: _amp(squeeze_per_s=v), "amp.controller.squeeze_per_s"),
+    (lambda v: _amp(latency_high_us=v), "amp.controller.latency_high_us"),
+    (lambda v: {"traffic": {"state": "present", "interfaces": ["lo"], "interval": v}}, "traffic.interval"),
+    (lambda v: {"shm": {"state": "present", "policy": {"policies": [{"name": "r", "ports": v}]}}},
+     "shm.policy.policies[0].ports"),
+])
+def test_non_finite_numbers_are_refused_naming_the_field(schema_mode, cfg, field, bad):
+    with pytest.raises(NetstackError) as e:
+        agent.validate(cfg(bad), origin="agent.json")
+    assert e.value.field == field, (schema_mode, e.value.field, e.value.msg)
+    assert "finite" in e.value.msg and "agent.json" in str(e.value)
+
+
+@pytest.mark.parametrize("literal", ["NaN", "Infinity", "-Infinity", "1e400"])
+def test_nan_in_the_config_file_is_refused(tmp_path, schema_mode, literal):
+    (tmp_path / "agent.json").write_text('{"interval": %s}' % literal)
+    with pytest.raises(NetstackError) as e:
+        agent.load(str(tmp_path / "agent.json"), None)
+    assert e.value.field == "interval"
+
+
+@pytest.mark.parametrize("key", ["cooldown", "squeeze_per_s", "latency_high_us", "app_high", "interval", "high"])
+def test_controller_settings_refuse_nan(key):
+    # the cpu_partition module checks its controller option with ampctl.settings
+    with pytest.raises(NetstackError) as e:
+        ampctl.settings({key: NAN})
+    assert e.value.field == "controller." + key
+
+
+@pytest.mark.parametrize("listen", ["0.0.0.0", "::", "10.1.2.3", "198.18.0.1", "2001:db8::1", "metrics.example.com",
+                                    "::ffff:10.0.0.1"])
+def test_metrics_on_a_non_loopback_address_needs_allow_remote(schema_mode, listen):
+    with pytest.raises(NetstackError) as e:
+        agent.validate({"metrics": {"listen": listen}}, origin="agent.json")
+    assert e.value.field == "metrics.listen"
+    assert "allow_remote" in e.value.msg
+    out = agent.validate({"metrics": {"listen": listen, "allow_remote": True}})
+    assert out["metrics"]["listen"] == listen and out["metrics"]["allow_remote"] is True
+
+
+@pytest.mark.parametrize("listen", ["127.0.0.1", "127.0.0.53", "::1", "localhost", "::ffff:127.0.0.1"])
+def test_metrics_on_loopback_needs_nothing(schema_mode, listen):
+    out = agent.validate({"metrics": {"listen": listen}})
+    assert out["metrics"]["listen"] == listen and out["metrics"]["allow_remote"] is False
+
+
+def test_metrics_defaults_are_loopback_and_no_remote(schema_mode):
+    out = agent.validate({})
+    assert out["metrics"]["listen"] == "127.0.0.1" and out["metrics"]["allow_remote"] is False
+
+
+@pytest.mark.parametrize("bad", ["yes", 1, None])
+def test_allow_remote_is_a_boolean(schema_mode, bad):
+    with pytest.raises(NetstackError) as e:
+        agent.validate({"metrics": {"listen": "0.0.0.0", "allow_remote": bad}})
+    assert e.value.field == "metrics.allow_remote"
+
+
+# ------------------------------------------------------------------ the role
+
+def _render(**overrides):
+    import jinja2
+    from ansible.plugins.filter.core import FilterModule
+    with open(os.path.join(ROLE, "defaults", "main.yml")) as f:
+        variables = yaml.safe_load(f)
+    variables.update(overrides)
+    env = jinja2.Environment(undefined=jinja2.StrictUndefined)
+    env.filters.update(FilterModule().filters())  # to_nice_json, bool, ... as Ansible has them
+    with open(os.path.join(ROLE, "templates", "agent.json.j2")) as f:
+        return json.loads(env.from_string(f.read()).render(**variables))
+
+
+def test_role_renders_allow_remote_and_the_agent_accepts_the_defaults(schema_mode):
+    cfg = _render()
+    assert cfg["metrics"]["allow_remote"] is False
+    agent.validate(cfg)
+
+
+def test_role_with_a_remote_listen_address_needs_the_opt_in(schema_mode):
+    with pytest.raises(NetstackError) as e:
+        agent.validate(_render(netstack_agent_metrics_listen="0.0.0.0"))
+    assert e.value.field == "metrics.listen"
+    assert "netstack_agent_metrics_allow_remote" in e.value.msg or "allow_remote" in e.value.msg
+    agent.validate(_render(netstack_agent_metrics_listen="0.0.0.0", netstack_agent_metrics_allow_remote=True))
+
+
+def test_role_documents_allow_remote():
+    with open(os.path.join(ROLE, "meta", "argument_specs.yml")) as f:
+        spec = yaml.safe_load(f)
+    opts = spec["argument_specs"]["main"]["options"]
+    assert opts["netstack_agent_metrics_allow_remote"]["type"] == "bool"
+    assert opts["netstack_agent_metrics_allow_remote"]["default"] is False
+    with open(os.path.join(ROLE, "README.md")) as f:
+        assert "netstack_agent_metrics_allow_remote" in f.read()
+
+
+def test_metrics_endpoint_serves_on_ipv6_loopback(tmp_path):
+    """``::1`` passes validation, so the endpoint must be able to bind it (HTTPServer is
+    IPv4 only: the agent died at start with an IPv6 listen address)."""
+    import socket
+    import urllib.request
+    try:
+        probe = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+        probe.bind(("::1", 0))
+        port = probe.getsockname()[1]
+        probe.close()
+    except OSError:
+        pytest.skip("no IPv6 loopback here")
+    (tmp_path / "agent.json").write_text(json.dumps({"metrics": {"listen": "::1", "port": port}, "log": None}))
+    a = agent.Agent(config=str(tmp_path / "agent.json"), confd=str(tmp_path / "agent.d"),
+                    pidfile=str(tmp_path / "agent.pid"), status=str(tmp_path / "status.json"))
+    server = a.serve_metrics()
+    try:
+        body = urllib.request.urlopen("http://[::1]:%d/metrics" % port, timeout=5).read().decode()
+        assert "netstack_agent" in body
+    finally:
+        server.shutdown()
+        server.server_close()
