@@ -180,7 +180,27 @@ def settings(cfg):
     if isinstance(iv, bool) or not isinstance(iv, (int, float)) or not math.isfinite(iv) or not 0.2 <= iv <= 3600:
         raise NetstackError("must be a finite number of seconds in 0.2..3600, got %r" % (iv,),
                             field="controller.interval")
+    if not isinstance(s.get("enabled", True), bool):
+        raise NetstackError("must be true or false", field="controller.enabled")
+    _check_probe(s["probe"])
     return s
+
+
+def _check_probe(probe):
+    """The latency probe's settings, checked here as the agent's schema does (without
+    jsonschema nothing else would, and the module writes them into the agent's config)."""
+    if probe is None:
+        return
+    if not isinstance(probe, dict) or set(probe) - {"host", "port", "count"}:
+        raise NetstackError("a dict of host, port (required), count", field="controller.probe")
+    for key, lo, hi in (("port", 1, 65535), ("count", 1, 100)):
+        if key not in probe and key == "count":
+            continue
+        v = probe.get(key)
+        if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
+            raise NetstackError("must be an integer in %d..%d, got %r" % (lo, hi, v), field="controller.probe." + key)
+    if "host" in probe and (not isinstance(probe["host"], str) or not probe["host"]):
+        raise NetstackError("must be a host name or address", field="controller.probe.host")
 
 
 class Controller(object):

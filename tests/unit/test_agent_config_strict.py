@@ -164,3 +164,39 @@ def test_metrics_endpoint_serves_on_ipv6_loopback(tmp_path):
     finally:
         server.shutdown()
         server.server_close()
+
+
+@pytest.mark.parametrize("controller,field", [
+    ({"cooldown": NAN}, "controller.cooldown"),
+    ({"interval": INF}, "controller.interval"),
+    ({"probe": {"port": 99999}}, "controller.probe.port"),
+    ({"probe": {"port": 6379, "count": NAN}}, "controller.probe.count"),
+    ({"probe": {"port": 6379, "bogus": 1}}, "controller.probe"),
+])
+def test_cpu_partition_refuses_a_controller_the_agent_would_refuse(tmp_path, monkeypatch, schema_mode,
+                                                                   controller, field):
+    """The module writes the controller into the agent's amp.json: a value the agent's own
+    validation refuses must fail the task (naming the option) before anything is written,
+    not be written and then refused by the agent on reload."""
+    from ansible_collections.netstack.tuning.plugins.module_utils import amp
+    from ansible_collections.netstack.tuning.plugins.modules import cpu_partition
+
+    class FakeModule(object):
+        check_mode = False
+        _diff = False
+
+        def __init__(self, params):
+            self.params = params
+
+        def warn(self, msg):
+            pass
+
+    monkeypatch.setattr(amp.Partition, "present", lambda *a, **k: pytest.fail("the partition was applied"))
+    monkeypatch.setattr(agent, "write_section", lambda *a, **k: pytest.fail("the agent config was written"))
+    p = {"name": "amp", "state": "present", "net_cpus": 1, "interfaces": ["lo"], "app_cgroups": ["apps.slice"],
+         "app_units": [], "rfs": False, "rps_sock_flow_entries": 32768, "xps": True, "irqbalance": "ban",
+         "controller": controller, "config_dir": str(tmp_path / "conf"), "notify_agent": False,
+         "state_dir": str(tmp_path / "state")}
+    with pytest.raises(NetstackError) as e:
+        cpu_partition.run(FakeModule(p))
+    assert (e.value.field or "").startswith(field), (e.value.field, e.value.msg)
