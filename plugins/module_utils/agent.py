@@ -551,7 +551,56 @@ class TrafficController(object):
             'netstack_traffic_scrape_errors_total{collector="%s"} %d' % (self.collector.name, self.counts["errors"])]
 
 
-CONTROLLERS = (ShmController, _amp_controller, TrafficController)
+class JournalController(object):
+    """Watches the journal's confirm deadlines: a commit-confirmed change whose deadline
+    passed with no confirm is reverted here if its watchdog is gone (killed, OOM, a reboot),
+    and so is a transaction whose writer died mid-apply (Journal.settle).  Runs on every
+    pass and, between passes, as soon as a pending deadline is due."""
+
+    section = "journal"
+
+    def __init__(self, agent):
+        self.agent = agent
+        self.next_deadline = None
+        self.counts = {"reverted": 0, "conflicts": 0}
+        self.damaged = 0
+        self.pending = 0
+
+    def due(self):
+        return self.next_deadline is not None and time.time() >= self.next_deadline + 1.0
+
+    def reconcile(self, cfg, why):
+        from ansible_collections.netstack.tuning.plugins.module_utils.journal import Journal
+        j = Journal(cfg["state_dir"])
+        res = j.settle()
+        view = j.view()
+        pending = [t.deadline for t in view.txns if t.state == "applied" and t.deadline]
+        self.next_deadline = min(pending) if pending else None
+        self.pending, self.damaged = len(pending), len(view.damage)
+        reverted = res["recovered"] + res["expired"]
+        if reverted:
+            self.counts["reverted"] += len(reverted)
+            self.counts["conflicts"] += len(res["conflicts"])
+            self.agent.log("journal", "reverted %s" % ", ".join(reverted), why, recovered=res["recovered"],
+                           expired=res["expired"], conflicts=res["conflicts"])
+        return {"changed": bool(reverted), "reverted": reverted, "pending_confirm": self.pending,
+                "damaged_lines": self.damaged}
+
+    def metrics(self, cfg):
+        return [
+            "# HELP netstack_journal_reverted_total Transactions the agent reverted (expired or interrupted)",
+            "# TYPE netstack_journal_reverted_total counter",
+            "netstack_journal_reverted_total %d" % self.counts["reverted"],
+            "# HELP netstack_journal_pending_confirm Commit-confirmed transactions waiting for a confirm",
+            "# TYPE netstack_journal_pending_confirm gauge",
+            "netstack_journal_pending_confirm %d" % self.pending,
+            "# HELP netstack_journal_damaged_lines Damaged lines in the journal (netstack_journal action=repair)",
+            "# TYPE netstack_journal_damaged_lines gauge",
+            "netstack_journal_damaged_lines %d" % self.damaged,
+        ]
+
+
+CONTROLLERS = (JournalController, ShmController, _amp_controller, TrafficController)
 
 
 # ------------------------------------------------------------------ the agent
@@ -603,6 +652,15 @@ class Agent(object):
                     self.last[c.section] = {"ok": False, "error": str(e), "ts": time.time()}
                     self.log(c.section, "reconcile failed", str(e))
             self.write_status()
+
+    def reconcile_one(self, c, why):
+        with self.lock:
+            try:
+                c.reconcile(self.cfg, why)
+            except (NetstackError, OSError) as e:
+                self.counts["errors"] += 1
+                c.next_deadline = None
+                self.log(c.section, "reconcile failed", str(e))
 
     def reload(self):
         try:
@@ -716,7 +774,10 @@ class Agent(object):
             self.reconcile("start")
             while not self.stop_wanted:
                 deadline = time.time() + float(self.cfg["interval"])
+                journal = self.controllers[0]
                 while time.time() < deadline and not self.stop_wanted and not self.reload_wanted:
+                    if journal.due():
+                        self.reconcile_one(journal, "confirm deadline passed")
                     time.sleep(0.1)
                 if self.stop_wanted:
                     break

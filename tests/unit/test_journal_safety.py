@@ -356,3 +356,35 @@ def test_sigkill_at_each_step_of_apply_then_the_next_run_restores(netns, tmp_pat
     ids = [t.id for t in j.transactions()]
     assert len(ids) == len(set(ids)) and s["id"] == ids[-1]
     assert all(t.state == "rolled_back" for t in j.transactions()[:-1])
+
+
+# ---------------------------------------------------------------- the agent watches deadlines
+
+def test_the_agent_reverts_an_expired_change_when_its_watchdog_died(netns, tmp_path):
+    """A running agent with a one-hour pass interval still reverts within seconds of the
+    deadline: it wakes up for pending confirm deadlines."""
+    from ansible_collections.netstack.tuning.plugins.module_utils import agent
+    state = str(tmp_path / "state")
+    cfg = tmp_path / "agent.json"
+    cfg.write_text(json.dumps({"interval": 3600, "state_dir": state, "log": str(tmp_path / "agent.log"),
+                               "metrics": {"port": 0}}))
+    orig = val(netns, K1)
+    j = Journal(state)
+    s = apply_set(j, netns, {K1: 2}, confirm_timeout=2)
+    kill_watchdog(j, s["id"])
+    pidfile = tmp_path / "agent.pid"
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            code = agent.Agent(str(cfg), None, pidfile=str(pidfile), status=str(tmp_path / "status.json")).run()
+        finally:
+            os._exit(code)
+    try:
+        assert wait_for(lambda: j.get(s["id"]).state == "rolled_back", timeout=20)
+        assert val(netns, K1) == orig and j.get(s["id"]).rolled_back_by == "expire"
+        log = [json.loads(x) for x in open(str(tmp_path / "agent.log"))]
+        assert any(r["controller"] == "journal" and r["expired"] == [s["id"]] for r in log)
+    finally:
+        os.kill(pid, signal.SIGTERM)
+        assert os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) == 0
