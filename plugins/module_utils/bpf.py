@@ -568,7 +568,10 @@ class Engine(object):
     # -- records ---------------------------------------------------------------
     def _ensure_dir(self):
         if not os.path.isdir(self.state_dir):
-            os.makedirs(self.state_dir, 0o700)
+            try:
+                os.makedirs(self.state_dir, 0o700)
+            except OSError as e:
+                raise NetstackError("cannot create %s: %s" % (self.state_dir, e.strerror or e), field="state_dir")
 
     def lock_dir(self):
         """Make sure the record directory exists (mode 0700)."""
@@ -620,7 +623,10 @@ class Engine(object):
             mode = fcntl.LOCK_SH
         else:
             self._ensure_dir()
-            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+            try:
+                fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+            except OSError as e:
+                raise NetstackError("cannot open %s: %s" % (path, e.strerror or e), field="state_dir")
             mode = fcntl.LOCK_EX
         try:
             fcntl.flock(fd, mode)

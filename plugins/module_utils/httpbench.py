@@ -240,6 +240,8 @@ def validate(params):
     if not isinstance(sysctls, dict):
         raise NetstackError("must be a dict of net.* sysctl name -> value", field="server_sysctls")
     for name, value in sysctls.items():
+        if not isinstance(name, str) or not name:
+            raise NetstackError("sysctl names are non-empty strings, got %r" % (name,), field="server_sysctls")
         key = kstate.canonical_sysctl(name)
         if not key.startswith(("net.", "net/")):
             raise NetstackError("only net.* sysctls belong to a network namespace; %s would change the host" % key,

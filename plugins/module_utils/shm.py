@@ -270,6 +270,9 @@ class ShmPath(object):
     """
 
     def __init__(self, name="shm", state_dir="/var/lib/netstack", pin_root=None):
+        if not isinstance(name, str) or not re.match(r"\A[A-Za-z0-9_-]{1,40}\Z", name):
+            # as the agent's schema says; the name becomes a pin directory and lock file name
+            raise NetstackError("must be 1-40 letters, digits, '_' or '-', got %r" % (name,), field="name")
         self.name = name
         self.state_dir = state_dir
         self.engine = bpf.Engine(state_dir=state_dir, pin_root=pin_root or bpf.PIN_ROOT)

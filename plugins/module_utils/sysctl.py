@@ -56,6 +56,8 @@ def plan(sysctls, netns=None):
     seen = {}
     changes = []
     for name, value in sysctls.items():
+        if not isinstance(name, str) or not name:
+            raise NetstackError("sysctl names are non-empty strings, got %r" % (name,), field="sysctls")
         item = kstate.Item("sysctl", name, netns)
         if item.key in seen:
             raise NetstackError("given twice (also as %r)" % seen[item.key], field=name)

@@ -29,7 +29,7 @@ import re
 import struct
 
 from ansible_collections.netstack.tuning.plugins.module_utils import bpf
-from ansible_collections.netstack.tuning.plugins.module_utils.common import NetstackError, read_text
+from ansible_collections.netstack.tuning.plugins.module_utils.common import NetstackError, read_text, strict_int
 
 MAX_RULES = 32
 RULE_FMT = "<I16s16sHHHH10I16s"
@@ -375,13 +375,15 @@ class Policy(bpf.PinnedMaps):
 
 
 def plan(rules, long_flow_bytes, track_flows, hz, ccs=None):
-    """Validate and encode; returns (normalised rules, encoded list, cfg flags)."""
+    """Validate and encode; returns (normalised rules, encoded list, cfg flags).
+
+    ``hz`` (kernel_hz) is 1..100000; ``long_flow_bytes`` 1..2**64-1 (a u64 in the cfg map)."""
+    strict_int(hz, "kernel_hz", 1, 100000)
+    strict_int(long_flow_bytes, "long_flow_bytes", 1, 2 ** 64 - 1)
     norm = validate(rules, ccs)
     encoded = [encode_rule(r, hz) for r in norm]
     flowcond = any("peer_active_flows_gt" in r["match"] or "peer_long_flows_gt" in r["match"] for r in norm)
     flags = C_TRACK if (track_flows or (track_flows is None and flowcond)) else 0
-    if long_flow_bytes < 1:
-        raise NetstackError("must be >= 1", field="long_flow_bytes")
     return norm, encoded, flags
 
 

@@ -48,7 +48,7 @@ options:
     elements: dict
     default: []
   long_flow_bytes:
-    description: Bytes acknowledged after which a flow counts as long.
+    description: Bytes acknowledged after which a flow counts as long (1 to 2**64-1).
     type: int
     default: 1048576
   track_flows:
@@ -56,7 +56,7 @@ options:
       - Keep per-peer flow counts. Default (unset) is on exactly when a rule has a flow condition.
     type: bool
   kernel_hz:
-    description: Jiffies per second of the host kernel (for C(syn_rto_ms)); read from the kernel config when unset.
+    description: Jiffies per second of the host kernel (for C(syn_rto_ms)), 1 to 100000; read from the kernel config when unset.
     type: int
   state:
     description: V(present) installs O(rules); V(absent) publishes an empty rule set (connections get defaults).
