@@ -924,6 +924,10 @@ def known_names(spec, args):
             for x in v:
                 if isinstance(x, str):
                     keys.add(x)
+                elif x is None:
+                    keys.add("")                  # ansible makes '' of a None element
+                elif not isinstance(x, list):
+                    keys.add(str(x))              # and "{'a': 1}" of a dict one
                 visit(x, depth + 1)
         elif isinstance(v, str) and "=" in v and depth == 1:   # ansible turns "k=v" into {"k": "v"}
             keys.update(p.split("=", 1)[0].strip() for p in re.split(r"[,\s]+", v) if "=" in p)
@@ -955,6 +959,8 @@ def names_a_field(result, spec, args):
             return True
     for k in keys:
         if len(k) >= 2 and (k in msg or (len(k) > 300 and k[:40] in msg)):
+            return True
+        if len(k) < 2 and (repr(k) in msg or '"%s"' % k in msg):   # '' or 'x', quoted
             return True
     return False
 
@@ -1045,6 +1051,10 @@ def judge(payload, case, spec, env_failures=(), host_blamed=()):
         real = [c for c in changes if not is_bookkeeping(c, dirs)]
         if real:
             v.append(("changed-after-failure", "changed after failure", "; ".join(real[:8])))
+    if not failed and case.get("forced"):
+        why, opt, val = case["forced"]
+        v.append(("accepted-invalid", "accepted %s on %s" % (why, opt),
+                  "%s=%s was accepted%s" % (opt, compact(val), " in check mode" if check else "")))
     if check and changes:
         kinds = sorted(set(re.sub(r" .*", "", c) for c in changes))
         v.append(("check-mode-write", "check-mode-write", "; ".join(changes[:8]) + " (%s)" % ",".join(kinds)))
@@ -1114,6 +1124,8 @@ def action_runner(modname, tripwires=(), inner=None, host_readonly=None):
                 out = in_host_netns_readonly(lambda: call_main(m.main, module_args, check_mode, diff))
             else:
                 out = call_main(m.main, module_args, check_mode, diff)
+            if out.get("work"):
+                raise WorkReached("%s (module %s)" % (out["work"], short))
             if out["exception"]:
                 raise RuntimeError("inner module %s raised:\n%s" % (short, out["exception"]))
             return out["result"] or {"failed": True, "msg": "MODULE FAILURE (no JSON)"}
@@ -1168,6 +1180,7 @@ class Suite(object):
         self.hangs = 0
         self.over_budget = 0
         self.messages = {}     # normalized failure message -> count (what the module says most)
+        self.skipped = {}
 
     def _count(self, d, k):
         d[k] = d.get(k, 0) + 1
@@ -1187,11 +1200,25 @@ class Suite(object):
             self.hangs += 1
         return payload, outcome, vs
 
+    SWEEP_SHARE = 0.65   # of the budget; the rest is kept for the random phase
+
     def run(self, case, phase):
-        if time.time() - self.t0 > self.budget_s:
+        limit = self.budget_s * (self.SWEEP_SHARE if phase == "sweep" else 1.0)
+        if time.time() - self.t0 > limit:
             self.over_budget += 1
+            self._count(self.skipped, phase)
             return None
         payload, outcome, vs = self.execute(case)
+        if any(k == "accepted-invalid" for k, _s, _d in vs):
+            # an option the module ignores in this mode (collect-only options of an analysis,
+            # say) may hold anything: the value counts only if leaving it out changes the result
+            opt = case["forced"][1].split(".", 1)[0]
+            if opt in case["args"] and opt in self.spec:
+                other = dict(case, forced=None, args=dict((k, x) for k, x in case["args"].items() if k != opt))
+                p2, o2, _v2 = self.execute(other)
+                if o2 == "ok" and same_result(payload.get("result"), p2.get("result")):
+                    vs = [x for x in vs if x[0] != "accepted-invalid"]
+                    outcome = "ignored-invalid" if not vs else outcome
         if outcome == "harness":
             raise AssertionError("the sandbox failed (not a module finding):\n%s" % vs[0][2])
         self._count(self.counts, outcome)
@@ -1218,7 +1245,7 @@ class Suite(object):
         _p, _o, vs = self.execute(case)
         return any(s == sig for _k, s, _d in vs)
 
-    def minimize(self, rec, max_runs=10):
+    def minimize(self, rec, max_runs=16):
         case = dict(rec["case"], args=dict(rec["case"]["args"]))
         runs = [0]
         sig = rec["signature"]
@@ -1228,10 +1255,14 @@ class Suite(object):
                 return False
             runs[0] += 1
             return self.reproduces(c, sig)
+        keep_forced = rec["kind"] in ("accepted-invalid", "invalid-input-reached-work")
         for k in sorted(case["args"], key=lambda k: -len(repr(case["args"][k]))):
-            if case.get("forced") and k == case["forced"][1]:
+            forced_opt = case.get("forced") and k == case["forced"][1].split(".", 1)[0]
+            if forced_opt and keep_forced:
                 continue
             trial = dict(case, args=dict((a, v) for a, v in case["args"].items() if a != k))
+            if forced_opt:
+                trial["forced"] = None
             if attempt(trial):
                 case = trial
         for k in sorted(case["args"]):
@@ -1258,14 +1289,14 @@ class Suite(object):
     def finish(self):
         recs = sorted(self.violations.values(), key=lambda r: (r["kind"], r["signature"]))
         for rec in recs[:self.max_minimize]:
-            if time.time() - self.t0 < self.budget_s * 1.3:
+            if time.time() - self.t0 < self.budget_s * 1.15:
                 self.minimize(rec)
         summary = {
             "module": self.name,
             "cases": self.counts.get("cases", 0),
             "outcomes": dict((k, v) for k, v in self.counts.items() if k != "cases"),
             "phases": self.by_phase,
-            "skipped_over_budget": self.over_budget,
+            "skipped_over_budget": self.skipped,
             "seconds": round(time.time() - self.t0, 1),
             "violations": [self.describe(r) for r in recs],
             "top_failure_messages": sorted(self.messages.items(), key=lambda kv: -kv[1])[:10],
@@ -1335,3 +1366,130 @@ def preload():
             importlib.import_module(lib)
         except Exception:
             pass
+
+
+# ------------------------------------------------------------------ inputs every module must refuse
+
+def _non_finite(v):
+    if isinstance(v, float):
+        return v != v or v in (float("inf"), float("-inf"))
+    if isinstance(v, str):
+        try:
+            f = float(v.strip())
+        except (ValueError, OverflowError):
+            return False
+        return f != f or f in (float("inf"), float("-inf"))
+    return False
+
+
+def _as_int(v):
+    """The int ansible-core would make of ``v`` for an int option, or None."""
+    import decimal
+    if isinstance(v, bool):
+        return None
+    if isinstance(v, int):
+        return v
+    if isinstance(v, str) and re.match(r"^\s*[-+]?[0-9]+\s*$", v):
+        try:
+            return int(decimal.Decimal(v))
+        except (decimal.DecimalException, ValueError):
+            return None
+    if isinstance(v, str) and re.match(r"^\s*[-+]?[0-9.]+[eE][+]?[0-9]+\s*$", v):
+        try:
+            d = decimal.Decimal(v)
+            return int(d) if d == int(d) else None
+        except (decimal.DecimalException, ValueError, OverflowError):
+            return None
+    return None
+
+
+def bad_sysctl_value(v):
+    """A value no sysctl takes: non-finite or fractional numbers, exponent notation, more
+    digits than any counter has, non-ASCII digits, NUL bytes, mappings."""
+    if isinstance(v, float):
+        return v != v or v in (float("inf"), float("-inf")) or v != int(v)
+    if isinstance(v, dict):
+        return True
+    if isinstance(v, list):
+        return any(bad_sysctl_value(x) for x in v)
+    if isinstance(v, str):
+        s = v.strip()
+        return ("\x00" in v or _non_finite(s) or bool(re.match(r"^[-+]?[0-9.]+[eE][-+]?[0-9]+$", s)) or
+                bool(re.search(r"[0-9]{40,}", s)) or any(c.isdigit() and not c.isascii() for c in s))
+    return False
+
+
+def classify_forced(spec, args, sysctl_dicts=(), number_dicts=(), extra=()):
+    """(why, option, value) for the first argument no module may accept, or None.
+
+    Top level: an unknown option, a value outside ``choices``, a value ansible cannot
+    convert to the option's type, an int that is negative or beyond 10**15 (no int
+    option of these modules means either), a NaN/inf float, a NUL byte in a path.
+    Nested: a value no sysctl takes in a sysctl dict (``sysctl_dicts``), NaN/inf in a
+    dict of numbers (``number_dicts``).  ``extra``: [(why, option, predicate(value))]."""
+    for name in sorted(args, key=str):
+        v = args[name]
+        if name.startswith("_ansible"):
+            continue
+        if name not in spec:
+            return ("unknown option", name, v)
+        o = spec[name]
+        t = _typ(o)
+        if v is None:
+            continue
+        for why, opt, pred in extra:
+            if opt == name and pred(v):
+                return (why, name, v)
+        if t in ("int", "float", "bool", "list") and isinstance(v, dict):
+            return ("unconvertible type", name, v)
+        if t == "dict" and isinstance(v, (list, int, float)) and not isinstance(v, bool):
+            return ("unconvertible type", name, v)
+        if o.get("choices") and t != "list" and isinstance(v, str) and v not in [str(c) for c in o["choices"]]:
+            return ("value not in choices", name, v)
+        if o.get("choices") and t == "list" and isinstance(v, list) and \
+                any(isinstance(x, str) and x not in o["choices"] for x in v):
+            return ("value not in choices", name, v)
+        if t == "int":
+            i = _as_int(v)
+            if i is not None and i < 0:
+                return ("negative int", name, v)
+            if i is not None and abs(i) >= 10 ** 15:
+                return ("absurd int", name, v)
+            if isinstance(v, float) and (v != v or v in (float("inf"), float("-inf"))):
+                return ("non-finite number for an int", name, v)
+            if isinstance(v, str) and i is None and not re.match(r"^\s*[-+]?[0-9]+(\.0*)?\s*$", v) and \
+                    not any(c.isdigit() for c in v):
+                return ("unconvertible type", name, v)
+        if t == "float" and _non_finite(v):
+            return ("non-finite float", name, v)
+        if t == "bool" and isinstance(v, str) and v.lower() not in (
+                "yes", "no", "true", "false", "on", "off", "y", "n", "t", "f", "1", "0"):
+            return ("unconvertible type", name, v)
+        if t == "path" and isinstance(v, str) and "\x00" in v:
+            return ("NUL in path", name, v)
+        if name in sysctl_dicts and isinstance(v, dict):
+            for k, x in v.items():
+                if bad_sysctl_value(x):
+                    return ("invalid sysctl value", "%s.%s" % (name, k), x)
+        if name in number_dicts and isinstance(v, dict):
+            for k, x in v.items():
+                if isinstance(x, float) and _non_finite(x):
+                    return ("non-finite number", "%s.%s" % (name, k), x)
+    return None
+
+
+_VOLATILE = re.compile(r"(seconds|_s$|time|deadline|_at$|^pid$|journal_id|^id$|stamp|elapsed|duration_ms|rate|per_second)")
+
+
+def _stable(v):
+    if isinstance(v, dict):
+        return dict((k, _stable(x)) for k, x in v.items() if not (isinstance(k, str) and _VOLATILE.search(k))
+                    and k != "invocation")
+    if isinstance(v, list):
+        return [_stable(x) for x in v]
+    return v
+
+
+def same_result(a, b):
+    """Two module results equal but for timings, ids and ansible's echo of the arguments."""
+    return json.dumps(_stable(a), sort_keys=True, default=repr) == json.dumps(_stable(b), sort_keys=True, default=repr)

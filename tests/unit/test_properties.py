@@ -52,6 +52,7 @@ cases run, their outcomes and every distinct violation with a minimized argument
 from __future__ import absolute_import, division, print_function
 
 import os
+import re
 import time
 
 import pytest
@@ -118,6 +119,10 @@ SHM_POLICY = st.fixed_dictionaries({"name": st.sampled_from(["redis", "pg", "app
 SPACE_PATH = os.path.join(ROOT, "roles", "sysctl_tuner", "files", "spaces", "nginx_latency.yml")
 
 
+def UNKNOWN_BENCH_KEY(v):
+    return isinstance(v, dict) and any(k not in BENCH_KEYS for k in v)
+
+
 def _space_dict():
     import yaml
     return yaml.safe_load(_read("roles/sysctl_tuner/files/spaces/nginx_latency.yml"))
@@ -129,23 +134,28 @@ def _seed_journal(args):
     """Three transactions in the case's state dir (net.* keys of the child's namespace):
     000001 applied, 000002 applied and waiting for confirmation (its watchdog dies with
     the sandbox), 000003 rolled back."""
-    from ansible_collections.netstack.tuning.plugins.module_utils import kstate
-    from ansible_collections.netstack.tuning.plugins.module_utils.journal import Journal
-    j = Journal(H.STATE_DIR)
+    from ansible_collections.netstack.tuning.plugins.module_utils import journal, kstate
+    j = journal.Journal(H.STATE_DIR)
     j.apply([(kstate.Item("sysctl", "net.ipv4.tcp_keepalive_time"), "7201")], source="nsprop", reason="seed")
-    j.apply([(kstate.Item("sysctl", "net.core.somaxconn"), "1000")], source="nsprop", reason="seed",
-            confirm_timeout=3600)
+    real_spawn = journal.spawn_watchdog
+    journal.spawn_watchdog = _standin_watchdog   # alive, silent: its log lines would race the snapshot
+    try:
+        j.apply([(kstate.Item("sysctl", "net.core.somaxconn"), "1000")], source="nsprop", reason="seed",
+                confirm_timeout=3600)
+    finally:
+        journal.spawn_watchdog = real_spawn
     s = j.apply([(kstate.Item("sysctl", "net.ipv4.tcp_fin_timeout"), "33")], source="nsprop", reason="seed")
     j.rollback(s["id"], by="nsprop", reason="seed")
-    deadline = time.time() + 2   # the watchdog's first line ("armed") is the seed's, not the case's
-    while time.time() < deadline:
-        try:
-            with open(os.path.join(H.STATE_DIR, "watchdog.log")) as f:
-                if "armed" in f.read():
-                    break
-        except OSError:
-            pass
-        time.sleep(0.005)
+
+
+def _standin_watchdog(state_dir, txn_id, begin):
+    """A live process in the watchdog's place (it dies with the sandbox's PID namespace)."""
+    pid = os.fork()
+    if pid == 0:
+        os.closerange(3, 4096)
+        while True:
+            time.sleep(3600)
+    return pid
 
 
 def _mentions(args, text):
@@ -175,7 +185,7 @@ def _seed_flows():
     os.makedirs(d, exist_ok=True)
     rows = ["ts,link,direction,prefix,proto,port_class,dscp,bytes,packets"]
     t0 = 1757203200
-    for i in range(96):
+    for i in range(24):
         for pfx, port in (("10.1.0.0/24", "web"), ("198.18.3.0/24", "dns"), ("2001:db8::/48", "ephemeral")):
             rows.append("%d,eth0,%s,%s,6,%s,0,%d,%d" % (t0 + i * 900, "in" if i % 3 else "out", pfx, port,
                                                           1000 + 37 * i * len(pfx), 10 + i))
@@ -202,7 +212,7 @@ def make_setup(dir_defaults, journal=False, flows=False, tcp_maps=False):
     def setup(args):
         for opt, d in dir_defaults.items():
             os.makedirs(d, exist_ok=True)
-        if journal:
+        if journal is True or (journal and journal(args)):
             _seed_journal(args)
         if flows:
             _seed_flows()
@@ -219,7 +229,7 @@ def make_setup(dir_defaults, journal=False, flows=False, tcp_maps=False):
 class Target(object):
     def __init__(self, name, base=None, hints=None, dict_keys=None, heavy=lambda a: False, tripwires=(),
                  setup_kw=None, env_failures=(), forced_extra=(), examples=60, budget=15.0, inner=None,
-                 host_readonly=None, why=""):
+                 host_readonly=None, sysctl_dicts=(), number_dicts=(), sweep_alt=(), why=""):
         self.name = name
         self.spec_kw, self.kind = H.module_spec(name)
         self.spec = self.spec_kw["argument_spec"]
@@ -230,10 +240,13 @@ class Target(object):
                     not d.startswith("/sys/fs/bpf"):
                 self.dir_defaults[opt] = H.STATE_DIR if opt == "state_dir" else H.CASE_DIR + "/" + opt
         self.base = dict(base or {})
+        self.sweep_alt = sweep_alt   # [(base, [options])]: options swept from another mode's base
         self.heavy = heavy
         self.tripwires = tuple(tripwires)
         self.env_failures = env_failures
-        self.forced_extra = forced_extra
+        self.forced_extra = [(why, opt, val) for why, opt, val, _p in forced_extra]
+        self.forced_preds = [(why, opt, pred) for why, opt, _v, pred in forced_extra]
+        self.sysctl_dicts, self.number_dicts = sysctl_dicts, number_dicts
         self.examples = max(5, int(examples * SCALE))
         self.budget = budget * max(SCALE, 1.0)
         self.why = why
@@ -244,6 +257,9 @@ class Target(object):
             self.runner = H.action_runner(name, tripwires, inner=inner, host_readonly=host_readonly)
         else:
             self.runner = H.module_runner(name, tripwires)
+
+    def forced(self, args):
+        return H.classify_forced(self.spec, args, self.sysctl_dicts, self.number_dicts, self.forced_preds)
 
 
 def _state(a):
@@ -262,18 +278,21 @@ _t("sysctl_set", why="light: writes net.* sysctls of the sandbox's namespace and
    hints={"sysctls": SYSCTL_DICT, "names": st.lists(st.sampled_from(NET_KEYS), max_size=3),
           "journal_id": JOURNAL_IDS, "netns": NETNS, "persist_file": st.sampled_from(["90-nsprop.conf", "nsprop"]),
           "confirm_timeout": st.integers(0, 3600), "reason": st.text(max_size=20)},
-   dict_keys={"sysctls": NET_KEYS}, setup_kw={"journal": True}, examples=80, budget=30)
+   dict_keys={"sysctls": NET_KEYS}, sysctl_dicts=("sysctls",), examples=80, budget=18,
+   setup_kw={"journal": lambda a: a.get("state") == "rolled_back" or "journal_id" in a or "names" in a})
 _t("netstack_journal", why="light: reads and rolls back the seeded journal in the sandbox",
    hints={"journal_id": JOURNAL_IDS, "limit": st.integers(0, 100)}, setup_kw={"journal": True},
-   examples=60, budget=20)
-_t("netstack_facts", why="light: reads only", hints={"netns": NETNS}, examples=30, budget=15)
+   forced_extra=[("limit beyond the documented 100000", "limit", 100001, lambda v: (H._as_int(v) or 0) > 100000)],
+   sweep_alt=[({"action": "rollback", "journal_id": "000001"}, ["journal_id"])],
+   examples=60, budget=12)
+_t("netstack_facts", why="light: reads only", hints={"netns": NETNS}, examples=30, budget=8)
 _t("tcp_policy", why="light here: the sandbox pins tcp_tuner's maps itself (no program, no bcc), so rules are "
                      "really written, into maps that die with the sandbox",
    base={"rules": [{"name": "web", "match": {"remote_ports": "80"}, "set": {"initial_cwnd": 20}}]},
    hints={"rules": st.lists(TCP_RULE, max_size=3), "program": st.sampled_from(["tcp_tuner", "other", "a/b"]),
           "pin_root": st.sampled_from(["/sys/fs/bpf/netstack", "/sys/fs/bpf/nsprop", H.CASE_DIR]),
           "kernel_hz": st.sampled_from([100, 250, 300, 1000]), "long_flow_bytes": st.integers(1, 1 << 30)},
-   setup_kw={"tcp_maps": True}, examples=50, budget=20)
+   setup_kw={"tcp_maps": True}, examples=50, budget=12)
 _t("traffic_profile", why="analyze is light (reads flow files, writes output/report in the sandbox); collect is "
                           "heavy (loads BPF, scrapes): check mode, or real mode with a forced-invalid field; "
                           "tripwires bpf.compile_and_load, trafficcollect.scrape_loop, agent.notify",
@@ -290,8 +309,11 @@ _t("traffic_profile", why="analyze is light (reads flow files, writes output/rep
           "source_text": st.sampled_from([TRAFFIC_SOURCE, "int x;"]),
           "hosts": st.dictionaries(st.sampled_from(["h1", "h2"]), st.dictionaries(st.sampled_from(["note"]),
                                                                                  st.text(max_size=8)))},
-   dict_keys={"analysis": H.doc_keys("traffic_profile", "analysis")},
-   setup_kw={"flows": True}, examples=50, budget=25)
+   dict_keys={"analysis": H.doc_keys("traffic_profile", "analysis")}, number_dicts=("analysis",),
+   sweep_alt=[({"action": "collect", "interfaces": ["lo"], "source_text": TRAFFIC_SOURCE},
+               ["state", "mode", "duration", "keep", "config_dir", "interfaces", "netns", "max_flows", "interval",
+                "store", "retention_days", "link_prefix", "name", "notify_agent", "source_text"])],
+   setup_kw={"flows": True}, examples=50, budget=18)
 _t("bpf_program", why="present is heavy (compiles and loads with bcc; .venv's Python has no bcc, and the "
                       "tripwire bpf.compile_and_load stops it anyway): check mode, or real mode with a "
                       "forced-invalid field; absent is light (pins and records of the sandbox)",
@@ -305,7 +327,7 @@ _t("bpf_program", why="present is heavy (compiles and loads with bcc; .venv's Py
           "programs.cgroup": st.sampled_from(["/sys/fs/cgroup/unified", "/", "nsprop.slice"]),
           "programs.interface": st.sampled_from(["lo", "eth0"]), "programs.netns": NETNS,
           "programs.map": st.sampled_from(["rules", "nosuch"]), "cflags": st.lists(st.sampled_from(["-DX=1", "-O2"]))},
-   env_failures=[r"bcc is not importable"], examples=40, budget=20)
+   env_failures=[r"bcc is not importable"], examples=40, budget=12)
 _t("shm_agent", why="present is heavy (loads BPF): check mode, or real mode with a forced-invalid field; "
                     "tripwires bpf.compile_and_load, agent.notify; absent is light",
    base={"policies": [{"name": "redis", "ports": "6379"}], "source_text": SHM_SOURCE},
@@ -314,7 +336,7 @@ _t("shm_agent", why="present is heavy (loads BPF): check mode, or real mode with
           "local_addresses": st.lists(CIDRS, max_size=3),
           "cgroup": st.sampled_from(["/", "/sys/fs/cgroup/unified", "nsprop.slice"]),
           "name": st.sampled_from(["shm", "other"])},
-   env_failures=[r"bcc is not importable"], examples=40, budget=20)
+   env_failures=[r"bcc is not importable"], examples=40, budget=12)
 _t("cpu_partition", why="heavy (writes cgroups, IRQ affinity, RPS/XPS): check mode, or real mode with a "
                         "forced-invalid field; tripwires journal.Journal.apply, amp._irqbalance_restart, "
                         "agent.notify",
@@ -326,7 +348,8 @@ _t("cpu_partition", why="heavy (writes cgroups, IRQ affinity, RPS/XPS): check mo
                                   max_size=2),
           "app_units": st.lists(st.sampled_from(["nginx.service", "nsprop.service"]), max_size=2),
           "name": st.sampled_from(["amp", "nsprop"]), "rps_sock_flow_entries": st.integers(0, 1 << 16)},
-   dict_keys={"controller": H.doc_keys("cpu_partition", "controller")}, examples=40, budget=20)
+   dict_keys={"controller": H.doc_keys("cpu_partition", "controller")}, number_dicts=("controller",),
+   examples=40, budget=14)
 _t("http_bench", why="heavy (nginx + wrk in namespaces): check mode, or real mode with a forced-invalid field; "
                      "tripwires httpbench.Lab.__enter__, httpbench.run_benchmark",
    heavy=lambda a: True, tripwires=["httpbench.Lab.__enter__", "httpbench.run_benchmark"],
@@ -334,8 +357,10 @@ _t("http_bench", why="heavy (nginx + wrk in namespaces): check mode, or real mod
           "worker_processes": st.sampled_from(["auto", "1", "2"]), "server_sysctls": SYSCTL_DICT,
           "netns_prefix": st.sampled_from(["nsbench", "nsprop", "x" * 30]), "connections": st.integers(1, 64),
           "threads": st.integers(1, 4), "duration": st.integers(1, 30)},
-   dict_keys={"server_sysctls": NET_KEYS},
-   forced_extra=[("absurd number string", "worker_processes", H.BIG_DIGITS)], examples=40, budget=20)
+   dict_keys={"server_sysctls": NET_KEYS}, sysctl_dicts=("server_sysctls",),
+   sweep_alt=[({"mode": "fleet", "target_url": "http://127.0.0.1:8080/"}, ["target_url"])],
+   forced_extra=[("absurd number string", "worker_processes", H.BIG_DIGITS,
+                  lambda v: isinstance(v, str) and bool(re.search(r"[0-9]{20,}", v)))], examples=40, budget=12)
 _t("zerocopy_test", why="heavy (builds a helper, sends traffic): check mode, or real mode with a forced-invalid "
                         "field; tripwire zerocopy.make_helper",
    heavy=lambda a: True, tripwires=["zerocopy.make_helper"],
@@ -345,7 +370,10 @@ _t("zerocopy_test", why="heavy (builds a helper, sends traffic): check mode, or 
           "sender_cpu": st.integers(0, 1), "receiver_cpu": st.integers(0, 1),
           "netns_prefix": st.sampled_from(["nszc", "nsprop"]), "duration": st.floats(0.1, 5),
           "helper_source": st.none()},
-   forced_extra=[("absurd size", "sizes", [H.BIG_DIGITS])], examples=40, budget=20)
+   sweep_alt=[({"serve": True, "listen_address": "127.0.0.1"}, ["serve_clients", "serve_timeout", "listen_address"])],
+   forced_extra=[("absurd size", "sizes", [H.BIG_DIGITS],
+                  lambda v: isinstance(v, list) and any(isinstance(x, str) and re.search(r"[0-9]{20,}", x)
+                                                        for x in v))], examples=40, budget=14)
 _t("sysctl_trial", why="action=run is heavy (applies sysctls in a lab and benchmarks): check mode, or real mode "
                        "with a forced-invalid field (confirm_timeout <= 0 and unknown bench keys are documented "
                        "refusals); tripwire httpbench.Lab.__enter__; action=inspect is light",
@@ -354,15 +382,16 @@ _t("sysctl_trial", why="action=run is heavy (applies sysctls in a lab and benchm
    hints={"sysctls": SYSCTL_DICT, "keys": st.lists(st.sampled_from(NET_KEYS), max_size=3), "bench": BENCH,
           "confirm_timeout": st.integers(1, 600), "repeats": st.integers(1, 5),
           "prune_p99_above": st.floats(0.1, 100)},
-   dict_keys={"bench": BENCH_KEYS},
-   forced_extra=[("not commit-confirmed", "confirm_timeout", 0), ("not commit-confirmed", "confirm_timeout", -5),
-                 ("unknown bench key", "bench", {"nsprop": 1})], examples=40, budget=20)
+   dict_keys={"bench": BENCH_KEYS}, sysctl_dicts=("sysctls",), number_dicts=("bench",),
+   sweep_alt=[({"action": "inspect", "keys": ["net.core.somaxconn"]}, ["keys"])],
+   forced_extra=[("not commit-confirmed", "confirm_timeout", 0, lambda v: H._as_int(v) == 0),
+                 ("unknown bench key", "bench", {"nsprop": 1}, UNKNOWN_BENCH_KEY)], examples=40, budget=12)
 _t("sysctl_study", why="an action plugin (the module file is documentation): its run() is called as the task "
-                       "executor would, sysctl_trial action=inspect runs in-process; any other module call (the "
-                       "baseline benchmark) is the tripwire; the inspection reads the host's sysctls from a grandchild "
+                       "executor would, the sysctl_trial calls it makes run in-process with sysctl_trial's tripwire "
+                       "httpbench.Lab.__enter__ (the baseline benchmark's lab); the inspection reads the host's sysctls from a grandchild "
                        "back in the host's network namespace with /proc/sys/net read-only (the keys of the default "
                        "space are host-wide). Check mode, or real mode with a forced-invalid field",
-   heavy=lambda a: True, inner={"sysctl_trial": lambda a: a.get("action") != "inspect"},
+   heavy=lambda a: True, tripwires=["httpbench.Lab.__enter__"],
    host_readonly={"sysctl_trial": lambda a: a.get("action") == "inspect"},
    hints={"space": st.sampled_from([None, SPACE_PATH, "nginx_latency.yml", "/nonexistent.yml"]) |
           st.just(_space_dict()), "bench": BENCH, "trials": st.integers(1, 50),
@@ -371,9 +400,11 @@ _t("sysctl_study", why="an action plugin (the module file is documentation): its
                                       "postgresql+psycopg2://optuna@db.example/optuna"]),
           "report": st.sampled_from([H.CASE_DIR + "/r.html"]), "verify_rounds": st.integers(3, 9),
           "alpha": st.floats(0.001, 0.2), "min_rps_ratio": st.floats(0.5, 1), "prune_factor": st.floats(1, 4)},
-   dict_keys={"bench": BENCH_KEYS},
-   forced_extra=[("too few trials", "trials", 0), ("too few verify rounds", "verify_rounds", 1)],
-   examples=30, budget=25)
+   dict_keys={"bench": BENCH_KEYS}, number_dicts=("bench",),
+   forced_extra=[("too few trials", "trials", 0, lambda v: H._as_int(v) == 0),
+                 ("fewer than 3 verify rounds", "verify_rounds", 1, lambda v: H._as_int(v) in (0, 1, 2)),
+                 ("unknown bench key", "bench", {"nsprop": 1}, UNKNOWN_BENCH_KEY)],
+   examples=30, budget=18)
 
 
 # ------------------------------------------------------------------ case generation
@@ -473,10 +504,12 @@ def random_case(draw, t):
                 args.pop(draw(st.sampled_from(req)), None)
                 mutations.append("dropped required")
     check = draw(st.booleans())
-    forced = None
-    if not check and t.heavy(args):
-        forced = draw(st.sampled_from(t.values.forced_candidates(t.forced_extra)))
-        args[forced[1]] = forced[2]
+    forced = t.forced(args)
+    if forced is None and ((not check and t.heavy(args)) or draw(st.integers(0, 9)) < 2):
+        inject = draw(st.sampled_from(t.values.forced_candidates(t.forced_extra)))
+        args[inject[1]] = inject[2]
+        forced = t.forced(args) or inject
+        mutations.append("forced invalid %s" % inject[1])
     return {"args": args, "check": check, "diff": draw(st.booleans()), "forced": forced, "mutations": mutations}
 
 
@@ -508,20 +541,28 @@ LEAF_SWEEP = [None, "", H.BIG_DIGITS, "nan", -1, 10 ** 30, "a\x00b", {"a": 1}]
 
 
 def sweep_cases(t):
-    """The one-factor sweep (deterministic)."""
+    """The one-factor sweep (deterministic): each option from the base of the mode it
+    belongs to (``sweep_alt``), heavy bases in check mode, light ones in both modes."""
     spec = t.spec
-    base = dict(t.dir_defaults)
-    base.update(t.base)
-    check = True if t.heavy(base) else None   # None: both modes, alternating
+    main = dict(t.dir_defaults)
+    main.update(t.base)
+    bases = {}
+    for alt, opts in t.sweep_alt:
+        for o in opts:
+            bases[o] = dict(t.dir_defaults, **alt)
     cases = []
 
     def add(args, what):
         n = len(cases)
-        cases.append({"args": args, "check": check if check is not None else bool(n % 2), "diff": bool(n % 3 == 0),
-                      "forced": None, "mutations": [what]})
-    add(dict(base), "base")
+        check = True if t.heavy(args) else bool(n % 2)
+        cases.append({"args": args, "check": check, "diff": bool(n % 3 == 0), "forced": t.forced(args),
+                      "mutations": [what]})
+    add(dict(main), "base")
+    for alt, _opts in t.sweep_alt:
+        add(dict(t.dir_defaults, **alt), "alternative base")
     for i, name in enumerate(sorted(spec)):
         o = spec[name]
+        base = bases.get(name, main)
         for v in H.sweep_values(H._typ(o), i):
             add(dict(base, **{name: v}), "%s=%s" % (name, H.compact(v, 20)))
         if H._typ(o) == "dict" and not o.get("options"):
@@ -536,9 +577,9 @@ def sweep_cases(t):
                 for v in LEAF_SWEEP:
                     add(dict(base, **{name: _set_path(base[name], path, v)}),
                         "%s%s=%s" % (name, list(path), H.compact(v, 20)))
-    add(dict(base, nsprop_unknown_option="x"), "unknown option")
+    add(dict(main, nsprop_unknown_option="x"), "unknown option")
     for c in _constraints(t):
-        args = dict(base)
+        args = dict(main)
         what = _apply_constraint(t, args, c, lambda k: t.base.get(k) or _first_valid(t, k))
         add(args, what)
     return cases
