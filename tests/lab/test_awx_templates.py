@@ -93,7 +93,7 @@ def test_every_job_template_runs_through_ansible_runner(awx_lab):
     # verified p99) suits a quiet host; this lab's hosts share 2 CPUs with the rest of the
     # suite (Molecule's VMs run beside it), where one 2 s wrk run's p99 was 2.5 ms with 0
     # errors: a gate of 1 ms there fails a healthy host.  With more test processes beside
-    # it, a 1 s run's p99 on a healthy host was 96.9 ms (0 errors) and a 50 ms gate failed
+    # it, one run's p99 on a healthy host was 96.9 ms (0 errors) and a 50 ms gate failed
     # it too.  A scheduler stall is not what this test is about (it is the template running
     # as AWX runs it; the gate's bound is a survey answer like any other), so the answer
     # here is 1 s: it still fails a host whose benchmark breaks (errors or no requests).
