@@ -6,7 +6,10 @@ compared after it: the leftover check of the suite (tests/support/suite.py runs 
 
 Compared, each as a sorted listing so a difference names the path, the name or the key:
   * netstack's state, log, run and config places (recursive listings, file modes included),
-    its systemd units and installed agent, sysctl.d drop-ins, /etc/default/irqbalance;
+    its systemd units and installed agent, sysctl.d drop-ins, /etc/default/irqbalance, and
+    AnsiballZ payload directories of its modules in /tmp (a module process SIGKILLed by a
+    test leaves ``/tmp/ansible_netstack.tuning.<module>_payload_*``: one per suite run went
+    unnoticed until this listing);
   * /lib/modules, two levels deep with link targets (bcc_runtime's headers fallback: its
     build/source links; the one-level listing before missed links in an existing release);
   * network namespaces, this namespace's links, their qdiscs, RPS masks and IRQ affinity;
@@ -31,7 +34,7 @@ REPO = Path(__file__).resolve().parents[2]
 TREES = ["/var/lib/netstack", "/var/lib/netstack-lab", "/var/log/netstack", "/run/netstack",
          "/run/netstack-lab", "/etc/netstack", "/sys/fs/bpf"]
 FILES_IN = {"/etc/systemd/system": "netstack", "/usr/local/sbin": "netstack", "/usr/local/bin": "netstack",
-            "/etc/sysctl.d": "", "/run": "netstack"}
+            "/etc/sysctl.d": "", "/run": "netstack", "/tmp": "ansible_netstack.tuning."}
 EXEMPT = {"/run/netstack-vm-accel"}
 CGROUP_ROOT = "/sys/fs/cgroup"
 
