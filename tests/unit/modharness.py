@@ -668,6 +668,34 @@ def doc_keys(name, option):
     return sorted(set(k for k in re.findall(r"C\(([A-Za-z_][A-Za-z0-9_]*)\)", text)))
 
 
+def doc_scopes(name):
+    """{option: {other option: value}} for options whose documentation starts "With
+    O(action=collect), ..." or "With O(mode=oneshot) and O(state=present)": what they
+    hold does not matter in another mode."""
+    import importlib
+    import yaml
+    mod = importlib.import_module(PKG + ".plugins.modules." + name)
+    if not getattr(mod, "DOCUMENTATION", None):
+        return {}
+    doc = yaml.safe_load(mod.DOCUMENTATION) or {}
+    out = {}
+    for opt, o in (doc.get("options") or {}).items():
+        desc = o.get("description") or []
+        first = (desc[0] if isinstance(desc, list) and desc else str(desc))
+        m = re.match(r"^With ((?:O\(\w+=[^)]+\)(?:,? and )?)+)", first)
+        if m:
+            out[opt] = dict(re.findall(r"O\((\w+)=([^)]+)\)", m.group(1)))
+    return out
+
+
+def in_doc_scope(scope, args, spec):
+    for k, want in (scope or {}).items():
+        have = args.get(k, (spec.get(k) or {}).get("default"))
+        if str(have).lower() != str(want).lower():
+            return False
+    return True
+
+
 def all_option_names(spec):
     names = set()
     for k, o in spec.items():
@@ -734,8 +762,8 @@ def sweep_values(typ, index):
     return core + [rot[(n * index + k) % len(rot)] for k in range(n)]
 
 
-DICT_VALUE_SWEEP = ["", "9" * 5000, "1e400", "nan", float("nan"), "\u0663\u0664\u0665", "-1", 10 ** 30, "7\x00",
-                    "x" * 5000, [1], {"a": 1}, True, 1.5]
+DICT_VALUE_SWEEP = ["", "9" * 5000, "1e400", "nan", float("nan"), float("inf"), "\u0663\u0664\u0665", "-1", 10 ** 30,
+                    "7\x00", "x" * 5000, [1], {"a": 1}, True, 1.5, "4096 1e400 6291456"]
 SWEEP_KEYS = ["", "a\x00b", "../..", "x" * 5000, "\u0663", "net/ipv4/../../vm/swappiness", "kernel.sysrq", BIG_DIGITS]
 
 
@@ -1169,8 +1197,10 @@ class Suite(object):
     """Runs cases for one module, counts outcomes, keeps the first case of every distinct
     violation, minimizes those, and writes the summary."""
 
-    def __init__(self, name, spec, runner, setup=None, env_failures=(), budget_s=60.0, max_minimize=5):
+    def __init__(self, name, spec, runner, setup=None, env_failures=(), budget_s=60.0, max_minimize=6,
+                 doc_scopes=None):
         self.name, self.spec, self.runner, self.setup = name, spec, runner, setup
+        self.doc_scopes = doc_scopes or {}
         self.env_failures = tuple(env_failures)
         self.budget_s, self.max_minimize = budget_s, max_minimize
         self.t0 = time.time()
@@ -1209,16 +1239,14 @@ class Suite(object):
             self._count(self.skipped, phase)
             return None
         payload, outcome, vs = self.execute(case)
-        if any(k == "accepted-invalid" for k, _s, _d in vs):
-            # an option the module ignores in this mode (collect-only options of an analysis,
-            # say) may hold anything: the value counts only if leaving it out changes the result
-            opt = case["forced"][1].split(".", 1)[0]
-            if opt in case["args"] and opt in self.spec:
-                other = dict(case, forced=None, args=dict((k, x) for k, x in case["args"].items() if k != opt))
-                p2, o2, _v2 = self.execute(other)
-                if o2 == "ok" and same_result(payload.get("result"), p2.get("result")):
-                    vs = [x for x in vs if x[0] != "accepted-invalid"]
-                    outcome = "ignored-invalid" if not vs else outcome
+        if case.get("forced") and any(k in ("accepted-invalid", "invalid-input-reached-work") for k, _s, _d in vs):
+            verdict = self.relevance(case, payload)
+            if verdict is None:
+                vs = [x for x in vs if x[0] not in ("accepted-invalid", "invalid-input-reached-work")]
+                outcome = "ignored-invalid" if not vs else outcome
+            else:
+                vs = [(k, s_, d + " (" + verdict + ")" if k in ("accepted-invalid", "invalid-input-reached-work") else d)
+                      for k, s_, d in vs]
         if outcome == "harness":
             raise AssertionError("the sandbox failed (not a module finding):\n%s" % vs[0][2])
         self._count(self.counts, outcome)
@@ -1239,6 +1267,41 @@ class Suite(object):
             else:
                 rec["count"] += 1
         return outcome
+
+    def relevance(self, case, payload):
+        """None when the module may ignore the forced-invalid value, else why it counts.
+
+        An option the documentation scopes to another mode ("With O(action=collect), ...")
+        may hold anything.  In check mode, the same arguments in real mode tell: refused
+        there means check mode did not check; real work means the value would be used.  In
+        real mode (or when real mode accepts too), the value counts only if leaving it out
+        changes the result."""
+        opt = case["forced"][1].split(".", 1)[0]
+        if opt not in self.spec or opt not in case["args"]:
+            return "not an option of the module"
+        if not in_doc_scope(self.doc_scopes.get(opt), case["args"], self.spec):
+            return None
+        base = payload
+        if case["check"]:
+            real = dict(case, check=False)
+            p2 = self.execute(real)[0]
+            r2 = p2.get("result") if isinstance(p2.get("result"), dict) else {}
+            if p2.get("work"):
+                return "real mode would go on to %s with it" % p2["work"]
+            if r2.get("failed"):
+                return "real mode refuses it: %s" % str(r2.get("msg"))[:160]
+            if p2.get("exception"):
+                return "real mode raises %s" % p2.get("exception_sig")
+            base = p2
+        elif payload.get("work"):
+            return "with it the module starts %s" % payload["work"]
+        without = dict(case, check=False, forced=None,
+                       args=dict((k, x) for k, x in case["args"].items() if k != opt))
+        p3 = self.execute(without)[0]
+        if not p3.get("work") and not (p3.get("result") or {}).get("failed") and \
+                same_result(base.get("result"), p3.get("result")):
+            return None
+        return "leaving it out changes the result"
 
     # -- minimization: drop options, dict keys and list elements while the violation stays
     def reproduces(self, case, sig):
@@ -1288,7 +1351,8 @@ class Suite(object):
 
     def finish(self):
         recs = sorted(self.violations.values(), key=lambda r: (r["kind"], r["signature"]))
-        for rec in recs[:self.max_minimize]:
+        # the random phase's cases carry the most noise: they are minimized first
+        for rec in sorted(recs, key=lambda r: (r["phase"] != "random", -len(r["case"]["args"])))[:self.max_minimize]:
             if time.time() - self.t0 < self.budget_s * 1.15:
                 self.minimize(rec)
         summary = {
@@ -1403,15 +1467,21 @@ def _as_int(v):
     return None
 
 
-def bad_sysctl_value(v):
+STRING_SYSCTLS = re.compile(r"(congestion_control|default_qdisc|core_pattern|hostname|domainname)$")
+
+
+def bad_sysctl_value(v, key=""):
     """A value no sysctl takes: non-finite or fractional numbers, exponent notation, more
-    digits than any counter has, non-ASCII digits, NUL bytes, mappings."""
+    digits than any counter has, non-ASCII digits, NUL bytes, mappings (for a sysctl that
+    holds a name, such as tcp_congestion_control, only the numbers, NULs and mappings)."""
+    if isinstance(key, str) and STRING_SYSCTLS.search(key.replace("/", ".")) and isinstance(v, str):
+        return "\x00" in v
     if isinstance(v, float):
         return v != v or v in (float("inf"), float("-inf")) or v != int(v)
     if isinstance(v, dict):
         return True
     if isinstance(v, list):
-        return any(bad_sysctl_value(x) for x in v)
+        return any(bad_sysctl_value(x, key) for x in v)
     if isinstance(v, str):
         s = v.strip()
         return ("\x00" in v or _non_finite(s) or bool(re.match(r"^[-+]?[0-9.]+[eE][-+]?[0-9]+$", s)) or
@@ -1469,7 +1539,7 @@ def classify_forced(spec, args, sysctl_dicts=(), number_dicts=(), extra=()):
             return ("NUL in path", name, v)
         if name in sysctl_dicts and isinstance(v, dict):
             for k, x in v.items():
-                if bad_sysctl_value(x):
+                if bad_sysctl_value(x, k):
                     return ("invalid sysctl value", "%s.%s" % (name, k), x)
         if name in number_dicts and isinstance(v, dict):
             for k, x in v.items():
@@ -1493,3 +1563,13 @@ def _stable(v):
 def same_result(a, b):
     """Two module results equal but for timings, ids and ansible's echo of the arguments."""
     return json.dumps(_stable(a), sort_keys=True, default=repr) == json.dumps(_stable(b), sort_keys=True, default=repr)
+
+
+def summary_line(summary):
+    """One line per module for the end of a pytest run."""
+    viol = summary["violations"]
+    return "%-16s %4d cases %5.1f s  %s%s" % (
+        summary["module"], summary["cases"], summary["seconds"],
+        ", ".join("%s %d" % kv for kv in sorted(summary["outcomes"].items()) if kv[0] not in ("check_mode", "real_mode")),
+        ("; %d violation(s): %s" % (len(viol), "; ".join(v["signature"].splitlines()[0][:60] for v in viol[:4]) +
+                                    (" ..." if len(viol) > 4 else ""))) if viol else "; no violation")

@@ -148,7 +148,7 @@ def _seed_journal(args):
     j.rollback(s["id"], by="nsprop", reason="seed")
 
 
-def _standin_watchdog(state_dir, txn_id, begin):
+def _standin_watchdog(*_args):
     """A live process in the watchdog's place (it dies with the sandbox's PID namespace)."""
     pid = os.fork()
     if pid == 0:
@@ -480,7 +480,7 @@ def random_case(draw, t):
             args[name] = d
     mutations = []
     constraints = _constraints(t)
-    for _ in range(draw(st.sampled_from([0, 1, 1, 1, 2, 2, 3]))):
+    for _ in range(draw(st.sampled_from([0, 0, 1, 1, 1, 2, 3]))):
         kind = draw(st.sampled_from(["evil"] * 5 + ["nested"] * 3 + ["unknown", "conflict", "drop"]))
         if kind == "evil":
             name = draw(st.sampled_from(sorted(spec)))
@@ -542,7 +542,10 @@ LEAF_SWEEP = [None, "", H.BIG_DIGITS, "nan", -1, 10 ** 30, "a\x00b", {"a": 1}]
 
 def sweep_cases(t):
     """The one-factor sweep (deterministic): each option from the base of the mode it
-    belongs to (``sweep_alt``), heavy bases in check mode, light ones in both modes."""
+    belongs to (``sweep_alt``), heavy bases in check mode, light ones in both modes.
+    Streams (an option's values, a dict key's values, a nested leaf's values) are merged
+    round-robin, so a time budget that cuts the sweep short cuts every stream's tail, not
+    the options that sort last."""
     spec = t.spec
     main = dict(t.dir_defaults)
     main.update(t.base)
@@ -550,38 +553,42 @@ def sweep_cases(t):
     for alt, opts in t.sweep_alt:
         for o in opts:
             bases[o] = dict(t.dir_defaults, **alt)
-    cases = []
-
-    def add(args, what):
-        n = len(cases)
-        check = True if t.heavy(args) else bool(n % 2)
-        cases.append({"args": args, "check": check, "diff": bool(n % 3 == 0), "forced": t.forced(args),
-                      "mutations": [what]})
-    add(dict(main), "base")
-    for alt, _opts in t.sweep_alt:
-        add(dict(t.dir_defaults, **alt), "alternative base")
-    for i, name in enumerate(sorted(spec)):
-        o = spec[name]
-        base = bases.get(name, main)
-        for v in H.sweep_values(H._typ(o), i):
-            add(dict(base, **{name: v}), "%s=%s" % (name, H.compact(v, 20)))
-        if H._typ(o) == "dict" and not o.get("options"):
-            keys = (t.values.dict_keys.get(name) or [])[:1]
-            for k in keys:
-                for v in H.DICT_VALUE_SWEEP:
-                    add(dict(base, **{name: {k: v}}), "%s.%s=%s" % (name, k, H.compact(v, 20)))
-            for ek in H.SWEEP_KEYS:
-                add(dict(base, **{name: {ek: 1}}), "%s key %s" % (name, H.compact(ek, 20)))
-        if isinstance(base.get(name), (dict, list)) and base.get(name):
-            for path in _leaves(base[name]):
-                for v in LEAF_SWEEP:
-                    add(dict(base, **{name: _set_path(base[name], path, v)}),
-                        "%s%s=%s" % (name, list(path), H.compact(v, 20)))
-    add(dict(main, nsprop_unknown_option="x"), "unknown option")
+    first = [(dict(main), "base")] + [(dict(t.dir_defaults, **alt), "alternative base") for alt, _o in t.sweep_alt]
+    first.append((dict(main, nsprop_unknown_option="x"), "unknown option"))
     for c in _constraints(t):
         args = dict(main)
         what = _apply_constraint(t, args, c, lambda k: t.base.get(k) or _first_valid(t, k))
-        add(args, what)
+        first.append((args, what))
+    streams = [first]
+    for i, name in enumerate(sorted(spec)):
+        o = spec[name]
+        base = bases.get(name, main)
+        streams.append([(dict(base, **{name: v}), "%s=%s" % (name, H.compact(v, 20)))
+                        for v in H.sweep_values(H._typ(o), i)])
+        if H._typ(o) == "dict" and not o.get("options"):
+            keys = (t.values.dict_keys.get(name) or [])[:1]
+            if name in t.sysctl_dicts:   # a sysctl holding one int, one holding several, one holding a name
+                keys = ["net.ipv4.tcp_keepalive_time", "net.ipv4.tcp_rmem", "net.ipv4.tcp_congestion_control"]
+            for k in keys:
+                streams.append([(dict(base, **{name: {k: v}}), "%s.%s=%s" % (name, k, H.compact(v, 20)))
+                                for v in H.DICT_VALUE_SWEEP])
+            if name in t.number_dicts:
+                streams.append([(dict(base, **{name: {k: float("nan")}}), "%s.%s=nan" % (name, k))
+                                for k in (t.values.dict_keys.get(name) or [])[1:]])
+            streams.append([(dict(base, **{name: {ek: 1}}), "%s key %s" % (name, H.compact(ek, 20)))
+                            for ek in H.SWEEP_KEYS])
+        if isinstance(base.get(name), (dict, list)) and base.get(name):
+            for path in _leaves(base[name]):
+                streams.append([(dict(base, **{name: _set_path(base[name], path, v)}),
+                                 "%s%s=%s" % (name, list(path), H.compact(v, 20))) for v in LEAF_SWEEP])
+    cases = []
+    for rank in range(max(len(x) for x in streams)):
+        for stream in streams:
+            if rank < len(stream):
+                args, what = stream[rank]
+                n = len(cases)
+                cases.append({"args": args, "check": True if t.heavy(args) else bool(n % 2), "diff": bool(n % 3 == 0),
+                              "forced": t.forced(args), "mutations": [what]})
     return cases
 
 
@@ -617,7 +624,8 @@ def test_every_module_is_covered():
 def test_module_properties(name):
     _sandbox_or_skip()
     t = Target(name, **TARGETS[name])
-    suite = H.Suite(name, t.spec, t.runner, setup=t.setup, env_failures=t.env_failures, budget_s=t.budget)
+    suite = H.Suite(name, t.spec, t.runner, setup=t.setup, env_failures=t.env_failures, budget_s=t.budget,
+                    doc_scopes=H.doc_scopes(name))
     for case in sweep_cases(t):
         suite.run(case, "sweep")
 
@@ -630,3 +638,46 @@ def test_module_properties(name):
     report = H.format_report(summary)
     print("\n" + report)
     assert not summary["violations"], report
+
+
+def test_oracle_catches_what_it_should():
+    """The harness itself: a hang, an escaped exception, a check-mode write, a failure
+    that names nothing, and the sandbox holding writes to /etc and /proc/sys."""
+    _sandbox_or_skip()
+    spec = {"state_dir": {"type": "path"}, "count": {"type": "int"}}
+    case = {"args": {"count": 1}, "check": True, "forced": None}
+
+    def hang(args, check, diff):
+        time.sleep(60)
+
+    res = H.run_case(hang, {}, timeout=2)
+    assert res["timed_out"] and H.judge(res, case, spec)[1][0][0] == "hang"
+
+    def writes(args, check, diff):
+        import json as _json
+        with open("/etc/nsprop-oracle", "w") as f:
+            f.write("x")
+        try:
+            with open("/proc/sys/vm/swappiness", "w") as f:   # host-wide: the sandbox refuses it
+                f.write("1")
+            host_wide = "written"
+        except OSError as e:
+            host_wide = e.strerror
+        print(_json.dumps({"failed": True, "msg": "something went wrong"}))
+        return {"exit": 1, "exception": None, "work": None, "stdout": "", "stderr": "", "host_wide": host_wide,
+                "result": {"failed": True, "msg": "something went wrong"}}
+
+    res = H.run_case(writes, {})
+    kinds = sorted(k for k, _s, _d in H.judge(res, case, spec)[1])
+    assert kinds == ["changed-after-failure", "check-mode-write", "unnamed-field"], kinds
+    assert res["host_wide"] == "Read-only file system"
+    assert not os.path.exists("/etc/nsprop-oracle")
+
+    def raises(args, check, diff):
+        return H.call_main(lambda: [][1], {}, check)
+
+    res = H.run_case(raises, {})
+    assert H.judge(res, case, spec)[1][0][1].startswith("traceback: IndexError")
+    named = {"failed": True, "msg": "count: must be >= 1", "field": "count"}
+    assert H.names_a_field(named, spec, {"count": 0})
+    assert not H.names_a_field({"failed": True, "msg": "bad"}, spec, {"count": 0})
