@@ -32,6 +32,7 @@ import contextlib
 import ctypes
 import errno
 import fcntl
+import fnmatch
 import io
 import json
 import os
@@ -985,9 +986,13 @@ def names_a_field(result, spec, args):
                 return True
         elif re.search(r"(?<![A-Za-z0-9_])%s(?![A-Za-z0-9_])" % re.escape(n), msg):
             return True
+    paths = re.findall(r"/[^\s:'\"()]+", msg) + ([field] if isinstance(field, str) and field.startswith("/") else [])
     for k in keys:
         if len(k) >= 2 and (k in msg or (len(k) > 300 and k[:40] in msg)):
             return True
+        if k.startswith("/") and any(fnmatch.fnmatchcase(p.split(":")[0], k) or
+                                     p.startswith(k.rstrip("/") + "/") for p in paths):
+            return True   # a file a source glob or directory expanded to ("<file>:<line>:<column>")
         if len(k) < 2 and (repr(k) in msg or '"%s"' % k in msg):   # '' or 'x', quoted
             return True
     return False
