@@ -404,7 +404,7 @@ _t("sysctl_study", why="an action plugin (the module file is documentation): its
    forced_extra=[("too few trials", "trials", 0, lambda v: H._as_int(v) == 0),
                  ("fewer than 3 verify rounds", "verify_rounds", 1, lambda v: H._as_int(v) in (0, 1, 2)),
                  ("unknown bench key", "bench", {"nsprop": 1}, UNKNOWN_BENCH_KEY)],
-   examples=30, budget=18)
+   examples=30, budget=24)
 
 
 # ------------------------------------------------------------------ case generation
