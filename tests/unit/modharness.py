@@ -1262,6 +1262,10 @@ class Suite(object):
         if isinstance(res, dict) and res.get("failed"):
             m = re.sub(r"\d+", "N", str(res.get("msg")))
             self._count(self.messages, m[:110])
+        self.record(case, payload, vs, phase)
+        return outcome
+
+    def record(self, case, payload, vs, phase):
         for kind, sig, detail in vs:
             rec = self.violations.get(sig)
             if rec is None:
@@ -1271,7 +1275,6 @@ class Suite(object):
                                         isinstance(payload.get("result"), dict) else None}
             else:
                 rec["count"] += 1
-        return outcome
 
     def relevance(self, case, payload):
         """None when the module may ignore the forced-invalid value, else why it counts.
@@ -1289,7 +1292,10 @@ class Suite(object):
         base = payload
         if case["check"]:
             real = dict(case, check=False)
-            p2 = self.execute(real)[0]
+            p2, _o2, v2 = self.execute(real)
+            # what the real-mode run shows besides the value's fate is a finding of its own
+            self.record(real, p2, [x for x in v2 if x[0] not in ("accepted-invalid", "invalid-input-reached-work")],
+                        "real mode of a check-mode case")
             r2 = p2.get("result") if isinstance(p2.get("result"), dict) else {}
             if p2.get("work"):
                 return "real mode would go on to %s with it" % p2["work"]
