@@ -201,7 +201,7 @@ stage:
 
 import os
 
-from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.netstack.tuning.plugins.module_utils.frontend import NetstackModule
 from ansible_collections.netstack.tuning.plugins.module_utils.common import NetstackError, check_path, check_path_options
 from ansible_collections.netstack.tuning.plugins.module_utils import bpf as bpf_engine
 
@@ -260,7 +260,7 @@ def run(module):
 
 
 def main():
-    module = AnsibleModule(
+    module = NetstackModule(
         argument_spec=dict(
             name=dict(type="str", required=True),
             src=dict(type="str"),

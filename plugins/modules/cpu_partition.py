@@ -190,7 +190,7 @@ config_file:
 import json
 import os
 
-from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.netstack.tuning.plugins.module_utils.frontend import NetstackModule
 from ansible_collections.netstack.tuning.plugins.module_utils.common import NetstackError, check_path_options
 from ansible_collections.netstack.tuning.plugins.module_utils import agent as agent_engine
 from ansible_collections.netstack.tuning.plugins.module_utils import amp, ampctl
@@ -258,7 +258,7 @@ def run(module):
 
 
 def main():
-    module = AnsibleModule(
+    module = NetstackModule(
         argument_spec=dict(
             name=dict(type="str", default="amp"),
             state=dict(type="str", default="present", choices=["present", "absent"]),

@@ -230,7 +230,7 @@ params:
 
 import signal
 
-from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.netstack.tuning.plugins.module_utils.frontend import NetstackModule
 from ansible_collections.netstack.tuning.plugins.module_utils.common import NetstackError
 from ansible_collections.netstack.tuning.plugins.module_utils import httpbench
 
@@ -260,7 +260,7 @@ def run(module):
 
 
 def main():
-    module = AnsibleModule(
+    module = NetstackModule(
         argument_spec=dict(
             mode=dict(type="str", default="lab", choices=["lab", "fleet"]),
             nginx_mode=dict(type="str", default="static", choices=["static", "proxy"]),

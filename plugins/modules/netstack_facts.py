@@ -147,7 +147,7 @@ ansible_facts:
           type: dict
 """
 
-from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.netstack.tuning.plugins.module_utils.frontend import NetstackModule
 from ansible_collections.netstack.tuning.plugins.module_utils.common import NetstackError
 from ansible_collections.netstack.tuning.plugins.module_utils import facts as engine
 
@@ -158,7 +158,7 @@ def run(module):
 
 
 def main():
-    module = AnsibleModule(
+    module = NetstackModule(
         argument_spec=dict(
             gather_subset=dict(type="list", elements="str", default=["all"], choices=["all"] + list(engine.PROBES)),
             netns=dict(type="str"),

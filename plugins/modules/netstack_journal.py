@@ -104,7 +104,7 @@ conflicts:
   elements: dict
 """
 
-from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.netstack.tuning.plugins.module_utils.frontend import NetstackModule
 from ansible_collections.netstack.tuning.plugins.module_utils.common import NetstackError
 from ansible_collections.netstack.tuning.plugins.module_utils.journal import ACTIVE_STATES, Journal
 
@@ -167,7 +167,7 @@ def run(module):
 
 
 def main():
-    module = AnsibleModule(
+    module = NetstackModule(
         argument_spec=dict(
             action=dict(type="str", default="list", choices=["list", "confirm", "rollback", "recover", "repair"]),
             journal_id=dict(type="str"),

@@ -135,7 +135,7 @@ config_file:
 import json
 import os
 
-from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.netstack.tuning.plugins.module_utils.frontend import NetstackModule
 from ansible_collections.netstack.tuning.plugins.module_utils.common import NetstackError, check_path_options
 from ansible_collections.netstack.tuning.plugins.module_utils import agent as agent_engine
 from ansible_collections.netstack.tuning.plugins.module_utils import shm
@@ -191,7 +191,7 @@ def run(module):
 
 
 def main():
-    module = AnsibleModule(
+    module = NetstackModule(
         argument_spec=dict(
             state=dict(type="str", default="present", choices=["present", "absent"]),
             policies=dict(type="list", elements="dict"),

@@ -195,7 +195,7 @@ recovered:
 
 import os
 
-from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.netstack.tuning.plugins.module_utils.frontend import NetstackModule
 from ansible_collections.netstack.tuning.plugins.module_utils.common import NetstackError, check_path
 from ansible_collections.netstack.tuning.plugins.module_utils import kstate
 from ansible_collections.netstack.tuning.plugins.module_utils import sysctl as sysctl_engine
@@ -313,7 +313,7 @@ def run(module):
 
 
 def main():
-    module = AnsibleModule(
+    module = NetstackModule(
         argument_spec=dict(
             sysctls=dict(type="dict"),
             names=dict(type="list", elements="str"),

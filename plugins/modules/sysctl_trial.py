@@ -111,7 +111,7 @@ current:
   type: dict
 """
 
-from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.netstack.tuning.plugins.module_utils.frontend import NetstackModule
 from ansible_collections.netstack.tuning.plugins.module_utils.common import NetstackError, check_path_options
 from ansible_collections.netstack.tuning.plugins.module_utils import trial
 
@@ -135,7 +135,7 @@ def run(module):
 
 
 def main():
-    module = AnsibleModule(
+    module = NetstackModule(
         argument_spec=dict(
             action=dict(type="str", default="run", choices=["run", "inspect"]),
             sysctls=dict(type="dict", default={}),

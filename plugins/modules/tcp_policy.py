@@ -124,7 +124,7 @@ kernel_hz:
 import json
 import os
 
-from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.netstack.tuning.plugins.module_utils.frontend import NetstackModule
 from ansible_collections.netstack.tuning.plugins.module_utils.common import NetstackError, check_path_options
 from ansible_collections.netstack.tuning.plugins.module_utils import bpf as bpf_engine
 from ansible_collections.netstack.tuning.plugins.module_utils import kstate
@@ -194,7 +194,7 @@ def run(module):
 
 
 def main():
-    module = AnsibleModule(
+    module = NetstackModule(
         argument_spec=dict(
             program=dict(type="str", default="tcp_tuner"),
             rules=dict(type="list", elements="dict", default=[]),

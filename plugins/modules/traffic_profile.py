@@ -251,7 +251,7 @@ records_per_second:
   type: int
 """
 
-from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.netstack.tuning.plugins.module_utils.frontend import NetstackModule
 from ansible_collections.netstack.tuning.plugins.module_utils.common import NetstackError, check_path_options
 from ansible_collections.netstack.tuning.plugins.module_utils import traffic
 
@@ -270,7 +270,7 @@ def run(module):
 
 
 def main():
-    module = AnsibleModule(
+    module = NetstackModule(
         argument_spec=dict(
             action=dict(type="str", required=True, choices=["collect", "analyze"]),
             state=dict(type="str", default="present", choices=["present", "absent"]),

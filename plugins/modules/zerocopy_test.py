@@ -230,7 +230,7 @@ stopped:
 
 import signal
 
-from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.netstack.tuning.plugins.module_utils.frontend import NetstackModule
 from ansible_collections.netstack.tuning.plugins.module_utils.common import NetstackError
 from ansible_collections.netstack.tuning.plugins.module_utils import zerocopy
 
@@ -269,7 +269,7 @@ def run(module):
 
 
 def main():
-    module = AnsibleModule(
+    module = NetstackModule(
         argument_spec=dict(
             paths=dict(type="list", elements="str", default=["loopback", "veth"], choices=list(zerocopy.PATHS)),
             protocols=dict(type="list", elements="str", default=["tcp", "udp"], choices=list(zerocopy.PROTOCOLS)),

@@ -1,0 +1,51 @@
+"""Module front ends (plugins/module_utils/frontend.py and the modules' run()), each run in
+the property suite's sandbox (tests/unit/modharness.py: private mount, network and PID
+namespaces, read-only root with throwaway layers), so nothing reaches the host."""
+import os
+
+from modharness import module_runner, run_case
+
+SANDBOX_DROPINS = "/etc/sysctl.d"  # an overlay inside the sandbox: the host's is untouched
+
+
+def result_of(payload):
+    assert not payload.get("timed_out") and not payload.get("harness_error"), payload
+    out = payload["run"] if "run" in payload else payload
+    assert out["exception"] is None, out["exception"]
+    return out["result"]
+
+
+def test_an_integer_too_large_to_print_is_refused_naming_the_option():
+    """Ansible turns '9'*5000 into an int, then its invocation log raised ValueError."""
+    for name, args in (("sysctl_set", {"sysctls": {"net.ipv4.tcp_syn_retries": 3}, "confirm_timeout": "9" * 5000}),
+                       ("http_bench", {"connections": "9" * 5000}),
+                       ("netstack_journal", {"limit": "9" * 5000})):
+        res = result_of(run_case(module_runner(name), args, check_mode=True))
+        assert res["failed"] and res["field"] in ("confirm_timeout", "connections", "limit"), res
+        assert "integer too large" in res["msg"]
+
+
+def _sysctl_set_dropin_case(args, check_mode, diff):
+    """Inside the sandbox: a commit-confirmed sysctl_set with persist=file writes no drop-in
+    until netstack_journal confirms it."""
+    from modharness import call_main
+    from ansible_collections.netstack.tuning.plugins.modules import netstack_journal, sysctl_set
+    path = os.path.join(SANDBOX_DROPINS, "60-nsfront.conf")
+    first = call_main(sysctl_set.main, {"sysctls": {"net.ipv4.tcp_syn_retries": 3}, "persist": "file",
+                                        "persist_file": "60-nsfront.conf", "confirm_timeout": 30,
+                                        "state_dir": "/tmp/nsprop/state"}, False)
+    before_confirm = os.path.exists(path)
+    conf = call_main(netstack_journal.main, {"action": "confirm", "journal_id": first["result"]["journal_id"],
+                                             "state_dir": "/tmp/nsprop/state"}, False)
+    text = open(path).read() if os.path.exists(path) else None
+    return {"exception": first["exception"] or conf["exception"],
+            "result": {"first": first["result"], "before_confirm": before_confirm, "confirm": conf["result"],
+                       "dropin": text}}
+
+
+def test_sysctl_set_writes_the_dropin_of_a_commit_confirmed_change_on_confirm():
+    res = result_of(run_case(_sysctl_set_dropin_case, {}, check_mode=False))
+    assert res["first"]["changed"] and res["first"]["persist_on_confirm"] is True, res["first"]
+    assert res["before_confirm"] is False          # a reboot now boots the old values
+    assert res["confirm"]["changed"] is True, res["confirm"]
+    assert "net.ipv4.tcp_syn_retries = 3" in res["dropin"]
