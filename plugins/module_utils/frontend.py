@@ -4,16 +4,27 @@
 """What netstack's modules share as Ansible front ends (the one module_utils file that
 imports AnsibleModule; the engine never does).
 
-``NetstackModule`` is AnsibleModule with one guard.  Ansible converts a 5,000-digit integer
-argument to an int happily, then ends in a ValueError traceback when it logs the
-invocation (Python refuses to print integers of more than 4,300 digits).  No netstack
-option takes more than 20 digits, so such an argument is refused here, naming the option,
-before anything is logged or done.
+``NetstackModule`` is AnsibleModule with two guards against tracebacks in Ansible's own
+argument handling, before any netstack code runs:
+
+* Ansible converts a 5,000-digit integer argument to an int happily, then ends in a
+  ValueError traceback when it logs the invocation (Python refuses to print integers of
+  more than 4,300 digits).  No netstack option takes more than 20 digits, so such an
+  argument is refused here, naming the option, before anything is logged or done.
+* Ansible's int conversion goes through ``decimal.Decimal``: ``.inf`` or ``"inf"`` for an
+  ``int`` option ends in an OverflowError traceback, and ``"1e999999999"`` builds an integer
+  of a billion digits first.  An ``int`` option (suboptions included) is therefore taken
+  only as an int, a whole finite float, or ASCII digits (at most 20, optional sign); any
+  other value is handed to Ansible as text that names it, so its conversion fails with a
+  message naming the option.
 """
 
 from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
+
+import math
+import re
 
 from ansible.module_utils.basic import AnsibleModule
 
@@ -38,7 +49,39 @@ def oversized_int(value, path):
     return None
 
 
+_INT_TEXT = re.compile(r"\A\s*[-+]?[0-9]{1,20}(\.0*)?\s*\Z")
+
+
+def _plain_int(value):
+    if isinstance(value, (bool, int)):
+        return True
+    if isinstance(value, float):
+        return math.isfinite(value) and value == int(value) and abs(value) < 1e20
+    return isinstance(value, str) and bool(_INT_TEXT.match(value))
+
+
+def guard_ints(params, spec):
+    """Replace, in place, each value of an ``int`` option of ``spec`` that Ansible's
+    conversion could choke on by text that fails it cleanly."""
+    for name, opts in spec.items():
+        if not isinstance(params, dict) or name not in params or params[name] is None:
+            continue
+        value, typ = params[name], opts.get("type", "str")
+        if typ == "int" and not _plain_int(value):
+            params[name] = "%s (not an integer of at most 20 ASCII digits)" % repr(value)[:40]
+        sub = opts.get("options")
+        if sub and isinstance(value, dict):
+            guard_ints(value, sub)
+        elif sub and isinstance(value, list):
+            for element in value:
+                guard_ints(element, sub)
+
+
 class NetstackModule(AnsibleModule):
+
+    def _load_params(self):
+        super(NetstackModule, self)._load_params()
+        guard_ints(self.params, self.argument_spec)
 
     def _log_invocation(self):
         for name, value in self.params.items():

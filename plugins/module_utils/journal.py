@@ -277,7 +277,7 @@ class View(object):
 
     def require_intact(self):
         if self.damage:
-            raise NetstackError(self.damage_message(), field="journal", journal=self.path,
+            raise NetstackError(self.damage_message(), field="state_dir", journal=self.path,
                                 damaged=self.damage[:20])
         return self
 
@@ -333,7 +333,7 @@ def read_view(path):
     except FileNotFoundError:
         return view
     except (IOError, OSError) as e:
-        raise NetstackError("cannot read journal %s: %s" % (path, e.strerror or e), field="journal")
+        raise NetstackError("cannot read journal %s: %s" % (path, e.strerror or e), field="state_dir")
     lines = data.split(b"\n")
     tail = lines.pop()  # b"" when the file ends with a newline
     view.lines = len(lines) + (1 if tail else 0)
@@ -494,7 +494,7 @@ class Journal(object):
             seq = view.high_seq + 1
             if seq > MAX_SEQ:
                 raise NetstackError("journal %s has used every id up to %d: move it aside to start a new one"
-                                    % (self.path, MAX_SEQ), field="journal")
+                                    % (self.path, MAX_SEQ), field="state_dir")
             txn_id = "%06d" % seq
             items = []
             for item, value in changes:

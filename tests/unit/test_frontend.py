@@ -16,13 +16,14 @@ def result_of(payload):
 
 
 def test_an_integer_too_large_to_print_is_refused_naming_the_option():
-    """Ansible turns '9'*5000 into an int, then its invocation log raised ValueError."""
-    for name, args in (("sysctl_set", {"sysctls": {"net.ipv4.tcp_syn_retries": 3}, "confirm_timeout": "9" * 5000}),
-                       ("http_bench", {"connections": "9" * 5000}),
-                       ("netstack_journal", {"limit": "9" * 5000})):
+    """Ansible turned '9'*5000 into an int, then its invocation log raised ValueError."""
+    for name, args, field in (
+            ("sysctl_set", {"sysctls": {"net.ipv4.tcp_syn_retries": 3}, "confirm_timeout": "9" * 5000}, "confirm_timeout"),
+            ("http_bench", {"connections": "9" * 5000}, "connections"),
+            ("netstack_journal", {"limit": "9" * 5000}, "limit"),
+            ("netstack_journal", {"limit": "1e999999999"}, "limit")):  # not a billion-digit int first
         res = result_of(run_case(module_runner(name), args, check_mode=True))
-        assert res["failed"] and res["field"] in ("confirm_timeout", "connections", "limit"), res
-        assert "integer too large" in res["msg"]
+        assert res["failed"] and "'%s'" % field in res["msg"] and "at most 20 ASCII digits" in res["msg"], res
 
 
 def _sysctl_set_dropin_case(args, check_mode, diff):
@@ -49,3 +50,12 @@ def test_sysctl_set_writes_the_dropin_of_a_commit_confirmed_change_on_confirm():
     assert res["before_confirm"] is False          # a reboot now boots the old values
     assert res["confirm"]["changed"] is True, res["confirm"]
     assert "net.ipv4.tcp_syn_retries = 3" in res["dropin"]
+
+
+def test_a_non_finite_float_for_an_int_option_is_refused_naming_it():
+    """YAML .inf for an int option was an OverflowError traceback in Ansible's conversion."""
+    for name, args, field in (("traffic_profile", {"action": "analyze", "duration": float("inf")}, "duration"),
+                              ("sysctl_set", {"sysctls": {"net.ipv4.tcp_syn_retries": 3},
+                                              "confirm_timeout": float("nan")}, "confirm_timeout")):
+        res = result_of(run_case(module_runner(name), args, check_mode=True))
+        assert res["failed"] and field in res["msg"], res

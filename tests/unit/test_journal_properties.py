@@ -153,6 +153,6 @@ def test_unreadable_journal_is_a_clear_error(tmp_path):
     try:
         read_view(str(tmp_path / "journal.jsonl"))
     except NetstackError as e:
-        assert e.field == "journal" and "journal.jsonl" in str(e)
+        assert e.field == "state_dir" and "journal.jsonl" in str(e)
     else:
         raise AssertionError("no error for a journal that is a directory")

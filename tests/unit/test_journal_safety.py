@@ -100,7 +100,7 @@ def test_non_utf8_bytes_do_not_kill_the_watchdog_nor_any_reader(netns, tmp_path)
     assert "line 4" in m.warnings[0]
     with pytest.raises(NetstackError) as e:
         apply_set(j, netns, {K1: 3})
-    assert e.value.field == "journal" and "%s is damaged: line 4: not UTF-8" % j.path in str(e.value)
+    assert e.value.field == "state_dir" and "%s is damaged: line 4: not UTF-8" % j.path in str(e.value)
     assert val(netns, K1) == orig  # refused before any write
 
 
@@ -179,7 +179,7 @@ def test_records_of_the_wrong_shape_are_reported_not_raised(netns, tmp_path, bad
     for action in ("rollback", "confirm"):
         with pytest.raises(NetstackError) as e:
             journal_module(state_dir=str(tmp_path), action=action, journal_id="000001")
-        assert e.value.field in ("journal", "journal_id")
+        assert e.value.field in ("state_dir", "journal_id")
 
 
 # ---------------------------------------------------------------- 4: the watchdog is gone
