@@ -644,14 +644,16 @@ def module_spec(name):
         def __init__(self, *a, **kw):
             box.update(kw)
             raise _Captured()
-    orig, sigterm = mod.AnsibleModule, signal.getsignal(signal.SIGTERM)
-    mod.AnsibleModule = Capture
+    # Modules build NetstackModule (plugins/module_utils/frontend.py), an AnsibleModule.
+    cls_name = "NetstackModule" if hasattr(mod, "NetstackModule") else "AnsibleModule"
+    orig, sigterm = getattr(mod, cls_name), signal.getsignal(signal.SIGTERM)
+    setattr(mod, cls_name, Capture)
     try:
         mod.main()
     except _Captured:
         pass
     finally:
-        mod.AnsibleModule = orig
+        setattr(mod, cls_name, orig)
         signal.signal(signal.SIGTERM, sigterm)
     if "argument_spec" not in box:
         raise AssertionError("%s: main() did not build an AnsibleModule" % name)
