@@ -12,6 +12,7 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+import math
 import os
 import subprocess
 
@@ -117,7 +118,7 @@ def strict_number(value, field, minimum=None, maximum=None):
     ``field`` otherwise."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise NetstackError("must be a number, got %s" % type(value).__name__, field=field)
-    if isinstance(value, float) and (value != value or value in (float("inf"), float("-inf"))):
+    if isinstance(value, float) and not math.isfinite(value):
         raise NetstackError("must be a finite number, got %r" % value, field=field)
     if minimum is not None and value < minimum:
         raise NetstackError("must be >= %s, got %s" % (minimum, value), field=field)

@@ -25,7 +25,7 @@ description:
   - V(list) returns the transactions, and the journal's damaged lines if it has any.
   - V(repair) sets damaged lines aside into C(journal.damaged) beside the journal and keeps
     every valid transaction; writes refuse a damaged journal until then.
-  - A confirm after the deadline is refused: the change was, or is about to be, reverted.
+  - A confirm after the deadline is refused; the change was, or is about to be, reverted.
 author:
   - netstack.tuning maintainers (@netstack-tuning)
 options:
