@@ -293,6 +293,8 @@ def fsync(fd):
     calls["fsync"] += 1
     if step == "before_begin_fsync" and calls["fsync"] == 1:
         die()
+    if step == "before_applied_fsync" and calls["fsync"] == 3:  # begin, watchdog, applied
+        die()
     real_fsync(fd)
     if step == "after_begin_fsync" and calls["fsync"] == 1:
         die()
@@ -337,7 +339,8 @@ def _kill_tree_marked(marker):
 
 
 @pytest.mark.parametrize("step", ["mid_begin_write", "before_begin_fsync", "after_begin_fsync",
-                                  "between_writes", "after_writes", "after_applied_fsync"])
+                                  "between_writes", "after_writes", "before_applied_fsync",
+                                  "after_applied_fsync"])
 def test_sigkill_at_each_step_of_apply_then_the_next_run_restores(netns, tmp_path, step):
     """kill -9 of the applier at each step of Journal.apply, and of its watchdog: the next
     netstack run on the host (here: another apply, on an unrelated key) leaves every key
