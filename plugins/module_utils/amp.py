@@ -39,7 +39,8 @@ import json
 import os
 import re
 
-from ansible_collections.netstack.tuning.plugins.module_utils.common import NetstackError, read_text, run, which
+from ansible_collections.netstack.tuning.plugins.module_utils.common import (
+    NetstackError, read_text, run, strict_int, which)
 from ansible_collections.netstack.tuning.plugins.module_utils.cpus import (
     cpus_to_mask, format_cpulist, parse_cpulist)
 from ansible_collections.netstack.tuning.plugins.module_utils import facts, journal, kstate
@@ -53,21 +54,47 @@ NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,40}$")
 IFNAME_RE = re.compile(r"^[A-Za-z0-9_.@:-]{1,15}$")
 
 
+MAX_CPUS = 8192  # the kernel's largest NR_CPUS (CONFIG_MAXSMP): CPU numbers are below it
+
+# A user's CPU list: ASCII digits only (``\d`` would take Arabic-Indic digits), at most
+# 4 digits a number (every CPU number is below MAX_CPUS), checked before parse_cpulist
+# expands a range, so "0-99999999" or a 5,000-digit number is an error, not a huge set.
+_USER_CPULIST_RE = re.compile(r"\A[0-9,\-:/ \t]*\Z")
+_NUMBER_RE = re.compile(r"[0-9]+")
+
+
 def _cpus_arg(value, field):
-    """A CPU list given as "0-3,8", [0, 1] or an int CPU number -> sorted list."""
+    """A CPU list given as "0-3,8", [0, 1] or an int CPU number -> sorted list; strict:
+    ASCII digits, every CPU number (and stride) below MAX_CPUS; NetstackError naming
+    ``field`` otherwise."""
+    if isinstance(value, (list, tuple)):
+        out = set()
+        for v in value:
+            if isinstance(v, (list, tuple)):
+                raise NetstackError("a CPU list holds CPU numbers or ranges, not a nested list", field=field)
+            out.update(_cpus_arg(v, field))
+        return sorted(out)
+    if isinstance(value, bool):
+        raise NetstackError("a boolean is not a CPU list", field=field)
+    if isinstance(value, int):
+        if value < 0 or value >= MAX_CPUS:
+            raise NetstackError("CPU number %s out of range (0 to %d)" % (value if abs(value) < 10 ** 20 else
+                                                                         "of %d digits" % len(str(abs(value))),
+                                                                         MAX_CPUS - 1), field=field)
+        return [value]
+    if not isinstance(value, str):
+        raise NetstackError("a CPU list is text such as 0-3,8, a CPU number or a list of them, not %s"
+                            % type(value).__name__, field=field)
+    if not _USER_CPULIST_RE.match(value):
+        raise NetstackError("bad CPU list %r: only ASCII digits, ',', '-', ':' and '/' are allowed"
+                            % value[:40], field=field)
+    for num in _NUMBER_RE.findall(value):
+        if len(num) > 4 or int(num) >= MAX_CPUS:
+            raise NetstackError("bad CPU list %r: %s is beyond the largest CPU number (%d)"
+                                % (value[:40], num[:20] + ("..." if len(num) > 20 else ""), MAX_CPUS - 1),
+                                field=field)
     try:
-        if isinstance(value, (list, tuple)):
-            out = set()
-            for v in value:
-                out.update(_cpus_arg(v, field))
-            return sorted(out)
-        if isinstance(value, bool):
-            raise ValueError("a boolean is not a CPU list")
-        if isinstance(value, int):
-            if value < 0:
-                raise ValueError("negative CPU number %d" % value)
-            return [value]
-        return parse_cpulist(str(value))
+        return parse_cpulist(value)
     except ValueError as e:
         raise NetstackError(str(e), field=field)
 
@@ -373,12 +400,13 @@ def validate(spec):
         except NetstackError:
             raise NetstackError("not a systemd service, slice or scope name: %r" % (u,), field="app_units")
     n = s.get("net_cpus", "auto")
-    if isinstance(n, str) and n.isdigit():
-        n = int(n)  # "2" from a survey or extra var is a count; a list is "2-3" or "2,"
+    if isinstance(n, str) and n.isascii() and n.isdigit():
+        # "2" from a survey or extra var is a count; a list is "2-3" or "2,"
+        n = strict_int(n, "net_cpus")
     if not (n == "auto" or isinstance(n, (list, str)) or (isinstance(n, int) and not isinstance(n, bool))):
         raise NetstackError("auto, a count of CPUs, or a CPU list", field="net_cpus")
-    if isinstance(n, int) and not isinstance(n, bool) and n < 1:
-        raise NetstackError("must be at least 1", field="net_cpus")
+    if isinstance(n, int) and not isinstance(n, bool):
+        strict_int(n, "net_cpus", 1, MAX_CPUS - 1)  # a count; it must leave one CPU to applications
     if isinstance(n, list) or (isinstance(n, str) and n != "auto"):
         if not _cpus_arg(n, "net_cpus"):
             raise NetstackError("the network set is empty", field="net_cpus")
@@ -532,14 +560,23 @@ class Partition(object):
         self.sys_cpu = sys_cpu
 
     # -- record --------------------------------------------------------------
+    def check_state_dir(self):
+        """NetstackError naming ``state_dir`` when it (or its ``amp`` subdirectory) exists
+        and is not a directory: checked before anything is read or made under it."""
+        for d in (self.state_dir, os.path.dirname(self.path)):
+            if os.path.lexists(d) and not os.path.isdir(d):
+                raise NetstackError("%s exists and is not a directory" % d, field="state_dir")
+
     def record(self):
+        self.check_state_dir()
         try:
             with open(self.path) as f:
                 return json.load(f)
         except (IOError, OSError) as e:
             if e.errno == errno.ENOENT:
                 return None
-            raise
+            raise NetstackError("cannot read the partition record %s: %s" % (self.path, e.strerror or e),
+                                field="state_dir")
         except ValueError:
             raise NetstackError("partition record %s is not valid JSON" % self.path, field="name")
 
@@ -586,12 +623,16 @@ class Partition(object):
         """One writer at a time per partition, across processes: the module's absent runs
         right after it signals the agent, whose reload runs absent too (and whose controller
         may be resizing); unserialised, both read the record and both unlink it."""
+        self.check_state_dir()
         if check_mode:
             yield
             return
         d = os.path.dirname(self.path)
         if not os.path.isdir(d):
-            os.makedirs(d, 0o700)
+            try:
+                os.makedirs(d, 0o700)
+            except OSError as e:
+                raise NetstackError("cannot create %s: %s" % (d, e.strerror or e), field="state_dir")
         fd = os.open(os.path.join(d, "%s.lock" % self.name), os.O_RDWR | os.O_CREAT, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)

@@ -19,7 +19,7 @@ __metaclass__ = type
 
 import re
 
-_RANGE = re.compile(r"^(\d+)(?:-(\d+)(?::(\d+)/(\d+))?)?$")
+_RANGE = re.compile(r"^([0-9]+)(?:-([0-9]+)(?::([0-9]+)/([0-9]+))?)?$")
 
 
 def parse_cpulist(text):

@@ -51,6 +51,8 @@ options:
       - V(auto) (one core in eight, at least one), a number of CPUs (rounded up to whole
         cores), or a CPU list (V(0-1,8) or a YAML list). Must leave at least one CPU to
         applications.
+      - Digits alone (V(2)) are a count; a CPU list is written in ASCII digits and every CPU
+        number in it is below 8192 (the kernel's largest C(NR_CPUS)).
     type: raw
     default: auto
   interfaces:
@@ -111,7 +113,7 @@ options:
     type: bool
     default: true
   state_dir:
-    description: Journal and partition records (an absolute path).
+    description: Journal and partition records (an absolute path to a directory; created when missing).
     type: path
     default: /var/lib/netstack
 attributes:
@@ -207,6 +209,7 @@ def run(module):
     check_path_options(p, ["config_dir", "state_dir"])
     check_path_options(p, ["app_cgroups"], absolute=False)
     part = amp.Partition(p["name"], state_dir=p["state_dir"])
+    part.check_state_dir()   # a file there: an error naming state_dir before anything is read or written
     cfg_file = os.path.join(p["config_dir"], "amp.json")
     if p["state"] == "present":
         spec = amp.validate(spec_of(p))
