@@ -20,7 +20,7 @@ import os
 import socket
 import sys
 
-from ansible_collections.netstack.tuning.plugins.module_utils.common import NetstackError
+from ansible_collections.netstack.tuning.plugins.module_utils.common import NetstackError, check_path
 from ansible_collections.netstack.tuning.plugins.module_utils import agent as agent_engine
 
 SECTION = "traffic"
@@ -158,22 +158,67 @@ def expand_sources(sources):
     return files
 
 
-def _write(path, text, check_mode):
-    """Write ``text`` when it differs; True when it did (or would)."""
+NAME_MAX = 255
+NO_WRITE_ROOTS = ("/proc", "/sys", "/dev")
+
+
+def check_output(path, field):
+    """Where ``field`` (output, report) would be written: the real path of ``path``, a file
+    (or none yet) in an existing, writable directory outside /proc, /sys and /dev.  Called
+    before any work, in check mode too; NetstackError naming ``field`` otherwise."""
+    check_path(path, field, absolute=False)
+    real = os.path.realpath(path)
+    for root in NO_WRITE_ROOTS:
+        if real == root or real.startswith(root + "/"):
+            raise NetstackError("%s is under %s, not a place to write a file" % (real[:200], root), field=field)
+    if os.path.isdir(real):
+        raise NetstackError("%s is a directory; name a file in it" % real[:200], field=field)
+    if os.path.lexists(real) and not os.path.isfile(real):
+        raise NetstackError("%s exists and is not a regular file" % real[:200], field=field)
+    parent, base = os.path.split(real)
+    if not os.path.isdir(parent):
+        raise NetstackError("directory %s does not exist" % parent[:200], field=field)
+    if len(base.encode("utf-8", "surrogateescape")) + len(".tmp") > NAME_MAX:
+        raise NetstackError("file name longer than %d bytes" % (NAME_MAX - len(".tmp")), field=field)
+    if not os.access(parent, os.W_OK):
+        raise NetstackError("directory %s is not writable" % parent[:200], field=field)
+    return real
+
+
+def _same_text(path, data):
     try:
-        with open(path) as f:
-            if f.read() == text:
-                return False
+        if os.path.getsize(path) != len(data):
+            return False
+        with open(path, "rb") as f:
+            return f.read() == data
     except (IOError, OSError):
-        pass
-    if not check_mode:
-        d = os.path.dirname(os.path.abspath(path))
-        if not os.path.isdir(d):
-            raise NetstackError("directory %s does not exist" % d, field="output")
-        tmp = path + ".tmp"
-        with open(tmp, "w") as f:
-            f.write(text)
+        return False
+
+
+def _write(path, text, check_mode, field="output"):
+    """Write ``text`` to ``path`` (checked by check_output) when it differs, through a
+    temporary file renamed over it; True when it did (or would)."""
+    data = text.encode("utf-8")
+    if _same_text(path, data):
+        return False
+    if check_mode:
+        return True
+    tmp = path + ".tmp"
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_NOFOLLOW", 0), 0o666)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+        finally:
+            os.close(fd)
         os.rename(tmp, path)
+    except (IOError, OSError) as e:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise NetstackError("cannot write %s: %s" % (path[:200], e.strerror or e), field=field)
     return True
 
 
@@ -187,31 +232,38 @@ def summary(result):
 
 
 def analyze_files(params, check_mode=False):
-    """The ``analyze`` action of traffic_profile."""
+    """The ``analyze`` action of traffic_profile.  Every option (the analysis settings, the
+    output and report paths) is checked before any file is read, in check mode too."""
     from ansible_collections.netstack.tuning.plugins.module_utils import flowfile, trafficanalysis, trafficreport
+    opts = trafficanalysis.options(params.get("analysis") or {}, prefix="analysis.")
+    targets = {}
+    for field in ("output", "report"):
+        if params.get(field):
+            targets[field] = check_output(params[field], field)
+    if len(targets) == 2 and targets["output"] == targets["report"]:
+        raise NetstackError("output and report name the same file (%s)" % targets["report"][:200], field="report")
     files = expand_sources(params.get("sources"))
-    trafficanalysis.options(params.get("analysis") or {})     # bad options fail before any reading
     rec = flowfile.read_many(files, fmt=params.get("format") or "auto", local_prefixes=params.get("local_prefixes") or (),
                              prefix_v4=params.get("prefix_v4") or 24, prefix_v6=params.get("prefix_v6") or 48) if files else None
     if rec is None or not len(rec):
         # Nothing counted (idle interfaces, a fresh store): an honest empty report, not a failure.
         result = {"records": 0, "bytes": 0, "links": [], "series": [], "anomalies": [], "billing": [], "projection": [],
                   "water_levels": [], "top_talkers": {}, "plots": [], "start": None, "end": None,
-                  "step": (params.get("analysis") or {}).get("step", trafficanalysis.DEFAULTS["step"]),
-                  "notes": ["no traffic records in %d source file(s)" % len(files)]}
+                  "step": opts["step"], "notes": ["no traffic records in %d source file(s)" % len(files)]}
     else:
         result = trafficanalysis.analyze(rec, params.get("analysis") or {})
     result["sources"] = files
     changed = False
     written = {}
-    if params.get("output"):
+    if "output" in targets:
         stable = dict((k, v) for k, v in result.items() if k not in ("analysis_seconds", "records_per_second"))
-        changed |= _write(params["output"], json.dumps(stable, indent=1, sort_keys=True) + "\n", check_mode)
+        changed |= _write(targets["output"], json.dumps(stable, indent=1, sort_keys=True) + "\n",
+                          check_mode, "output")
         written["output"] = params["output"]
-    if params.get("report"):
+    if "report" in targets:
         page = trafficreport.html(result, title=params.get("title") or "netstack.tuning traffic insight",
                                   hosts=params.get("hosts"))
-        changed |= _write(params["report"], page, check_mode)
+        changed |= _write(targets["report"], page, check_mode, "report")
         written["report"] = params["report"]
     out = summary(result)
     out.update(changed=changed, files=written)
@@ -258,9 +310,12 @@ def _cli_opts(argv, multi, single, flags=()):
 
 def _number(text, field):
     try:
-        return float(text)
+        value = float(text)
     except ValueError:
-        raise NetstackError("%r is not a number" % text, field=field)
+        raise NetstackError("%r is not a number" % text[:40], field=field)
+    if value != value or value in (float("inf"), float("-inf")):
+        raise NetstackError("%r is not a finite number" % text[:40], field=field)
+    return value
 
 
 def main(argv=None, out=None):

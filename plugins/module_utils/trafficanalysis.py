@@ -40,7 +40,9 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+import datetime
 import math
+import re
 import time
 import warnings
 
@@ -49,7 +51,7 @@ try:
 except ImportError:
     np = None  # trafficdata.require_numpy() says so where it is needed
 
-from ansible_collections.netstack.tuning.plugins.module_utils.common import NetstackError
+from ansible_collections.netstack.tuning.plugins.module_utils.common import NetstackError, strict_int, strict_number
 from ansible_collections.netstack.tuning.plugins.module_utils import trafficdata
 
 DAY = 86400
@@ -79,40 +81,104 @@ DEFAULTS = {
 }
 
 
-def options(opts=None):
-    """Defaults merged with ``opts``; bad values raise NetstackError naming the option."""
+# Bounds of each option: (kind, smallest, largest).  "int" takes an int or ASCII digits,
+# "number" a finite int or float (or its ASCII decimal text); inf and NaN never pass.
+BOUNDS = {
+    "step": ("int", 1, DAY),
+    "spike_max": ("int", 1, 100000),
+    "shift_window": ("int", 1, 30 * DAY),
+    "warmup_days": ("int", 1, 3650),
+    "top_k": ("int", 1, 1000),
+    "horizon_days": ("int", 1, 3650),
+    "plot_points": ("int", 1, 1000000),
+    "spike_sigma": ("number", 1e-9, 1e6),
+    "spike_min": ("number", 1e-9, 1e6),
+    "shift_min": ("number", 1e-9, 1e6),
+    "shift_sigma": ("number", 1e-9, 1e6),
+    "drift_min": ("number", 1e-9, 1e6),
+    "new_prefix_share": ("number", 1e-9, 1.0),
+    "warn": ("number", 1e-9, 10.0),
+    "critical": ("number", 1e-9, 10.0),
+}
+MAX_CAPACITY_BPS = 1e15      # 1 Pbit/s
+MAX_PRICE = 1e9              # per Mbit/s per month
+MAX_LIST = 10000             # holidays, percentiles
+_DECIMAL = re.compile(r"\A\s*[-+]?(?:[0-9]{1,20}(?:\.[0-9]{0,20})?|\.[0-9]{1,20})(?:[eE][-+]?[0-9]{1,3})?\s*\Z")
+_DATE = re.compile(r"\A([0-9]{4})-([0-9]{2})-([0-9]{2})\Z")
+EPOCH_ORDINAL = datetime.date(1970, 1, 1).toordinal()
+
+
+def _number(value, field, lo, hi):
+    """A finite number in [lo, hi] from an int, a float or ASCII decimal text."""
+    if isinstance(value, str):
+        if not _DECIMAL.match(value):
+            raise NetstackError("must be a number, got %r" % value[:40], field=field)
+        value = float(value)
+    return strict_number(value, field, lo, hi)
+
+
+def _list(value, field):
+    if not isinstance(value, (list, tuple)):
+        raise NetstackError("must be a list, got %s" % type(value).__name__, field=field)
+    if len(value) > MAX_LIST:
+        raise NetstackError("at most %d entries, got %d" % (MAX_LIST, len(value)), field=field)
+    return list(value)
+
+
+def holiday_day(value, field):
+    """UNIX day number (UTC) of a ``YYYY-MM-DD`` date (text or a date)."""
+    if isinstance(value, datetime.datetime):
+        value = value.date()
+    if isinstance(value, datetime.date):
+        return value.toordinal() - EPOCH_ORDINAL
+    m = _DATE.match(value) if isinstance(value, str) else None
+    try:
+        if not m:
+            raise ValueError()
+        return datetime.date(*(int(g) for g in m.groups())).toordinal() - EPOCH_ORDINAL
+    except ValueError:
+        raise NetstackError("%s is not a YYYY-MM-DD date" % (repr(value)[:40],), field=field)
+
+
+def options(opts=None, prefix=""):
+    """Defaults merged with ``opts``; bad values raise NetstackError naming the option
+    (``prefix`` + its key: the module passes ``analysis.``).  Every value is checked
+    strictly: numbers finite and bounded, lists where lists are expected."""
     o = dict(DEFAULTS)
-    for k, v in (opts or {}).items():
+    if opts is None:
+        opts = {}
+    if not isinstance(opts, dict):
+        raise NetstackError("must be a mapping of analysis options", field=prefix.rstrip(".") or "analysis")
+    for k, v in opts.items():
         if k not in DEFAULTS:
-            raise NetstackError("unknown analysis option (known: %s)" % ", ".join(sorted(DEFAULTS)), field=k)
+            raise NetstackError("unknown analysis option (known: %s)" % ", ".join(sorted(DEFAULTS)),
+                                field=prefix + str(k)[:60])
         if v is not None:
             o[k] = v
-    for k in ("step", "spike_max", "shift_window", "warmup_days", "top_k", "horizon_days", "plot_points"):
-        if not isinstance(o[k], int) or isinstance(o[k], bool) or o[k] < 1:
-            raise NetstackError("must be a positive integer", field=k)
+    for k, (kind, lo, hi) in sorted(BOUNDS.items()):
+        if kind == "int":
+            o[k] = strict_int(o[k], prefix + k, lo, hi)
+        else:
+            o[k] = _number(o[k], prefix + k, lo, hi)
     if DAY % o["step"]:
-        raise NetstackError("must divide a day (86400 s) evenly, e.g. 60, 300, 900, 3600", field="step")
-    for k in ("spike_sigma", "spike_min", "shift_min", "shift_sigma", "drift_min", "new_prefix_share", "warn", "critical"):
-        if not isinstance(o[k], (int, float)) or isinstance(o[k], bool) or o[k] <= 0:
-            raise NetstackError("must be a positive number", field=k)
+        raise NetstackError("must divide a day (86400 s) evenly, e.g. 60, 300, 900, 3600", field=prefix + "step")
     if o["warn"] >= o["critical"]:
-        raise NetstackError("warn (%s) must be below critical (%s)" % (o["warn"], o["critical"]), field="warn")
-    if not isinstance(o["percentiles"], list) or not all(isinstance(p, (int, float)) and 0 < p <= 100 for p in o["percentiles"]):
-        raise NetstackError("must be a list of numbers in (0, 100]", field="percentiles")
+        raise NetstackError("warn (%s) must be below critical (%s)" % (o["warn"], o["critical"]), field=prefix + "warn")
+    pcts = _list(o["percentiles"], prefix + "percentiles")
+    o["percentiles"] = [_number(p, "%spercentiles[%d]" % (prefix, i), 1e-9, 100) for i, p in enumerate(pcts)]
     if not isinstance(o["capacity"], dict):
-        raise NetstackError("must map link names to bits per second", field="capacity")
+        raise NetstackError("must map link names to bits per second", field=prefix + "capacity")
+    caps = {}
     for link, bps in o["capacity"].items():
-        if not isinstance(bps, (int, float)) or isinstance(bps, bool) or bps <= 0:
-            raise NetstackError("must be a positive number of bits per second", field="capacity.%s" % link)
-    if o["price_per_mbps"] is not None and (not isinstance(o["price_per_mbps"], (int, float)) or o["price_per_mbps"] < 0):
-        raise NetstackError("must be a non-negative number (currency per Mbit/s per month)", field="price_per_mbps")
-    days = []
-    for i, h in enumerate(o["holidays"] or []):
-        try:
-            days.append(int(time.mktime(time.strptime(str(h), "%Y-%m-%d")) - time.timezone) // DAY)
-        except ValueError:
-            raise NetstackError("%r is not a YYYY-MM-DD date" % (h,), field="holidays[%d]" % i)
-    o["_holiday_days"] = days
+        if not isinstance(link, str) or not link or len(link) > 256:
+            raise NetstackError("link names are non-empty text of at most 256 characters, got %s"
+                                % repr(link)[:40], field=prefix + "capacity")
+        caps[link] = _number(bps, "%scapacity.%s" % (prefix, link), 1e-9, MAX_CAPACITY_BPS)
+    o["capacity"] = caps
+    if o["price_per_mbps"] is not None:
+        o["price_per_mbps"] = _number(o["price_per_mbps"], prefix + "price_per_mbps", 0, MAX_PRICE)
+    holidays = _list(o["holidays"] or [], prefix + "holidays")
+    o["_holiday_days"] = [holiday_day(h, "%sholidays[%d]" % (prefix, i)) for i, h in enumerate(holidays)]
     return o
 
 

@@ -133,13 +133,21 @@ options:
         billable 95th percentile), C(horizon_days), C(holidays) (C(YYYY-MM-DD) days that
         behave like a Sunday), C(spike_sigma), C(shift_min), C(drift_min),
         C(new_prefix_share), C(warmup_days), C(top_k). See docs/traffic.md.
+      - Numbers must be finite and within the bounds docs/traffic.md gives; C(holidays) and
+        C(percentiles) are lists. A bad value fails naming C(analysis.<key>) before anything
+        is read.
     type: dict
     default: {}
   output:
-    description: With O(action=analyze), write the full result (JSON) here.
+    description:
+      - With O(action=analyze), write the full result (JSON) here.
+      - A file in an existing, writable directory, not under C(/proc), C(/sys) or C(/dev);
+        checked before anything is read, in check mode too.
     type: path
   report:
-    description: With O(action=analyze), write the HTML report here.
+    description:
+      - With O(action=analyze), write the HTML report here (the same rules as O(output), and
+        another file).
     type: path
   title:
     description: Title of the HTML report.

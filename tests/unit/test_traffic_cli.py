@@ -62,7 +62,7 @@ def test_analyze_bad_option_fails_before_reading_and_writes_nothing(tmp_path):
     (tmp_path / "x.csv").write_text("not a flow log\n")
     with pytest.raises(NetstackError) as e:
         traffic.analyze_files({"sources": [str(tmp_path / "x.csv")], "analysis": {"step": 7}, "output": str(tmp_path / "o.json")})
-    assert e.value.field == "step"
+    assert e.value.field == "analysis.step"
     assert not (tmp_path / "o.json").exists()
 
 

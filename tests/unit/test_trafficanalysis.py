@@ -57,7 +57,7 @@ def kinds(result):
 def test_options_name_the_bad_field():
     for opts, field in (({"step": 7}, "step"), ({"warn": 0.9, "critical": 0.8}, "warn"),
                         ({"capacity": {"a": -1}}, "capacity.a"), ({"holidays": ["2026-13-01"]}, "holidays[0]"),
-                        ({"bogus": 1}, "bogus"), ({"percentiles": [0]}, "percentiles"),
+                        ({"bogus": 1}, "bogus"), ({"percentiles": [0]}, "percentiles[0]"),
                         ({"price_per_mbps": "cheap"}, "price_per_mbps")):
         with pytest.raises(NetstackError) as e:
             ta.options(opts)
