@@ -28,6 +28,7 @@ __metaclass__ = type
 
 import errno
 import json
+import math
 import os
 import platform
 import re
@@ -40,7 +41,7 @@ import subprocess
 import tempfile
 import time
 
-from ansible_collections.netstack.tuning.plugins.module_utils.common import NetstackError, run, which
+from ansible_collections.netstack.tuning.plugins.module_utils.common import NetstackError, run, strict_int, strict_number, which
 from ansible_collections.netstack.tuning.plugins.module_utils import nsutil, stats
 
 MODES = ("copy", "io_uring", "msg_zerocopy", "io_uring_zc", "zc_cmsg")
@@ -94,19 +95,26 @@ LOOPBACK_NOTE = ("loopback and veth deliver to a local socket: the kernel copies
 
 # --------------------------------------------------------------------------- input
 
+_SIZE = re.compile(r"\A[ \t]*([0-9]{1,9})[ \t]*(?:([KkMm])(?:i?[Bb])?|[Bb])?[ \t]*\Z")
+
+
 def parse_size(value, field):
-    """``4096``, ``"4K"``, ``"64KiB"``, ``"1M"`` -> bytes (1 byte to 16 MiB)."""
-    if isinstance(value, bool):
-        raise NetstackError("%r is not a message size" % (value,), field=field)
+    """``4096``, ``"4K"``, ``"64KiB"``, ``"1M"`` -> bytes (1 byte to 16 MiB).  Text is ASCII
+    digits (at most 9) with an optional unit; anything else names ``field``."""
+    if isinstance(value, bool) or not isinstance(value, (int, str)):
+        raise NetstackError("%s is not a message size (bytes, or a number with K or M)" % (repr(value)[:40],),
+                            field=field)
     if isinstance(value, int):
         n = value
     else:
-        m = re.match(r"\A\s*(\d+)\s*(?:([KkMm])(?:i?[Bb])?|[Bb])?\s*\Z", str(value))
+        m = _SIZE.match(value)
         if not m:
-            raise NetstackError("%r is not a message size (bytes, or a number with K or M)" % (value,), field=field)
+            raise NetstackError("%s is not a message size (bytes, or a number with K or M)" % (repr(value)[:40],),
+                                field=field)
         n = int(m.group(1)) * {None: 1, "k": 1024, "m": 1 << 20}[(m.group(2) or "").lower() or None]
     if not 1 <= n <= MAX_SIZE:
-        raise NetstackError("%d is not a message size: sizes run from 1 byte to 16 MiB" % n, field=field)
+        shown = "%d" % n if abs(n) < 10 ** 20 else "a %d-bit number" % n.bit_length()
+        raise NetstackError("%s is not a message size: sizes run from 1 byte to 16 MiB" % shown, field=field)
     return n
 
 
@@ -124,30 +132,41 @@ def _choices(value, allowed, field):
     return out
 
 
+_DECIMAL = re.compile(r"\A\s*[-+]?(?:[0-9]{1,20}(?:\.[0-9]{0,20})?|\.[0-9]{1,20})(?:[eE][-+]?[0-9]{1,3})?\s*\Z")
+
+
+def number(value, key, lo, hi, kind=float):
+    """``value`` as a ``kind`` (int or float) in [lo, hi]: ints strictly (an int, a whole
+    finite float or ASCII digits), floats finite (NaN and infinity never pass, nor do
+    non-ASCII digits); NetstackError naming ``key`` otherwise."""
+    if kind is int:
+        if isinstance(value, float) and math.isfinite(value) and value == int(value):
+            value = int(value)
+        return strict_int(value, key, lo, hi)
+    if isinstance(value, str):
+        if not _DECIMAL.match(value):
+            raise NetstackError("%s is not a number" % (repr(value)[:40],), field=key)
+        value = float(value)
+    return float(strict_number(value, key, lo, hi))
+
+
 def _number(p, key, lo, hi, kind=float):
-    v = p[key]
-    if isinstance(v, bool):
-        raise NetstackError("must be a number", field=key)
-    try:
-        v = kind(v)
-    except (TypeError, ValueError):
-        raise NetstackError("%r is not a number" % (v,), field=key)
-    if not lo <= v <= hi:
-        raise NetstackError("%s is out of range (%s to %s)" % (v, lo, hi), field=key)
-    p[key] = v
+    p[key] = number(p[key], key, lo, hi, kind)
 
 
 def resolve(host, field="peer"):
     """An address literal for ``host`` (an address or a resolvable name)."""
     try:
         infos = socket.getaddrinfo(host, None, 0, socket.SOCK_STREAM)
-    except (socket.gaierror, UnicodeError) as e:
-        raise NetstackError("cannot resolve %r: %s" % (host, e), field=field)
+    except (socket.gaierror, UnicodeError, ValueError, TypeError) as e:
+        raise NetstackError("cannot resolve %s: %s" % (repr(host)[:80], str(e)[:200]), field=field)
     return infos[0][4][0]
 
 
-def validate(params):
-    """Checked, normalised parameters; NetstackError naming the field otherwise."""
+def validate(params, measure=True):
+    """Checked, normalised parameters; NetstackError naming the field otherwise.  With
+    ``measure=False`` (serving or stopping, which measure nothing) the peer path's peer is
+    not required or resolved; every value given is still checked."""
     params = {k: v for k, v in params.items() if k != "peer_address"}  # derived: re-resolved below
     unknown = set(params) - set(DEFAULTS)
     if unknown:
@@ -180,7 +199,10 @@ def validate(params):
             _number(p, key, 0, 4095, int)
             if p[key] not in allowed:
                 raise NetstackError("CPU %s is not one this process may run on (%s)" % (p[key], allowed), field=key)
-    if "peer" in p["paths"]:
+    if p["peer"] is not None and (not isinstance(p["peer"], str) or not p["peer"] or len(p["peer"]) > 253
+                                  or "\x00" in p["peer"]):
+        raise NetstackError("%s is not a host name or address" % (repr(p["peer"])[:40],), field="peer")
+    if "peer" in p["paths"] and measure:
         if not p["peer"]:
             raise NetstackError("the peer path needs a peer host (an address or name)", field="peer")
         p["peer_address"] = resolve(p["peer"])
@@ -1030,13 +1052,43 @@ def zerocopy_test(params, source_text=None, log=None):
             "reaped": reaped}
 
 
+SERVE_DEFAULTS = {"listen_address": None, "peer_port": DEFAULTS["peer_port"], "serve_clients": 1,
+                  "serve_timeout": 600.0, "implementation": "auto"}
+MAX_SERVE_CLIENTS = 10000
+MAX_SERVE_TIMEOUT = 7 * 86400.0
+
+
+def validate_serve(params, action):
+    """The serve options (SERVE_DEFAULTS), checked and normalised: ``peer_port`` 1 to 65535,
+    ``serve_clients`` 1 to 10000, ``serve_timeout`` finite, 1 s to a week, ``implementation``
+    one of auto, c, python.  ``action`` ``serve`` and ``stop`` need ``listen_address`` and
+    resolve it (``listen_ip``); ``run`` only checks it when given.  NetstackError naming the
+    field otherwise, before anything starts."""
+    p = dict(SERVE_DEFAULTS)
+    p.update({k: v for k, v in params.items() if k in SERVE_DEFAULTS and v is not None})
+    p["peer_port"] = number(p["peer_port"], "peer_port", 1, 65535, int)
+    p["serve_clients"] = number(p["serve_clients"], "serve_clients", 1, MAX_SERVE_CLIENTS, int)
+    p["serve_timeout"] = number(p["serve_timeout"], "serve_timeout", 1.0, MAX_SERVE_TIMEOUT)
+    if p["implementation"] not in ("auto", "c", "python"):
+        raise NetstackError("unknown value %s; choose from auto, c, python" % (repr(p["implementation"])[:40],),
+                            field="implementation")
+    listen = p["listen_address"]
+    if listen is None or listen == "":
+        if action in ("serve", "stop"):
+            raise NetstackError("%s needs the address to listen on" % ("serving" if action == "serve" else
+                                                                       "stopping a server"), field="listen_address")
+    elif not isinstance(listen, str) or len(listen) > 253 or any(ord(c) < 33 or ord(c) == 127 for c in listen):
+        raise NetstackError("%s is not a host name or address" % (repr(listen)[:40],), field="listen_address")
+    if action in ("serve", "stop"):
+        p["listen_ip"] = resolve(listen, "listen_address")
+    return p
+
+
 def stop_serving(params):
     """Ask the server on listen_address:peer_port to stop; False when none answers."""
-    listen = params.get("listen_address")
-    if not listen:
-        raise NetstackError("stopping a server needs its address", field="listen_address")
+    p = validate_serve(params, "stop")
     try:
-        peer_request(resolve(listen, "listen_address"), int(params.get("peer_port") or DEFAULTS["peer_port"]), "stop")
+        peer_request(p["listen_ip"], p["peer_port"], "stop")
     except NetstackError:
         return {"changed": False, "stopped": False, "msg": "no server answered"}
     return {"changed": False, "stopped": True}
@@ -1044,17 +1096,11 @@ def stop_serving(params):
 
 def serve_peer(params, source_text=None):
     """Serve receivers for other hosts' peer path (see ``serve``)."""
-    impl = params.get("implementation") or "auto"
-    if impl not in ("auto", "c", "python"):
-        raise NetstackError("unknown value %r; choose from auto, c, python" % (impl,), field="implementation")
-    listen = params.get("listen_address")
-    if not listen:
-        raise NetstackError("serving needs the address to listen on", field="listen_address")
+    p = validate_serve(params, "serve")
     workdir = tempfile.mkdtemp(prefix="netstack-zc-")
     try:
-        helper, info = make_helper(impl, source_text, workdir)
-        out = serve(helper, resolve(listen, "listen_address"), int(params.get("peer_port") or DEFAULTS["peer_port"]),
-                    int(params.get("serve_clients") or 1), float(params.get("serve_timeout") or 600))
+        helper, info = make_helper(p["implementation"], source_text, workdir)
+        out = serve(helper, p["listen_ip"], p["peer_port"], p["serve_clients"], p["serve_timeout"])
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     out.update(changed=False, implementation=info)

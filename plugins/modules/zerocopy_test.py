@@ -96,7 +96,7 @@ options:
     description: Address or name of the host serving the V(peer) path.
     type: str
   peer_port:
-    description: TCP port of the peer's control connection (data ports are ephemeral).
+    description: TCP port of the peer's control connection (data ports are ephemeral); 1 to 65535.
     type: int
     default: 18391
   implementation:
@@ -124,11 +124,11 @@ options:
     description: Address to serve on with O(serve=true).
     type: str
   serve_clients:
-    description: With O(serve=true), stop after this many clients said they are done.
+    description: With O(serve=true), stop after this many clients said they are done (1 to 10000).
     type: int
     default: 1
   serve_timeout:
-    description: With O(serve=true), stop after this many seconds in any case.
+    description: With O(serve=true), stop after this many seconds in any case (1 to 604800, a week).
     type: float
     default: 600
   stop:
@@ -244,22 +244,27 @@ def _terminate(signum, frame):
 
 
 def run(module):
+    """Every option is checked on every path (serve, stop, measure) before anything starts,
+    in check mode as in real mode: the serve options, and the measurement options too (a
+    bad value is refused even where that path does not use it)."""
     source = module.params["helper_source"]
     if module.params["stop"] and module.params["serve"]:
         raise NetstackError("serve and stop exclude each other", field="stop")
-    if module.params["stop"]:
-        params = {k: module.params[k] for k in ("listen_address", "peer_port")}
+    action = "stop" if module.params["stop"] else "serve" if module.params["serve"] else "run"
+    serving = zerocopy.validate_serve({k: module.params[k] for k in SERVE_OPTIONS}, action)
+    p = zerocopy.validate({k: module.params[k] for k in OPTIONS}, measure=action == "run")
+    if action == "stop":
+        params = {k: serving[k] for k in ("listen_address", "peer_port")}
         if module.check_mode:
             return {"changed": False, "params": params, "msg": "check mode: would ask the server to stop"}
         return zerocopy.stop_serving(params)
-    if module.params["serve"]:
-        params = {k: module.params[k] for k in SERVE_OPTIONS}
+    if action == "serve":
+        params = {k: serving[k] for k in SERVE_OPTIONS}
         if module.check_mode:
             return {"changed": False, "params": params, "msg": "check mode: would serve receivers"}
         result = zerocopy.serve_peer(params, source)
         result["params"] = params
         return result
-    p = zerocopy.validate({k: module.params[k] for k in OPTIONS})
     if module.check_mode:
         cells = len(p["paths"]) * len(p["protocols"]) * len(p["sizes"]) * len(p["modes"])
         return {"changed": False, "params": p, "cells_planned": cells,
