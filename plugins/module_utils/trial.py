@@ -21,13 +21,86 @@ import signal
 import sys
 import time
 
-from ansible_collections.netstack.tuning.plugins.module_utils.common import NetstackError
+from ansible_collections.netstack.tuning.plugins.module_utils.common import NetstackError, strict_int, strict_number
 from ansible_collections.netstack.tuning.plugins.module_utils import httpbench, kstate, nsutil
 from ansible_collections.netstack.tuning.plugins.module_utils import sysctl as sysctl_engine
 from ansible_collections.netstack.tuning.plugins.module_utils.journal import Journal, _proc_start
 
 BENCH_DEFAULTS = {"nginx_mode": "static", "payload_bytes": 1024, "connections": 16, "threads": 1,
                   "duration": 5, "warmup": 1, "repeats": 3, "worker_processes": "auto", "timeout": 2}
+
+MAX_CONFIRM_TIMEOUT = 7 * 24 * 3600       # as sysctl_set: a week
+MAX_REPEATS = httpbench.LIMITS["repeats"][1]
+MAX_PRUNE_P99_MS = 3600 * 1000.0           # an hour: any p99 above it is no measurement
+
+
+# --------------------------------------------------------------------------- input
+
+def validate_bench(bench, field="bench"):
+    """The benchmark settings of a trial (keys of BENCH_DEFAULTS), checked as http_bench
+    checks its options; returns the full settings.  NetstackError naming ``bench`` (an
+    unknown key) or ``bench.<key>`` (a bad value: NaN, 10**30, 0 seconds, ...)."""
+    if bench is None:
+        bench = {}
+    if not isinstance(bench, dict):
+        raise NetstackError("must be a mapping of benchmark settings (%s)" % ", ".join(sorted(BENCH_DEFAULTS)),
+                            field=field)
+    unknown = sorted((k for k in bench if k not in BENCH_DEFAULTS), key=repr)
+    if unknown:
+        raise NetstackError("unknown keys %s (known: %s)" % ([str(k)[:40] for k in unknown], sorted(BENCH_DEFAULTS)),
+                            field=field)
+    b = dict(BENCH_DEFAULTS)
+    b.update(dict((k, v) for k, v in bench.items() if v is not None))
+    params = dict(b, mode="lab")
+    try:
+        p = httpbench.validate(params)
+    except NetstackError as e:
+        raise NetstackError(e.msg, field="%s.%s" % (field, e.field) if e.field else field)
+    return dict((k, p[k]) for k in BENCH_DEFAULTS)
+
+
+def validate_sysctls(sysctls, field="sysctls"):
+    """{canonical key: normalised value} of a trial's sysctls.  Each name is checked (no
+    path tricks), each value parsed strictly (kstate.normalize) and its shape compared with
+    the key's current value on this host (read-only, as sysctl.plan does): an integer key
+    takes an integer, tcp_rmem three.  A key this host does not have is refused.
+    NetstackError naming the key (or ``sysctls``)."""
+    if not isinstance(sysctls, dict):
+        raise NetstackError("must be a mapping of sysctl name -> value", field=field)
+    out, seen = {}, {}
+    for name, value in sysctls.items():
+        if not isinstance(name, str) or not name:
+            raise NetstackError("sysctl names are non-empty strings, got %r" % (name,), field=field)
+        key = kstate.canonical_sysctl(name)
+        if key in seen:
+            raise NetstackError("given twice (also as %r)" % seen[key], field=name)
+        seen[key] = name
+        try:
+            after = kstate.normalize(value, key)
+        except NetstackError as e:
+            raise NetstackError(e.msg, field=key)
+        if after == "":
+            raise NetstackError("empty value", field=key)
+        kstate.check_type(key, kstate.Item("sysctl", key).read(), after)
+        out[key] = after
+    return out
+
+
+def validate(sysctls, bench=None, confirm_timeout=300, prune_p99_above=None, repeats=None):
+    """Everything a trial takes, checked before anything starts (no lab, no namespace, no
+    journal): returns (sysctls normalised, bench settings with ``repeats`` applied)."""
+    strict_int(confirm_timeout, "confirm_timeout")
+    if confirm_timeout <= 0:
+        raise NetstackError("must be > 0: a trial is always commit-confirmed", field="confirm_timeout")
+    strict_int(confirm_timeout, "confirm_timeout", 1, MAX_CONFIRM_TIMEOUT)
+    if repeats is not None:
+        strict_int(repeats, "repeats", 1, MAX_REPEATS)
+    if prune_p99_above is not None:
+        strict_number(prune_p99_above, "prune_p99_above", 0, MAX_PRUNE_P99_MS)
+    b = validate_bench(bench)
+    if repeats:
+        b["repeats"] = repeats
+    return validate_sysctls(sysctls), b
 
 
 def _fresh_netns_values(keys):
@@ -108,6 +181,7 @@ def run(sysctls, bench=None, confirm_timeout=300, state_dir=None, prune_p99_abov
         netns_prefix="nstrial"):
     """Apply ``sysctls`` (may be empty: the baseline), benchmark, revert.  Returns a dict
     with ``ok``, ``metrics``, ``pruned``, ``applied``, ``journal_id``, ``scopes``."""
+    validate(sysctls, bench, confirm_timeout, prune_p99_above, repeats)  # before any namespace, lab or journal
     b = dict(BENCH_DEFAULTS)
     b.update({k: v for k, v in (bench or {}).items() if v is not None})
     if repeats:

@@ -32,7 +32,12 @@ options:
     choices: [run, inspect]
     default: run
   sysctls:
-    description: Sysctls to apply for the trial; empty measures the kernel defaults.
+    description:
+      - Sysctls to apply for the trial; empty measures the kernel defaults.
+      - Checked before the lab starts (in check mode too) - each name (no path tricks), each
+        value (integers in ASCII digits, at most 20; no floats, NaN or exponents) and its shape
+        against the key's current value on the host (an integer key takes one integer,
+        C(net.ipv4.tcp_rmem) three). A key the host does not have is refused.
     type: dict
     default: {}
   keys:
@@ -45,16 +50,20 @@ options:
       - Benchmark settings, keys C(nginx_mode) (static or proxy), C(payload_bytes),
         C(connections), C(threads), C(duration), C(warmup), C(repeats),
         C(worker_processes), C(timeout); see M(netstack.tuning.http_bench).
+      - Each value is checked as M(netstack.tuning.http_bench) checks the option of that name
+        (for example C(duration) 1 to 3600, C(repeats) 1 to 100); an error names C(bench.<key>).
     type: dict
     default: {}
   repeats:
-    description: Overrides C(bench.repeats).
+    description: Overrides C(bench.repeats); 1 to 100.
     type: int
   prune_p99_above:
-    description: Stop after the first run when its p99 (ms) is above this (a clearly bad trial).
+    description:
+      - Stop after the first run when its p99 (ms) is above this (a clearly bad trial).
+      - A finite number from 0 to 3600000; 0 never prunes.
     type: float
   confirm_timeout:
-    description: Seconds after which the host reverts the trial by itself.
+    description: Seconds after which the host reverts the trial by itself; 1 to 604800 (a week).
     type: int
     default: 300
   state_dir:
@@ -63,7 +72,7 @@ options:
     default: /var/lib/netstack
 attributes:
   check_mode:
-    description: In check mode nothing runs; the module validates its input and returns.
+    description: In check mode nothing runs; the module validates its input (as in real mode) and returns.
     support: full
   diff_mode:
     description: No diff; the trial changes nothing lasting.
@@ -121,12 +130,9 @@ def run(module):
     check_path_options(p, ["state_dir"])
     if p["action"] == "inspect":
         return dict(changed=False, **trial.inspect(p["keys"]))
-    if p["confirm_timeout"] <= 0:
-        raise NetstackError("must be > 0: a trial is always commit-confirmed", field="confirm_timeout")
-    unknown = set(p["bench"]) - set(trial.BENCH_DEFAULTS)
-    if unknown:
-        raise NetstackError("unknown keys %s (known: %s)" % (sorted(unknown), sorted(trial.BENCH_DEFAULTS)),
-                            field="bench")
+    # every number, bench setting, sysctl name and value (its shape against this host's
+    # current value): refused here, in check mode as in real mode, before the lab starts
+    trial.validate(p["sysctls"], p["bench"], p["confirm_timeout"], p["prune_p99_above"], p["repeats"])
     if module.check_mode:
         return dict(changed=False, ok=True, pruned=False, applied=[], scopes={}, skipped=True)
     res = trial.run(p["sysctls"], p["bench"], p["confirm_timeout"], p["state_dir"], p["prune_p99_above"],
