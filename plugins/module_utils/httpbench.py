@@ -251,6 +251,15 @@ def validate(params):
     return p
 
 
+def check_server_sysctls(sysctls):
+    """The shape of each server sysctl's value against the key's current value on this host
+    (read-only, as sysctl.plan's check_type; the lab's namespace has the same keys with the
+    same shapes): an integer key takes an integer, tcp_rmem three.  validate() checks the
+    names and values; this reads /proc/sys, so it is a separate step, run before anything
+    starts, in check mode too.  NetstackError naming the key."""
+    return sysctl_engine.check(sysctls or {}, field="server_sysctls")
+
+
 DEFAULTS = {
     "mode": "lab",
     "nginx_mode": "static",

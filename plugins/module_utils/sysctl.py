@@ -80,6 +80,35 @@ def plan(sysctls, netns=None):
     return changes
 
 
+def check(sysctls, field="sysctls"):
+    """Validate ``sysctls`` ({name: value}) without writing anything and without a
+    namespace: each name (no path tricks, no key twice), each value (kstate.normalize) and
+    its shape against the key's current value in the caller's namespace (read-only, the
+    check_type plan() does), so a set meant for a lab namespace is refused before the lab
+    is built.  A key that is not there is refused.  Returns {canonical key: normalised
+    value}; NetstackError naming the key (or ``field`` when the set is not a mapping or a
+    name is not a string)."""
+    if not isinstance(sysctls, dict):
+        raise NetstackError("must be a mapping of sysctl name -> value", field=field)
+    out, seen = {}, {}
+    for name, value in sysctls.items():
+        if not isinstance(name, str) or not name:
+            raise NetstackError("sysctl names are non-empty strings, got %r" % (name,), field=field)
+        key = kstate.canonical_sysctl(name)
+        if key in seen:
+            raise NetstackError("given twice (also as %r)" % seen[key], field=name)
+        seen[key] = name
+        try:
+            after = kstate.normalize(value, key)
+        except NetstackError as e:
+            raise NetstackError(e.msg, field=key)
+        if after == "":
+            raise NetstackError("empty value", field=key)
+        kstate.check_type(key, kstate.Item("sysctl", key).read(), after)
+        out[key] = after
+    return out
+
+
 def plan_restore(names, journal, netns=None, before_id=None):
     """Changes that put ``names`` back to their values from before netstack changed them
     (or from before journal entry ``before_id``).  Keys netstack never changed are left

@@ -60,30 +60,12 @@ def validate_bench(bench, field="bench"):
 
 
 def validate_sysctls(sysctls, field="sysctls"):
-    """{canonical key: normalised value} of a trial's sysctls.  Each name is checked (no
-    path tricks), each value parsed strictly (kstate.normalize) and its shape compared with
-    the key's current value on this host (read-only, as sysctl.plan does): an integer key
-    takes an integer, tcp_rmem three.  A key this host does not have is refused.
-    NetstackError naming the key (or ``sysctls``)."""
-    if not isinstance(sysctls, dict):
-        raise NetstackError("must be a mapping of sysctl name -> value", field=field)
-    out, seen = {}, {}
-    for name, value in sysctls.items():
-        if not isinstance(name, str) or not name:
-            raise NetstackError("sysctl names are non-empty strings, got %r" % (name,), field=field)
-        key = kstate.canonical_sysctl(name)
-        if key in seen:
-            raise NetstackError("given twice (also as %r)" % seen[key], field=name)
-        seen[key] = name
-        try:
-            after = kstate.normalize(value, key)
-        except NetstackError as e:
-            raise NetstackError(e.msg, field=key)
-        if after == "":
-            raise NetstackError("empty value", field=key)
-        kstate.check_type(key, kstate.Item("sysctl", key).read(), after)
-        out[key] = after
-    return out
+    """{canonical key: normalised value} of a trial's sysctls (sysctl.check): each name
+    checked (no path tricks), each value parsed strictly (kstate.normalize) and its shape
+    compared with the key's current value on this host (read-only): an integer key takes an
+    integer, tcp_rmem three.  A key this host does not have is refused.  NetstackError
+    naming the key (or ``sysctls``)."""
+    return sysctl_engine.check(sysctls, field)
 
 
 def validate(sysctls, bench=None, confirm_timeout=300, prune_p99_above=None, repeats=None):

@@ -109,6 +109,9 @@ options:
         host is not touched; non-C(net.*) keys are refused because they are global.
       - Values follow M(netstack.tuning.sysctl_set)'s rules (ASCII integers of at most 20
         digits, strings, flat lists; no floats); a bad value fails before the lab starts.
+      - Each value's shape is checked against the key's current value on this host (an integer
+        key takes one integer, C(net.ipv4.tcp_rmem) three), and a key the host does not have
+        is refused - before anything starts, in check mode too.
       - Lab mode only.
     type: dict
 attributes:
@@ -247,6 +250,7 @@ def _terminate(signum, frame):
 def run(module):
     params = {k: module.params[k] for k in OPTIONS}
     p = httpbench.validate(params)
+    httpbench.check_server_sysctls(p["server_sysctls"])   # shapes against this host's values, check mode too
     tools = ["wrk"] if p["mode"] == "fleet" else ["wrk", "nginx", "ip"]
     for tool in tools:
         httpbench.require_tool(tool)
