@@ -374,12 +374,17 @@ class Policy(bpf.PinnedMaps):
         return new
 
 
+MAX_LONG_FLOW_BYTES = 2 ** 48   # 256 TiB
+
+
 def plan(rules, long_flow_bytes, track_flows, hz, ccs=None):
     """Validate and encode; returns (normalised rules, encoded list, cfg flags).
 
-    ``hz`` (kernel_hz) is 1..100000; ``long_flow_bytes`` 1..2**64-1 (a u64 in the cfg map)."""
+    ``hz`` (kernel_hz) is 1..100000; ``long_flow_bytes`` 1..MAX_LONG_FLOW_BYTES (a u64 in the
+    cfg map, but no flow acknowledges 256 TiB: a larger threshold is a typo, and
+    track_flows=false is how the counting is switched off)."""
     strict_int(hz, "kernel_hz", 1, 100000)
-    strict_int(long_flow_bytes, "long_flow_bytes", 1, 2 ** 64 - 1)
+    strict_int(long_flow_bytes, "long_flow_bytes", 1, MAX_LONG_FLOW_BYTES)
     norm = validate(rules, ccs)
     encoded = [encode_rule(r, hz) for r in norm]
     flowcond = any("peer_active_flows_gt" in r["match"] or "peer_long_flows_gt" in r["match"] for r in norm)

@@ -48,7 +48,7 @@ options:
     elements: dict
     default: []
   long_flow_bytes:
-    description: Bytes acknowledged after which a flow counts as long (1 to 2**64-1).
+    description: Bytes acknowledged after which a flow counts as long (1 to 2**48, 256 TiB).
     type: int
     default: 1048576
   track_flows:
@@ -136,11 +136,14 @@ def run(module):
     check_path_options(p, ["pin_root", "state_dir"])
     if not bpf_engine.NAME_RE.match(p["program"] or ""):
         raise NetstackError("not a program set name", field="program")
-    hz = p["kernel_hz"] or tcppolicy.kernel_hz()
     notes = []
-    if not hz:
-        hz = 250
-        notes.append("kernel HZ unknown (no kernel config found); assuming 250 for syn_rto_ms")
+    if p["kernel_hz"] is not None:
+        hz = p["kernel_hz"]     # plan() checks it: 0 is refused, not taken as "unset"
+    else:
+        hz = tcppolicy.kernel_hz()
+        if not hz:
+            hz = 250
+            notes.append("kernel HZ unknown (no kernel config found); assuming 250 for syn_rto_ms")
     rules = p["rules"] if p["state"] == "present" else []
     norm, encoded, flags = tcppolicy.plan(rules, p["long_flow_bytes"], p["track_flows"], hz)
     engine = bpf_engine.Engine(p["state_dir"])

@@ -51,5 +51,5 @@ def test_tcp_policy_long_flow_bytes_bounded(n):
     assert e.value.field == "long_flow_bytes"
 
 
-def test_tcp_policy_long_flow_bytes_u64_max_accepted():
-    tcppolicy.plan([], 2 ** 64 - 1, None, 250, ["cubic"])
+def test_tcp_policy_long_flow_bytes_max_accepted():
+    tcppolicy.plan([], tcppolicy.MAX_LONG_FLOW_BYTES, None, 250, ["cubic"])   # 2**48 (was 2**64-1)
