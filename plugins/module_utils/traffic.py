@@ -231,6 +231,11 @@ def summary(result):
     return out
 
 
+def _given(params, key, default):
+    value = params.get(key)
+    return default if value is None else value     # 0 is a prefix length (/0), not "unset"
+
+
 def analyze_files(params, check_mode=False):
     """The ``analyze`` action of traffic_profile.  Every option (the analysis settings, the
     output and report paths) is checked before any file is read, in check mode too."""
@@ -244,7 +249,7 @@ def analyze_files(params, check_mode=False):
         raise NetstackError("output and report name the same file (%s)" % targets["report"][:200], field="report")
     files = expand_sources(params.get("sources"))
     rec = flowfile.read_many(files, fmt=params.get("format") or "auto", local_prefixes=params.get("local_prefixes") or (),
-                             prefix_v4=params.get("prefix_v4") or 24, prefix_v6=params.get("prefix_v6") or 48) if files else None
+                             prefix_v4=_given(params, "prefix_v4", 24), prefix_v6=_given(params, "prefix_v6", 48)) if files else None
     if rec is None or not len(rec):
         # Nothing counted (idle interfaces, a fresh store): an honest empty report, not a failure.
         result = {"records": 0, "bytes": 0, "links": [], "series": [], "anomalies": [], "billing": [], "projection": [],

@@ -105,6 +105,15 @@ def test_holidays_are_utc_days_in_any_time_zone(monkeypatch):
         time.tzset()
 
 
+def test_prefix_length_zero_is_not_unset(tmp_path):
+    """prefix_v4: 0 counts every remote address as 0.0.0.0/0; it was taken as the default 24."""
+    log = tmp_path / "generic.csv"
+    log.write_text("ts,src,dst,bytes\n" + "".join("%d,198.51.100.7,203.0.113.%d,1000\n" % (1757203200 + 300 * i, i)
+                                                   for i in range(1, 20)))
+    res = traffic.analyze_files({"sources": [str(log)], "local_prefixes": ["198.51.100.0/24"], "prefix_v4": 0})
+    assert [t["value"] for t in res["top_talkers"]["prefix"]] == ["0.0.0.0/0"], res["top_talkers"]
+
+
 # ------------------------------------------------------------------ traffic_profile: output and report paths
 
 @pytest.mark.parametrize("where", ["/proc/self/environ", "/sys/kernel/x.json", "/dev/null", "/dev/shm/x.json", "/",
