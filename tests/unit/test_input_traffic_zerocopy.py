@@ -297,3 +297,12 @@ def test_zerocopy_test_module_refuses_on_every_path(args, field):
     for check_mode in (True, False):
         res = _module("zerocopy_test", args, check_mode)
         assert res.get("failed") and field in res["msg"], res
+
+
+@pytest.mark.parametrize("argv,field", [(["--step", "nan"], "--step"), (["--horizon", "inf"], "--horizon"),
+                                        (["--price", "nan"], "--price"), (["--capacity", "eth0=inf"], "--capacity")])
+def test_cli_refuses_non_finite_numbers(tmp_path, capsys, argv, field):
+    """int(float('nan')) was a ValueError traceback, int(float('inf')) an OverflowError."""
+    src = _flows(tmp_path)
+    assert traffic.main(["analyze", src] + argv) == 2
+    assert field in capsys.readouterr().err
