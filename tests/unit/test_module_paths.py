@@ -43,7 +43,8 @@ def argument_spec(mod, monkeypatch):
         spec.update(argument_spec)
         raise _Captured()
 
-    monkeypatch.setattr(mod, "AnsibleModule", fake)
+    # Modules build NetstackModule (plugins/module_utils/frontend.py), an AnsibleModule.
+    monkeypatch.setattr(mod, "NetstackModule" if hasattr(mod, "NetstackModule") else "AnsibleModule", fake)
     with pytest.raises(_Captured):
         mod.main()
     return spec
