@@ -356,6 +356,9 @@ def read_view(path):
             parsed.append((len(lines) + 1, rec))
     for n, rec in parsed:
         kind = rec["rec"]
+        # Any number that looks like a sequence number raises the high-water mark, also in a
+        # record that is set aside below: an id is never given out twice, whatever was read.
+        view.high_seq = max(view.high_seq, _seq_hints(json.dumps(rec)))
         if kind in META_RECORDS:
             view.high_seq = max(view.high_seq, rec["high_seq"])
             continue
