@@ -10,12 +10,15 @@ __metaclass__ = type
 
 import os
 
-from ansible.errors import AnsibleActionFail
+from ansible.errors import AnsibleActionFail, AnsibleError
+from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
+from ansible.module_utils.errors import UnsupportedError
 from ansible.plugins.action import ActionBase
 from ansible.utils.display import Display
 
 from ansible_collections.netstack.tuning.plugins.module_utils.common import NetstackError, check_path_options
-from ansible_collections.netstack.tuning.plugins.module_utils import searchspace, study
+from ansible_collections.netstack.tuning.plugins.module_utils.frontend import guard_ints, oversized_int
+from ansible_collections.netstack.tuning.plugins.module_utils import searchspace, study, trial
 
 display = Display()
 COLLECTION_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -41,6 +44,19 @@ ARGS = dict(
 )
 
 
+def check_options(p):
+    """Every option but the space, before anything is read, asked of the host or created
+    (the storage file): the study's numbers (study.check_options), confirm_timeout and the
+    bench settings as sysctl_trial checks them (trial.validate), the objectives.  The same
+    in check mode as in real mode.  NetstackError naming the option."""
+    study.check_options(p["trials"], p["seed"], p["verify_rounds"], p["min_rps_ratio"], p["prune_factor"],
+                        p["alpha"])
+    trial.validate({}, p["bench"], p["confirm_timeout"])
+    study.check_storage(p["storage"])
+    if set(p["objectives"]) - {"p99", "rps"} or not p["objectives"] or p["objectives"][0] != "p99":
+        raise NetstackError("must be [p99] or [p99, rps]", field="objectives")
+
+
 def check_paths(p):
     """NUL bytes and control characters in path options (and the storage URL): an error
     naming the option, before anything is read or the host is asked."""
@@ -60,17 +76,12 @@ class ActionModule(ActionBase):
 
     def run(self, tmp=None, task_vars=None):
         result = super(ActionModule, self).run(tmp, task_vars)
-        dummy, p = self.validate_argument_spec(argument_spec=ARGS)
+        p = self._validated_args()
         host = task_vars.get("inventory_hostname", "")
         try:
             check_paths(p)
+            check_options(p)
             space = self._load_space(p["space"])
-            if p["trials"] < 1:
-                raise NetstackError("must be >= 1", field="trials")
-            if set(p["objectives"]) - {"p99", "rps"} or not p["objectives"] or p["objectives"][0] != "p99":
-                raise NetstackError("must be [p99] or [p99, rps]", field="objectives")
-            if p["verify_rounds"] < 3:
-                raise NetstackError("must be >= 3 for a meaningful test", field="verify_rounds")
             keys = sorted({q["sysctl"] for q in space["parameters"]} | set(study.TUNED_NETWORK_LATENCY))
             insp = self._module({"action": "inspect", "keys": keys}, task_vars)
             if insp.get("failed"):
@@ -119,6 +130,31 @@ class ActionModule(ActionBase):
         result["changed"] = False
         return result
 
+    def _validated_args(self):
+        """validate_argument_spec with the guards NetstackModule gives modules: an integer
+        too large for any option (a 400-digit int for a float option was an OverflowError
+        traceback) is refused naming the option, and an int option's value that Ansible's
+        conversion would choke on (.inf: OverflowError; '1e999999999': a billion-digit int)
+        reaches it as text that fails cleanly, naming the option."""
+        args = dict(self._task.args)
+        for name, value in args.items():
+            where = oversized_int(value, name)
+            if where:
+                raise AnsibleActionFail("%s: integer too large (netstack options take at most 20 digits)" % where,
+                                        result=dict(field=where))
+        guard_ints(args, ARGS)
+        result = ArgumentSpecValidator(ARGS).validate(args)
+        try:
+            error = result.errors[0]
+        except IndexError:
+            error = None
+        if error:
+            msg = result.errors.msg
+            if isinstance(error, UnsupportedError):
+                msg = "Unsupported parameters for (%s) module: %s" % (self._load_name, msg)
+            raise AnsibleActionFail(msg)
+        return result.validated_parameters
+
     def _load_space(self, space):
         if space is None:
             space = DEFAULT_SPACE
@@ -127,8 +163,12 @@ class ActionModule(ActionBase):
         if not isinstance(space, str):
             raise NetstackError("a path to a YAML file or a mapping", field="space")
         path = space
-        if not os.path.isabs(path):
-            path = self._find_needle("files", space) if not os.path.exists(space) else space
+        if not os.path.isabs(path) and not os.path.exists(space):
+            try:
+                path = self._find_needle("files", space)
+            except AnsibleError as e:
+                raise NetstackError("no such file %r in the play's files/ search path: %s"
+                                    % (space[:200], getattr(e, "message", None) or e), field="space")
         try:
             with open(path) as f:
                 text = f.read()

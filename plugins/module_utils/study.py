@@ -25,10 +25,17 @@ import random
 import re
 import time
 
-from ansible_collections.netstack.tuning.plugins.module_utils.common import NetstackError
+from ansible_collections.netstack.tuning.plugins.module_utils.common import NetstackError, strict_int, strict_number
 from ansible_collections.netstack.tuning.plugins.module_utils import searchspace, stats
 
 SAMPLERS = ("tpe", "random", "cmaes", "nsga2")
+
+# Bounds of the study's options (documented in plugins/modules/sysctl_study.py).
+MAX_TRIALS = 10000
+MAX_SEED = 2 ** 32 - 1           # numpy's RandomState takes seeds of 0 .. 2**32 - 1
+MIN_VERIFY_ROUNDS, MAX_VERIFY_ROUNDS = 3, 1000
+MAX_PRUNE_FACTOR = 1000.0
+MAX_ALPHA = 0.5
 
 # tuned's network-latency profile (tuned 2.x: profiles/network-latency/tuned.conf, which
 # includes latency-performance): its [sysctl] settings, used as the hand-tuned arm.
@@ -68,7 +75,27 @@ def _constraint_kwargs(optuna):
     return {} if hasattr(optuna.trial.Trial, "set_constraint") else {"constraints_func": _constraints}
 
 
+def check_options(n_trials=20, seed=None, verify_rounds=5, min_rps_ratio=0.95, prune_factor=2.0, alpha=0.05):
+    """The study's numeric options, strictly (no bool, NaN or inf; ints in ASCII digits) and
+    within bounds; NetstackError naming the option (``trials`` for ``n_trials``).  Called
+    before the storage is opened or anything runs on a host."""
+    strict_int(n_trials, "trials", 1, MAX_TRIALS)
+    if seed is not None:
+        strict_int(seed, "seed", 0, MAX_SEED)
+    strict_int(verify_rounds, "verify_rounds")
+    if verify_rounds < MIN_VERIFY_ROUNDS:
+        raise NetstackError("must be >= %d for a meaningful test" % MIN_VERIFY_ROUNDS, field="verify_rounds")
+    strict_int(verify_rounds, "verify_rounds", MIN_VERIFY_ROUNDS, MAX_VERIFY_ROUNDS)
+    strict_number(min_rps_ratio, "min_rps_ratio", 0, 1)
+    strict_number(prune_factor, "prune_factor", 0, MAX_PRUNE_FACTOR)
+    strict_number(alpha, "alpha")
+    if not 0 < alpha <= MAX_ALPHA:
+        raise NetstackError("must be above 0 and at most %s, got %s" % (MAX_ALPHA, alpha), field="alpha")
+
+
 def make_sampler(name, seed=None, multi=False):
+    if seed is not None:
+        strict_int(seed, "seed", 0, MAX_SEED)
     optuna = _optuna()
     if name == "tpe":
         return optuna.samplers.TPESampler(multivariate=True, seed=seed, **_constraint_kwargs(optuna))
@@ -81,16 +108,38 @@ def make_sampler(name, seed=None, multi=False):
     raise NetstackError("unknown sampler %r (one of %s)" % (name, ", ".join(SAMPLERS)), field="sampler")
 
 
-def storage_url(storage):
-    """A path becomes an SQLite URL; URLs (sqlite:///, postgresql://, ...) pass through."""
-    if not storage:
+def check_storage(storage):
+    """Read-only check of a storage path before anything runs: its directory must be a
+    directory or creatable (the nearest existing ancestor a directory), and the file, when
+    there, not a directory.  URLs are left to SQLAlchemy.  NetstackError naming
+    ``storage``; returns the absolute path (None for a URL)."""
+    if not storage or not isinstance(storage, str):
         raise NetstackError("a storage path or SQLAlchemy URL is needed", field="storage")
     if "://" in storage:
-        return storage
+        return None
     path = os.path.abspath(os.path.expanduser(storage))
+    if os.path.isdir(path):
+        raise NetstackError("%s is a directory: give the path of the SQLite file" % path, field="storage")
+    d = os.path.dirname(path)
+    while not os.path.lexists(d):
+        d = os.path.dirname(d)
+    if not os.path.isdir(d):
+        raise NetstackError("%s is not a directory: cannot hold the study file %s" % (d, path), field="storage")
+    return path
+
+
+def storage_url(storage):
+    """A path becomes an SQLite URL (its directory created); URLs (sqlite:///,
+    postgresql://, ...) pass through."""
+    path = check_storage(storage)
+    if path is None:
+        return storage
     d = os.path.dirname(path)
     if not os.path.isdir(d):
-        os.makedirs(d)
+        try:
+            os.makedirs(d)
+        except OSError as e:
+            raise NetstackError("cannot create %s: %s" % (d, e.strerror or e), field="storage")
     return "sqlite:///" + path
 
 
@@ -160,6 +209,7 @@ def run_study(space, run_trial, n_trials, storage, study_name, current, sampler=
               tuned_sysctls=None, min_rps_ratio=0.95, prune_factor=2.0, alpha=0.05):
     """Run (or resume) a study to ``n_trials`` finished trials of this host, verify the
     winner, and return a result dict (see the sysctl_study action plugin's RETURN)."""
+    check_options(n_trials, seed, verify_rounds, min_rps_ratio, prune_factor, alpha)
     optuna = _optuna()
     log = log or (lambda msg: None)
     t_start = time.time()

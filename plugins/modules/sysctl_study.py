@@ -27,14 +27,19 @@ description:
     trials left running by an interrupted run are marked failed. The storage stays
     readable by optuna-dashboard.
   - One progress line per trial is printed while it runs.
+  - Every option is checked before anything runs - before the host is asked, the storage
+    file is created or a benchmark starts - and the same way in check mode; an error names
+    the option (or C(bench.<key>)).
 author:
   - netstack.tuning maintainers (@netstack-tuning)
 options:
   space:
-    description: Search space, a YAML file (path) or a mapping; defaults to the collection's nginx-latency space.
+    description:
+      - Search space, a YAML file (path) or a mapping; defaults to the collection's nginx-latency space.
+      - A relative path is looked up in the play's C(files/) search path.
     type: raw
   trials:
-    description: Finished trials wanted for this host (a resumed study runs only the rest).
+    description: Finished trials wanted for this host (a resumed study runs only the rest); 1 to 10000.
     type: int
     default: 20
   sampler:
@@ -48,21 +53,25 @@ options:
     elements: str
     default: [p99]
   storage:
-    description: SQLite file path or SQLAlchemy URL (for example C(postgresql+psycopg2://user@host/db)).
+    description:
+      - SQLite file path or SQLAlchemy URL (for example C(postgresql+psycopg2://user@host/db)).
+      - A path's directory is created when missing; a path under a file, or a directory, is refused.
     type: str
     default: ~/.netstack/studies.db
   study_name:
     description: Name of the study; defaults to C(<space name>-<inventory host>).
     type: str
   seed:
-    description: Sampler seed.
+    description: Sampler seed, 0 to 4294967295 (2^32 - 1).
     type: int
   bench:
-    description: Benchmark settings passed to M(netstack.tuning.sysctl_trial).
+    description:
+      - Benchmark settings passed to M(netstack.tuning.sysctl_trial) (its O(netstack.tuning.sysctl_trial#module:bench) keys),
+        checked as that module checks them, before the study starts.
     type: dict
     default: {}
   confirm_timeout:
-    description: Seconds after which the host reverts a trial by itself.
+    description: Seconds after which the host reverts a trial by itself; 1 to 604800 (a week).
     type: int
     default: 300
   state_dir:
@@ -70,7 +79,7 @@ options:
     type: path
     default: /var/lib/netstack
   verify_rounds:
-    description: Interleaved verification rounds (each arm measured once per round).
+    description: Interleaved verification rounds (each arm measured once per round); 3 to 1000.
     type: int
     default: 5
   compare_tuned:
@@ -78,15 +87,15 @@ options:
     type: bool
     default: true
   min_rps_ratio:
-    description: Throughput floor as a fraction of the baseline.
+    description: Throughput floor as a fraction of the baseline, 0 to 1 (0 - no floor).
     type: float
     default: 0.95
   prune_factor:
-    description: Prune a trial whose first run's p99 exceeds this multiple of the baseline p99; 0 disables.
+    description: Prune a trial whose first run's p99 exceeds this multiple of the baseline p99; 0 disables. At most 1000.
     type: float
     default: 2.0
   alpha:
-    description: Significance level of the verification test.
+    description: Significance level of the verification test; above 0, at most 0.5.
     type: float
     default: 0.05
   report:
@@ -94,7 +103,7 @@ options:
     type: path
 attributes:
   check_mode:
-    description: Validates the space and inspects the host; measures nothing.
+    description: Validates every option and the space and inspects the host (read-only); measures nothing, creates no storage.
     support: full
   diff_mode:
     description: No diff; the study changes nothing lasting on the host.

@@ -267,13 +267,16 @@ STUDY_BAD = [
     ({"min_rps_ratio": 1.5}, "min_rps_ratio"),
     ({"prune_factor": float("nan")}, "prune_factor"),
     ({"prune_factor": float("inf")}, "prune_factor"),
-    ({"prune_factor": 0.5}, "prune_factor"),
+    ({"prune_factor": 1000.5}, "prune_factor"),
     ({"prune_factor": -1.0}, "prune_factor"),
     ({"bench": {"": 1}}, "bench"),
     ({"bench": {"nsprop": 1}}, "bench"),
     ({"bench": {"duration": float("nan")}}, "bench.duration"),
     ({"bench": {"repeats": BIG}}, "bench.repeats"),
     ({"space": "1e400"}, "space"),
+    ({"alpha": 10 ** 400}, "alpha"),              # was an OverflowError traceback (int -> float)
+    ({"storage": "/proc/self/environ/x.db"}, "storage"),
+    ({"storage": "/etc/passwd/sub/x.db"}, "storage"),
 ]
 
 
@@ -287,6 +290,18 @@ def test_sysctl_study_refuses_before_any_work(tmp_path, monkeypatch, no_work, ch
     assert res["msg"].startswith(field), res["msg"]
     # nothing ran on the host and no storage was made (~/.netstack/studies.db)
     assert [c for c in calls if c.get("action") != "inspect"] == []
+    assert os.listdir(str(tmp_path / "home")) == []
+
+
+@pytest.mark.parametrize("check_mode", [True, False])
+@pytest.mark.parametrize("kw", [{"trials": float("inf")}, {"trials": "1e999999999"}, {"seed": "-inf"},
+                                {"confirm_timeout": "\u0663"}, {"nsprop": 1}])
+def test_sysctl_study_ansible_conversion_fails_cleanly(tmp_path, monkeypatch, no_work, check_mode, kw):
+    # .inf was an OverflowError traceback, '1e999999999' a billion-digit int in Ansible's int
+    # conversion; the action plugin guards its arguments as NetstackModule guards a module's
+    res = run_study_action(kw, check_mode, tmp_path, monkeypatch)
+    assert res.get("failed"), res
+    assert list(kw)[0] in res["msg"]
     assert os.listdir(str(tmp_path / "home")) == []
 
 
