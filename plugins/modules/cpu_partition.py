@@ -204,10 +204,22 @@ def spec_of(p):
             "rps_sock_flow_entries": p["rps_sock_flow_entries"], "xps": p["xps"], "irqbalance": p["irqbalance"]}
 
 
+def check_dir_option(path, field):
+    """A directory option, read-only: a directory, or a path that can be created (its
+    nearest existing ancestor a directory).  A file there was a FileExistsError traceback
+    at the config write, after the partition had been applied."""
+    d = path
+    while not os.path.lexists(d):
+        d = os.path.dirname(d)
+    if not os.path.isdir(d):
+        raise NetstackError("%s exists and is not a directory" % d, field=field)
+
+
 def run(module):
     p = module.params
     check_path_options(p, ["config_dir", "state_dir"])
     check_path_options(p, ["app_cgroups"], absolute=False)
+    check_dir_option(p["config_dir"], "config_dir")
     part = amp.Partition(p["name"], state_dir=p["state_dir"])
     part.check_state_dir()   # a file there: an error naming state_dir before anything is read or written
     cfg_file = os.path.join(p["config_dir"], "amp.json")

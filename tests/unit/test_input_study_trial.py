@@ -64,6 +64,18 @@ def test_cpu_partition_state_dir_that_is_not_a_directory_names_state_dir(tmp_pat
     assert sorted(os.listdir(str(tmp_path))) == ["file"]
 
 
+@pytest.mark.parametrize("check_mode", [True, False])
+@pytest.mark.parametrize("state", ["present", "absent"])
+def test_cpu_partition_config_dir_that_is_not_a_directory_names_config_dir(tmp_path, no_work, check_mode, state):
+    (tmp_path / "file").write_text("x")
+    for bad in ("/proc/self/environ", str(tmp_path / "file"), str(tmp_path / "file" / "sub")):
+        with pytest.raises(NetstackError) as e:
+            cpu_partition.run(FakeModule(partition_params(tmp_path, config_dir=bad, state=state,
+                                                          controller={"max_cores": 2}), check_mode=check_mode))
+        assert e.value.field == "config_dir", str(e.value)
+    assert sorted(os.listdir(str(tmp_path))) == ["file"]
+
+
 def test_cpu_partition_record_under_a_file_names_state_dir(tmp_path):
     (tmp_path / "amp").write_text("x")   # <state_dir>/amp is a file
     part = amp.Partition("amp", state_dir=str(tmp_path))
