@@ -53,6 +53,22 @@ def check_options(p):
                         p["alpha"])
     trial.validate({}, p["bench"], p["confirm_timeout"])
     study.check_storage(p["storage"])
+    if p["report"]:
+        check_file_target(os.path.expanduser(p["report"]), "report")
+
+
+def check_file_target(path, field):
+    """A file the study writes at its end, checked read-only at its start: not a
+    directory, and its directory a directory or creatable (nearest existing ancestor a
+    directory).  NetstackError naming ``field``."""
+    path = os.path.abspath(path)
+    if os.path.isdir(path):
+        raise NetstackError("%s is a directory: give the path of a file" % path, field=field)
+    d = os.path.dirname(path)
+    while not os.path.lexists(d):
+        d = os.path.dirname(d)
+    if not os.path.isdir(d):
+        raise NetstackError("%s is not a directory: cannot hold %s" % (d, path), field=field)
     if set(p["objectives"]) - {"p99", "rps"} or not p["objectives"] or p["objectives"][0] != "p99":
         raise NetstackError("must be [p99] or [p99, rps]", field="objectives")
 
@@ -119,10 +135,13 @@ class ActionModule(ActionBase):
             if p["report"]:
                 path = os.path.expanduser(p["report"])
                 d = os.path.dirname(os.path.abspath(path))
-                if not os.path.isdir(d):
-                    os.makedirs(d)
-                with open(path, "w") as f:
-                    f.write(study.render_report(res, "sysctl study %s on %s" % (name, host)))
+                try:
+                    if not os.path.isdir(d):
+                        os.makedirs(d)
+                    with open(path, "w") as f:
+                        f.write(study.render_report(res, "sysctl study %s on %s" % (name, host)))
+                except (IOError, OSError) as e:
+                    raise NetstackError("cannot write %s: %s" % (path, e.strerror or e), field="report")
                 res["report"] = path
         except NetstackError as e:
             raise AnsibleActionFail(str(e), result=dict(field=e.field))

@@ -99,7 +99,9 @@ options:
     type: float
     default: 0.05
   report:
-    description: Path on the controller of an HTML report with plots.
+    description:
+      - Path on the controller of an HTML report with plots, written at the end of the study.
+      - Checked at the start - a directory, or a path under a file, is refused before anything runs.
     type: path
 attributes:
   check_mode:

@@ -289,6 +289,8 @@ STUDY_BAD = [
     ({"alpha": 10 ** 400}, "alpha"),              # was an OverflowError traceback (int -> float)
     ({"storage": "/proc/self/environ/x.db"}, "storage"),
     ({"storage": "/etc/passwd/sub/x.db"}, "storage"),
+    ({"report": "/etc/passwd/sub/r.html"}, "report"),   # was a FileExistsError traceback after the study
+    ({"report": "/tmp"}, "report"),
 ]
 
 
