@@ -53,6 +53,8 @@ def check_options(p):
                         p["alpha"])
     trial.validate({}, p["bench"], p["confirm_timeout"])
     study.check_storage(p["storage"])
+    if set(p["objectives"]) - {"p99", "rps"} or not p["objectives"] or p["objectives"][0] != "p99":
+        raise NetstackError("must be [p99] or [p99, rps]", field="objectives")
     if p["report"]:
         check_file_target(os.path.expanduser(p["report"]), "report")
 
@@ -69,8 +71,6 @@ def check_file_target(path, field):
         d = os.path.dirname(d)
     if not os.path.isdir(d):
         raise NetstackError("%s is not a directory: cannot hold %s" % (d, path), field=field)
-    if set(p["objectives"]) - {"p99", "rps"} or not p["objectives"] or p["objectives"][0] != "p99":
-        raise NetstackError("must be [p99] or [p99, rps]", field="objectives")
 
 
 def check_paths(p):

@@ -291,6 +291,8 @@ STUDY_BAD = [
     ({"storage": "/etc/passwd/sub/x.db"}, "storage"),
     ({"report": "/etc/passwd/sub/r.html"}, "report"),   # was a FileExistsError traceback after the study
     ({"report": "/tmp"}, "report"),
+    ({"objectives": ["rps"]}, "objectives"),
+    ({"objectives": []}, "objectives"),
 ]
 
 
@@ -321,7 +323,8 @@ def test_sysctl_study_ansible_conversion_fails_cleanly(tmp_path, monkeypatch, no
 
 def test_sysctl_study_check_mode_accepts_valid_options(tmp_path, monkeypatch, no_work):
     res = run_study_action({"trials": 5, "seed": 0, "alpha": 0.1, "min_rps_ratio": 0.9, "prune_factor": 0,
-                            "confirm_timeout": 60, "verify_rounds": 3, "bench": {"duration": 2}},
+                            "confirm_timeout": 60, "verify_rounds": 3, "bench": {"duration": 2},
+                            "objectives": ["p99", "rps"], "report": str(tmp_path / "reports" / "r.html")},
                            True, tmp_path, monkeypatch)
     assert not res.get("failed"), res
     assert res["skipped"] is True
