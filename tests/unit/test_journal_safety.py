@@ -4,6 +4,11 @@ Each test reproduces one defect that was found by hand: a damaged journal, a kil
 watchdog, a late confirm, a watchdog that undid later unrelated changes, a SIGKILL at each
 step of Journal.apply.  Kernel values live in a throwaway network namespace (net.* sysctls
 are per namespace), so the host is never touched.
+
+Timing on a busy machine: what must happen *before* a confirm deadline (killing a
+watchdog, appending damage, a second operator's apply) gets 3-4 s of window, and what
+must happen *after* it is polled for up to 15-20 s, so a stalled test process (seconds,
+beside a CPU hog) cannot turn the order around.
 """
 import json
 import os
@@ -88,7 +93,7 @@ def journal_module(**params):
 def test_non_utf8_bytes_do_not_kill_the_watchdog_nor_any_reader(netns, tmp_path):
     j = Journal(str(tmp_path))
     orig = val(netns, K1)
-    s = apply_set(j, netns, {K1: 2}, confirm_timeout=1.5)
+    s = apply_set(j, netns, {K1: 2}, confirm_timeout=3)
     with open(j.path, "ab") as f:
         f.write(b"\xff\xfe\x80 not text\n")
     assert wait_for(lambda: val(netns, K1) == orig), "the watchdog did not revert"
@@ -187,7 +192,7 @@ def test_records_of_the_wrong_shape_are_reported_not_raised(netns, tmp_path, bad
 def test_an_expired_change_is_reverted_by_the_next_run_when_its_watchdog_died(netns, tmp_path):
     j = Journal(str(tmp_path))
     orig1, orig2 = val(netns, K1), val(netns, K2)
-    s = apply_set(j, netns, {K1: 2}, confirm_timeout=1)
+    s = apply_set(j, netns, {K1: 2}, confirm_timeout=3)
     kill_watchdog(j, s["id"])
     time.sleep(max(0.0, s["confirm_deadline"] - time.time()) + 0.3)
     assert val(netns, K1) == "2"  # nobody reverted it yet
@@ -205,7 +210,7 @@ def test_an_expired_change_is_reverted_by_the_next_run_when_its_watchdog_died(ne
 def test_netstack_journal_recover_reverts_an_expired_change(netns, tmp_path):
     j = Journal(str(tmp_path))
     orig = val(netns, K1)
-    s = apply_set(j, netns, {K1: 2}, confirm_timeout=1)
+    s = apply_set(j, netns, {K1: 2}, confirm_timeout=3)
     kill_watchdog(j, s["id"])
     time.sleep(max(0.0, s["confirm_deadline"] - time.time()) + 0.3)
     res, _m = journal_module(state_dir=str(tmp_path), action="recover")
@@ -217,7 +222,7 @@ def test_netstack_journal_recover_reverts_an_expired_change(netns, tmp_path):
 def test_a_confirm_after_the_deadline_is_refused_and_the_change_reverted(netns, tmp_path):
     j = Journal(str(tmp_path))
     orig = val(netns, K1)
-    s = apply_set(j, netns, {K1: 2}, confirm_timeout=1)
+    s = apply_set(j, netns, {K1: 2}, confirm_timeout=3)
     kill_watchdog(j, s["id"])
     time.sleep(max(0.0, s["confirm_deadline"] - time.time()) + 0.3)
     with pytest.raises(NetstackError) as e:  # check mode: says it will be reverted, writes nothing
@@ -235,7 +240,7 @@ def test_a_confirm_after_the_deadline_is_refused_and_the_change_reverted(netns, 
 def test_a_watchdog_reverts_only_its_own_keys_and_reports_conflicts(netns, tmp_path):
     j = Journal(str(tmp_path))
     orig = {k: val(netns, k) for k in (K1, K2, K3)}
-    a = apply_set(j, netns, {K1: 2, K3: 5}, confirm_timeout=2)       # operator A, never confirmed
+    a = apply_set(j, netns, {K1: 2, K3: 5}, confirm_timeout=4)       # operator A, never confirmed
     b = apply_set(j, netns, {K2: 17, K3: 6}, reason="operator B")      # operator B, no confirm
     assert wait_for(lambda: j.get(a["id"]).state == "rolled_back")
     assert val(netns, K1) == orig[K1]           # A's own key: reverted
@@ -373,7 +378,7 @@ def test_the_agent_reverts_an_expired_change_when_its_watchdog_died(netns, tmp_p
                                "metrics": {"port": 0}}))
     orig = val(netns, K1)
     j = Journal(state)
-    s = apply_set(j, netns, {K1: 2}, confirm_timeout=2)
+    s = apply_set(j, netns, {K1: 2}, confirm_timeout=3)
     kill_watchdog(j, s["id"])
     pidfile = tmp_path / "agent.pid"
     pid = os.fork()
