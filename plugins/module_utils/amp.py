@@ -78,9 +78,8 @@ def _cpus_arg(value, field):
         raise NetstackError("a boolean is not a CPU list", field=field)
     if isinstance(value, int):
         if value < 0 or value >= MAX_CPUS:
-            raise NetstackError("CPU number %s out of range (0 to %d)" % (value if abs(value) < 10 ** 20 else
-                                                                         "of %d digits" % len(str(abs(value))),
-                                                                         MAX_CPUS - 1), field=field)
+            shown = value if abs(value) < 10 ** 20 else "of %d bits" % value.bit_length()
+            raise NetstackError("CPU number %s out of range (0 to %d)" % (shown, MAX_CPUS - 1), field=field)
         return [value]
     if not isinstance(value, str):
         raise NetstackError("a CPU list is text such as 0-3,8, a CPU number or a list of them, not %s"

@@ -16,6 +16,7 @@ __metaclass__ = type
 
 import glob
 import json
+import math
 import os
 import socket
 import sys
@@ -318,7 +319,7 @@ def _number(text, field):
         value = float(text)
     except ValueError:
         raise NetstackError("%r is not a number" % text[:40], field=field)
-    if value != value or value in (float("inf"), float("-inf")):
+    if not math.isfinite(value):
         raise NetstackError("%r is not a finite number" % text[:40], field=field)
     return value
 
