@@ -1,5 +1,7 @@
 """Make the checkout importable as ansible_collections.netstack.tuning (see collections/)."""
+import contextlib
 import os
+import subprocess
 import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -13,3 +15,15 @@ def pytest_terminal_summary(terminalreporter):
         terminalreporter.section("module properties (tests/output/properties-summary.json)")
         for name in sorted(harness.SESSION):
             terminalreporter.write_line(harness.summary_line(harness.SESSION[name]))
+
+
+@contextlib.contextmanager
+def throwaway_netns(name):
+    """A named network namespace for the body (net.* sysctls are per namespace, so tests
+    that write them never touch the host's); removed afterwards, and checked gone."""
+    subprocess.run(["ip", "netns", "add", name], check=True)
+    try:
+        yield name
+    finally:
+        subprocess.run(["ip", "netns", "del", name], check=True)
+    assert name not in os.listdir("/var/run/netns")

@@ -11,6 +11,7 @@ import subprocess
 import time
 
 import pytest
+from conftest import throwaway_netns
 
 from ansible_collections.netstack.tuning.plugins.module_utils import kstate, sysctl
 from ansible_collections.netstack.tuning.plugins.module_utils.common import NetstackError
@@ -21,12 +22,8 @@ NS = "nstest-unit-%d" % os.getpid()
 
 @pytest.fixture
 def netns():
-    subprocess.run(["ip", "netns", "add", NS], check=True)
-    try:
-        yield NS
-    finally:
-        subprocess.run(["ip", "netns", "del", NS], check=True)
-    assert NS not in os.listdir("/var/run/netns")
+    with throwaway_netns(NS) as name:
+        yield name
 
 
 def ns_sysctl(ns, key):

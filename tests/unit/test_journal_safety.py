@@ -18,6 +18,7 @@ import sys
 import time
 
 import pytest
+from conftest import throwaway_netns
 
 from ansible_collections.netstack.tuning.plugins.module_utils import journal as journal_mod
 from ansible_collections.netstack.tuning.plugins.module_utils import kstate, sysctl
@@ -32,11 +33,8 @@ ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "col
 
 @pytest.fixture
 def netns():
-    subprocess.run(["ip", "netns", "add", NS], check=True)
-    try:
-        yield NS
-    finally:
-        subprocess.run(["ip", "netns", "del", NS], check=True)
+    with throwaway_netns(NS) as name:
+        yield name
 
 
 def val(ns, key):
@@ -69,6 +67,15 @@ def kill_watchdog(j, txn_id):
     os.kill(pid, signal.SIGKILL)
     assert wait_for(lambda: not os.path.exists("/proc/%d" % pid) or
                     open("/proc/%d/stat" % pid).read().split(")")[1].split()[0] == "Z")
+
+
+def expired_without_watchdog(j, ns, values):
+    """Apply ``values`` commit-confirmed (3 s), SIGKILL the watchdog, wait past the deadline:
+    an unconfirmed change that nothing has reverted yet."""
+    s = apply_set(j, ns, values, confirm_timeout=3)
+    kill_watchdog(j, s["id"])
+    time.sleep(max(0.0, s["confirm_deadline"] - time.time()) + 0.3)
+    return s
 
 
 class FakeModule(object):
@@ -192,9 +199,7 @@ def test_records_of_the_wrong_shape_are_reported_not_raised(netns, tmp_path, bad
 def test_an_expired_change_is_reverted_by_the_next_run_when_its_watchdog_died(netns, tmp_path):
     j = Journal(str(tmp_path))
     orig1, orig2 = val(netns, K1), val(netns, K2)
-    s = apply_set(j, netns, {K1: 2}, confirm_timeout=3)
-    kill_watchdog(j, s["id"])
-    time.sleep(max(0.0, s["confirm_deadline"] - time.time()) + 0.3)
+    s = expired_without_watchdog(j, netns, {K1: 2})
     assert val(netns, K1) == "2"  # nobody reverted it yet
     res, _m = journal_module(state_dir=str(tmp_path), action="recover", check_mode=True)
     assert res["undone"] == [s["id"]] and val(netns, K1) == "2"  # check mode only reports
@@ -210,9 +215,7 @@ def test_an_expired_change_is_reverted_by_the_next_run_when_its_watchdog_died(ne
 def test_netstack_journal_recover_reverts_an_expired_change(netns, tmp_path):
     j = Journal(str(tmp_path))
     orig = val(netns, K1)
-    s = apply_set(j, netns, {K1: 2}, confirm_timeout=3)
-    kill_watchdog(j, s["id"])
-    time.sleep(max(0.0, s["confirm_deadline"] - time.time()) + 0.3)
+    s = expired_without_watchdog(j, netns, {K1: 2})
     res, _m = journal_module(state_dir=str(tmp_path), action="recover")
     assert res["changed"] and res["undone"] == [s["id"]] and val(netns, K1) == orig
 
@@ -222,9 +225,7 @@ def test_netstack_journal_recover_reverts_an_expired_change(netns, tmp_path):
 def test_a_confirm_after_the_deadline_is_refused_and_the_change_reverted(netns, tmp_path):
     j = Journal(str(tmp_path))
     orig = val(netns, K1)
-    s = apply_set(j, netns, {K1: 2}, confirm_timeout=3)
-    kill_watchdog(j, s["id"])
-    time.sleep(max(0.0, s["confirm_deadline"] - time.time()) + 0.3)
+    s = expired_without_watchdog(j, netns, {K1: 2})
     with pytest.raises(NetstackError) as e:  # check mode: says it will be reverted, writes nothing
         journal_module(state_dir=str(tmp_path), action="confirm", journal_id=s["id"], check_mode=True)
     assert "will be reverted" in str(e.value) and val(netns, K1) == "2"

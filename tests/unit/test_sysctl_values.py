@@ -7,9 +7,9 @@ non-ASCII digits is a string.  Every refusal is a NetstackError naming the sysct
 Kernel values are read with the same normalisation but never raise.
 """
 import os
-import subprocess
 
 import pytest
+from conftest import throwaway_netns
 
 from ansible_collections.netstack.tuning.plugins.module_utils import kstate, sysctl
 from ansible_collections.netstack.tuning.plugins.module_utils.common import NetstackError
@@ -20,11 +20,8 @@ KEY = "net.ipv4.tcp_syn_retries"
 
 @pytest.fixture(scope="module")
 def netns():
-    subprocess.run(["ip", "netns", "add", NS], check=True)
-    try:
-        yield NS
-    finally:
-        subprocess.run(["ip", "netns", "del", NS], check=True)
+    with throwaway_netns(NS) as name:
+        yield name
 
 
 BAD_VALUES = [
