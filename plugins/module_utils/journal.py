@@ -257,7 +257,6 @@ class View(object):
         self.damage = []      # [{"line": n, "error": text, "text": first characters}]
         self.torn = None      # {"line": n, "bytes": k} when the file ends in a cut record
         self.high_seq = 0
-        self.lines = 0
 
     def get(self, txn_id):
         t = self.by_id.get(str(txn_id))
@@ -336,7 +335,6 @@ def read_view(path):
         raise NetstackError("cannot read journal %s: %s" % (path, e.strerror or e), field="state_dir")
     lines = data.split(b"\n")
     tail = lines.pop()  # b"" when the file ends with a newline
-    view.lines = len(lines) + (1 if tail else 0)
     parsed = []
     for n, raw in enumerate(lines, 1):
         rec, error, salvaged = _parse_line(raw)
