@@ -11,18 +11,35 @@
 //   prefixes ARRAY[2 * MAX_PREFIXES] of struct prefix: addresses that count as this host
 //   cfg      ARRAY[1] of struct config: active set, counts per set, flags
 //   stats    PERCPU_ARRAY[MAX_POLICIES + 1] of struct stats; the last slot: no policy
-//   conns    SK_STORAGE per socket: policy index and path state
+//   conns    SK_STORAGE per socket: policy index, path state, the peer's socket
+//   peers    HASH conn_key -> struct peer_ref: each captured socket's address and cookie,
+//            from establishment to close (the peer's queue is read through it)
 //
-// Ordering rule (the bug that broke earlier sockmap accelerators): a direction of a
-// connection uses one path for its whole life.  It starts PENDING; the first payload that
-// finds the peer in `socks` fixes it to SHM, the first that does not fixes it to TCP.  A SHM
-// direction whose peer has left the map (peer closed) falls back to TCP for good.  Payload
-// is never split between the peer's ingress queue and TCP while both are live, so bytes
-// arrive in order.  Connections outside the policy are not touched at all.
+// Ordering rule (the bug that broke earlier sockmap accelerators): payload is never split
+// between the peer's path queue and TCP while both hold unread bytes of one direction.
+// The reader drains its path queue before TCP's (tcp_bpf_recvmsg), so a direction may
+// leave the path for TCP at any message, and may come (back) onto the path only when
+// every byte it sent over TCP has been acknowledged and read (own write_seq == snd_una,
+// the peer's copied_seq == rcv_nxt).  Connections outside the policy are not touched.
 //
-// Uses only UAPI context (struct bpf_sock_ops, struct sk_msg_md).
+// Bounded queue: a direction stays on the path while the peer's path queue holds less
+// than its bound (policy max_queue, or the peer's SO_RCVBUF); past it, the direction goes
+// to TCP, whose flow control then stops the sender as it always does, and comes back
+// when TCP has drained and the path queue is down to half the bound (docs/shm.md).
+//
+// The kernel gives an sk_msg program no way to read another socket (a sockhash lookup
+// returns a reference it cannot release: bpf_sk_release is not offered to sk_msg), so
+// each socket records its own address at establishment (peers) and the program reads
+// the peer with bpf_probe_read_kernel at offsets taken from the running kernel's BTF
+// (shm.py kernel_cflags; -D OFF_*).  TCP sockets are SLAB_TYPESAFE_BY_RCU and the program
+// runs under RCU, so a read never faults; the socket cookie read next to it tells a
+// reused slot from the peer, and any doubt counts as "queue full".
 
 #include <uapi/linux/bpf.h>
+
+#ifndef OFF_SK_USER_DATA
+#error "build through netstack.tuning's shm.py: it passes the running kernel's offsets (-D OFF_*)"
+#endif
 
 #define MAX_POLICIES 16
 #define MAX_PREFIXES 16
@@ -34,9 +51,13 @@
 #define C_ENABLED (1u << 0)
 
 // conn_state.state
-#define S_PENDING 0
-#define S_SHM     1
-#define S_TCP     2
+#define S_PENDING 0         // no payload yet
+#define S_SHM     1         // on the path
+#define S_TCP     2         // on TCP; may come onto the path once TCP has drained
+#define S_DONE    3         // on TCP for good: the peer left the sockhash (closed)
+
+// low bits of sk_user_data are flags (SK_USER_DATA_NOCOPY, _BPF, _PSOCK)
+#define USER_DATA_PTRMASK (~7ULL)
 
 struct conn_key {
     __u32 lip[4];           // network order, IPv4 as ::ffff:a.b.c.d
@@ -49,6 +70,7 @@ struct conn_key {
 struct policy {
     __u32 flags;
     __u16 port_lo, port_hi; // service (listening) ports
+    __u32 max_queue;        // bytes a direction may hold queued at its reader; 0: SO_RCVBUF
 };
 
 struct prefix {
@@ -72,11 +94,22 @@ struct stats {
     __u64 shm_bytes;        // payload moved socket-to-socket
     __u64 tcp_msgs;
     __u64 tcp_bytes;        // payload of captured sockets sent over TCP
+    __u64 overflows;        // a direction left the path: its reader's queue was at the bound
+    __u64 resumes;          // a direction came (back) onto the path after TCP drained
 };
 
 struct conn_state {
     __u32 policy;
     __u32 state;
+    __u32 max_queue;        // from the policy at capture; 0: the peer's SO_RCVBUF
+    __u32 pending;          // list mode: bytes sent since the peer's queue was seen empty
+    __u64 peer_sk;          // the peer's struct sock, from `peers` (0: not known yet)
+    __u64 peer_cookie;
+};
+
+struct peer_ref {
+    __u64 sk;
+    __u64 cookie;
 };
 
 BPF_SOCKHASH(socks, struct conn_key, 65536);
@@ -86,6 +119,7 @@ BPF_ARRAY(cfg, struct config, 1);
 BPF_PERCPU_ARRAY(stats, struct stats, MAX_POLICIES + 1);
 BPF_SK_STORAGE(conns, struct conn_state);
 BPF_PERCPU_ARRAY(scratch, __u32, 1);
+BPF_F_TABLE("hash", struct conn_key, struct peer_ref, peers, 65536, BPF_F_NO_PREALLOC);
 
 static __always_inline void v4mapped(__u32 *a, __u32 ip4)
 {
@@ -171,18 +205,34 @@ static __always_inline struct stats *stats_of(__u32 policy)
     return stats.lookup(&idx);
 }
 
+// The connection key of a context, with `l`/`r` naming which end is "local".
+#define LOAD_KEY(k, ctx, l, r, lport_, rport_) do {                               \
+        LOAD_ADDR((k).lip, ctx, l);                                               \
+        LOAD_ADDR((k).rip, ctx, r);                                               \
+        (k).lport = (lport_);                                                     \
+        (k).rport = (rport_);                                                     \
+        (k).netns = bpf_get_netns_cookie(ctx);                                    \
+    } while (0)
+
 int shm_sockops(struct bpf_sock_ops *skops)
 {
     __u32 op = skops->op;
+    struct conn_key key = {};
+    if (op == BPF_SOCK_OPS_STATE_CB) {
+        // Set only on sockets this program captured: forget the address at close, before
+        // the kernel frees the socket.
+        if (skops->args[1] == BPF_TCP_CLOSE) {
+            LOAD_KEY(key, skops, local, remote, skops->local_port & 0xffff,
+                     bpf_ntohl(skops->remote_port) & 0xffff);
+            peers.delete(&key);
+        }
+        return 1;
+    }
     if (op != BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB && op != BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB)
         return 1;
 
-    struct conn_key key = {};
-    LOAD_ADDR(key.lip, skops, local);
-    LOAD_ADDR(key.rip, skops, remote);
-    key.lport = skops->local_port & 0xffff;
-    key.rport = bpf_ntohl(skops->remote_port) & 0xffff;
-    key.netns = bpf_get_netns_cookie(skops);
+    LOAD_KEY(key, skops, local, remote, skops->local_port & 0xffff,
+             bpf_ntohl(skops->remote_port) & 0xffff);
 
     __u32 zero = 0;
     struct config *c = cfg.lookup(&zero);
@@ -198,6 +248,8 @@ int shm_sockops(struct bpf_sock_ops *skops)
         return 1;
     pol -= 1;
     struct stats *st = stats_of(pol);
+    __u32 pidx = (c->active_set & 1) * MAX_POLICIES + pol;
+    struct policy *pp = policies.lookup(&pidx);
 
     struct bpf_sock *sk = skops->sk;
     if (!sk)
@@ -207,17 +259,97 @@ int shm_sockops(struct bpf_sock_ops *skops)
         return 1;
     cs->policy = pol;
     cs->state = S_PENDING;
+    cs->max_queue = pp ? pp->max_queue : 0;
+    cs->pending = 0;
+    cs->peer_sk = 0;
+    cs->peer_cookie = 0;
+    struct peer_ref ref = {};
+    ref.sk = (__u64)(long)sk;
+    ref.cookie = bpf_get_socket_cookie(skops);
     // bcc rewrites map methods into statements: keep each call on a line of its own.
     long rc = socks.sock_hash_update(skops, &key, BPF_NOEXIST);
     if (rc == 0) {
+        peers.update(&key, &ref);
+        bpf_sock_ops_cb_flags_set(skops, skops->bpf_sock_ops_cb_flags | BPF_SOCK_OPS_STATE_CB_FLAG);
         if (st)
             st->captured += 1;
     } else {
-        cs->state = S_TCP;
+        cs->state = S_DONE;
         if (st)
             st->capture_errors += 1;
     }
     return 1;
+}
+
+static __always_inline __u64 read_u64(__u64 addr)
+{
+    __u64 v = 0;
+    if (bpf_probe_read_kernel(&v, sizeof(v), (void *)addr))
+        return 0;
+    return v;
+}
+
+static __always_inline __u32 read_u32(__u64 addr, __u32 fail)
+{
+    __u32 v = 0;
+    if (bpf_probe_read_kernel(&v, sizeof(v), (void *)addr))
+        return fail;
+    return v;
+}
+
+// The peer's psock (its sockmap state), or 0 when the recorded address no longer holds the
+// peer (cookie differs: the slot was reused) or holds no psock.
+static __always_inline __u64 peer_psock(struct conn_state *cs)
+{
+    __u64 sk = cs->peer_sk;
+    if (!sk || read_u64(sk + OFF_SK_COOKIE) != cs->peer_cookie)
+        return 0;
+    __u64 psock = read_u64(sk + OFF_SK_USER_DATA) & USER_DATA_PTRMASK;
+    if (!psock || read_u64(psock + OFF_PSOCK_SK) != sk)
+        return 0;
+    return psock;
+}
+
+// Bytes queued on the path at the peer, or 0xffffffff when unknown.  With the kernel's
+// counter (sk_psock.msg_tot_len, 6.13+ kernels) exact; without it an upper bound: the bytes
+// this direction redirected since it last saw the peer's queue empty.
+static __always_inline __u32 peer_queued(struct conn_state *cs, __u64 psock)
+{
+#ifdef OFF_PSOCK_MSG_TOT_LEN
+    return read_u32(psock + OFF_PSOCK_MSG_TOT_LEN, 0xffffffff);
+#else
+    __u64 head = psock + OFF_PSOCK_INGRESS_MSG;
+    if (read_u64(head) == head)
+        cs->pending = 0;
+    return cs->pending;
+#endif
+}
+
+static __always_inline __u32 bound_of(struct conn_state *cs)
+{
+    if (cs->max_queue)
+        return cs->max_queue;
+    __u32 rcvbuf = read_u32(cs->peer_sk + OFF_SK_RCVBUF, 0);
+    return rcvbuf > 0 && rcvbuf < 0x7fffffff ? rcvbuf : 0;
+}
+
+// Everything this direction sent over TCP has been acknowledged and read by the peer, so
+// bytes put on the path now are read after them.
+static __always_inline int tcp_drained(struct sk_msg_md *msg, struct conn_state *cs)
+{
+    struct bpf_sock *s = msg->sk;
+    if (!s)
+        return 0;
+    void *tp = bpf_skc_to_tcp_sock(s);
+    if (!tp)
+        return 0;
+    __u32 write_seq = *(volatile __u32 *)(tp + OFF_TP_WRITE_SEQ);
+    __u32 snd_una = *(volatile __u32 *)(tp + OFF_TP_SND_UNA);
+    if (write_seq != snd_una)
+        return 0;
+    __u32 rcv_nxt = read_u32(cs->peer_sk + OFF_TP_RCV_NXT, 1);
+    __u32 copied = read_u32(cs->peer_sk + OFF_TP_COPIED_SEQ, 0);
+    return rcv_nxt == copied;
 }
 
 int shm_msg(struct sk_msg_md *msg)
@@ -235,35 +367,79 @@ int shm_msg(struct sk_msg_md *msg)
     __u32 tcpstate = sk->state;
     if (tcpstate != 1 && tcpstate != 8)
         return SK_PASS;
+    __u32 state = cs->state;
+    if (state == S_DONE)
+        goto tcp;
 
-    if (cs->state != S_TCP) {
-        // The peer's key is this socket's key with the ends swapped.
-        struct conn_key peer = {};
-        LOAD_ADDR(peer.lip, msg, remote);
-        LOAD_ADDR(peer.rip, msg, local);
-        peer.lport = bpf_ntohl(msg->remote_port) & 0xffff;
-        peer.rport = msg->local_port & 0xffff;
-        peer.netns = bpf_get_netns_cookie(msg);
-        // A closed peer has left `socks` (the kernel unlinks it on close), so this fails
-        // and the rest goes over TCP, which answers with RST/EPIPE as usual.
-        long verdict = socks.msg_redirect_hash(msg, &peer, BPF_F_INGRESS);
-        if (verdict == SK_PASS) {
-            if (cs->state == S_PENDING) {
-                cs->state = S_SHM;
-                if (st)
-                    st->shm_conns += 1;
-            }
-            if (st) {
-                st->shm_msgs += 1;
-                st->shm_bytes += size;
-            }
-            return SK_PASS;
+    // The peer's key is this socket's key with the ends swapped.
+    struct conn_key peer = {};
+    LOAD_KEY(peer, msg, remote, local, bpf_ntohl(msg->remote_port) & 0xffff,
+             msg->local_port & 0xffff);
+    if (!cs->peer_sk) {
+        struct peer_ref *ref = peers.lookup(&peer);
+        if (ref) {
+            cs->peer_sk = ref->sk;
+            cs->peer_cookie = ref->cookie;
         }
-        // No peer: fall back to TCP for the rest of this direction's life.
+    }
+    __u64 psock = peer_psock(cs);
+    __u32 bound = psock ? bound_of(cs) : 0;
+    __u32 queued = psock ? peer_queued(cs, psock) : 0xffffffff;
+
+    if (state == S_SHM) {
+        if (!psock) {
+            // The peer closed (its sockmap state is gone): TCP answers from now on.
+            cs->state = S_DONE;
+            goto tcp;
+        }
+        // One message always fits an empty queue; otherwise the bound holds.
+        if (bound && (queued == 0 || (__u64)queued + size <= bound))
+            goto redirect;
+        cs->state = S_TCP;
+        if (st)
+            st->overflows += 1;
+        goto tcp;
+    }
+    // PENDING or TCP: onto the path only when the peer's queue is below half its bound and
+    // TCP holds no unread byte of this direction.
+    if (bound && queued <= bound / 2 && tcp_drained(msg, cs))
+        goto redirect;
+    if (state == S_PENDING) {
         cs->state = S_TCP;
         if (st)
             st->tcp_conns += 1;
     }
+    goto tcp;
+
+redirect:;
+    // A closed peer has left `socks` (the kernel unlinks it on close), so this fails
+    // and the rest goes over TCP, which answers with RST/EPIPE as usual.
+    long verdict = socks.msg_redirect_hash(msg, &peer, BPF_F_INGRESS);
+    if (verdict != SK_PASS) {
+        cs->state = S_DONE;
+        if (st && state == S_PENDING)
+            st->tcp_conns += 1;
+        goto tcp;
+    }
+    if (state != S_SHM) {
+        cs->state = S_SHM;
+        if (st) {
+            if (state == S_PENDING)
+                st->shm_conns += 1;
+            else
+                st->resumes += 1;
+        }
+    }
+#ifndef OFF_PSOCK_MSG_TOT_LEN
+    cs->pending += size;
+#endif
+    if (st) {
+        st->shm_msgs += 1;
+        st->shm_bytes += size;
+    }
+    return SK_PASS;
+
+tcp:
     if (st) {
         st->tcp_msgs += 1;
         st->tcp_bytes += size;

@@ -6,7 +6,8 @@ bpf/shm_redirect.bpf.c.
 
 A policy says which same-host TCP connections take the path:
 
-    {"policies": [{"name": "redis", "ports": 6379}, {"name": "web", "ports": "8000-8099"}],
+    {"policies": [{"name": "redis", "ports": 6379},
+                  {"name": "web", "ports": "8000-8099", "max_queue": 4194304}],
      "local_addresses": ["127.0.0.0/8", "::1/128"],
      "cgroup": "/"}
 
@@ -21,12 +22,17 @@ flips, so a new connection sees the old or the new policy, never a mix.  Connect
 already on the path keep it until they close (taking them off would drop the bytes queued
 for the reader); connections on TCP stay on TCP.
 
+``max_queue`` bounds what one direction of a connection may hold queued at its reader on
+the path (bytes; default: the reader's SO_RCVBUF, as TCP).  Past it the direction goes to
+TCP, whose flow control stops the sender, and comes back once TCP has drained.  The program
+reads the reader's queue at offsets of the running kernel (``kernel_cflags``, from BTF).
+
 Encoding (must match shm_redirect.bpf.c):
-    policy  <IHH>     flags, port_lo, port_hi
+    policy  <IHHI>    flags, port_lo, port_hi, max_queue
     prefix  <16s16s>  addr, mask (network order, IPv4 as ::ffff:a.b.c.d)
     config  <IIIIII>  active_set, npolicies[2], nprefixes[2], flags
-    stats   <8Q>      captured, capture_errors, shm_conns, tcp_conns, shm_msgs, shm_bytes,
-                      tcp_msgs, tcp_bytes   (per CPU)
+    stats   <10Q>     captured, capture_errors, shm_conns, tcp_conns, shm_msgs, shm_bytes,
+                      tcp_msgs, tcp_bytes, overflows, resumes   (per CPU)
 """
 
 from __future__ import absolute_import, division, print_function
@@ -40,21 +46,24 @@ import re
 import struct
 
 from ansible_collections.netstack.tuning.plugins.module_utils.common import NetstackError
-from ansible_collections.netstack.tuning.plugins.module_utils import bpf, tcppolicy
+from ansible_collections.netstack.tuning.plugins.module_utils import bpf, btf, tcppolicy
 
 MAX_POLICIES = 16
 MAX_PREFIXES = 16
-POLICY_FMT = "<IHH"
+POLICY_FMT = "<IHHI"
+POLICY_SIZE = struct.calcsize(POLICY_FMT)
 PREFIX_FMT = "<16s16s"
 CFG_FMT = "<IIIIII"
-STATS_FMT = "<8Q"
+STATS_FMT = "<10Q"
+STATS_SIZE = struct.calcsize(STATS_FMT)
 STATS_FIELDS = ("captured", "capture_errors", "shm_conns", "tcp_conns", "shm_msgs", "shm_bytes",
-                "tcp_msgs", "tcp_bytes")
+                "tcp_msgs", "tcp_bytes", "overflows", "resumes")
 P_VALID = 1
 C_ENABLED = 1
 SOURCE_NAME = "shm_redirect.bpf.c"
 MAPS = ("socks", "policies", "prefixes", "cfg", "stats")
 DEFAULT_LOCAL = ["127.0.0.0/8", "::1/128"]
+MIN_QUEUE, MAX_QUEUE = 16384, 1 << 30
 
 _PORTS = {"oneOf": [{"type": "integer", "minimum": 1, "maximum": 65535},
                     {"type": "string", "pattern": r"^\s*\d{1,5}\s*(-\s*\d{1,5}\s*)?$"}]}
@@ -74,6 +83,7 @@ SCHEMA = {
                 "properties": {
                     "name": {"type": "string", "pattern": r"^[A-Za-z0-9_.:-]{1,48}$"},
                     "ports": _PORTS,
+                    "max_queue": {"type": "integer", "minimum": MIN_QUEUE, "maximum": MAX_QUEUE},
                 },
             },
         },
@@ -142,13 +152,18 @@ def validate(config, field="shm"):
         if p["name"] in names:
             raise NetstackError("duplicate policy name %s" % p["name"], field=where + ".name")
         names.add(p["name"])
-        unknown = set(p) - {"name", "ports"}
+        unknown = set(p) - {"name", "ports", "max_queue"}
         if unknown:
             raise NetstackError("unknown key(s) %s" % ", ".join(sorted(unknown)), field=where)
         if "ports" not in p:
             raise NetstackError("required", field=where + ".ports")
         lo, hi = ports(p["ports"], where + ".ports")
-        out.append({"name": p["name"], "ports": "%d-%d" % (lo, hi) if lo != hi else str(lo), "lo": lo, "hi": hi})
+        mq = p.get("max_queue")
+        if mq is not None and (isinstance(mq, bool) or not isinstance(mq, int) or not MIN_QUEUE <= mq <= MAX_QUEUE):
+            raise NetstackError("bytes from %d to %d (omit it for the reader's SO_RCVBUF)" % (MIN_QUEUE, MAX_QUEUE),
+                                field=where + ".max_queue")
+        out.append({"name": p["name"], "ports": "%d-%d" % (lo, hi) if lo != hi else str(lo), "lo": lo, "hi": hi,
+                    "max_queue": mq or 0})
     addrs = config.get("local_addresses") or list(DEFAULT_LOCAL)
     if not isinstance(addrs, list) or len(addrs) > MAX_PREFIXES:
         raise NetstackError("a list of at most %d prefixes is required" % MAX_PREFIXES,
@@ -172,8 +187,52 @@ def validate(config, field="shm"):
 
 def public(norm):
     """The normalised policy as a user writes it (for diffs and return values)."""
-    return {"policies": [{"name": p["name"], "ports": p["ports"]} for p in norm["policies"]],
+    return {"policies": [_public_policy(p["name"], p) for p in norm["policies"]],
             "local_addresses": list(norm["local_addresses"]), "cgroup": norm["cgroup"]}
+
+
+def _public_policy(name, p):
+    out = {"name": name, "ports": p["ports"]}
+    if p.get("max_queue"):
+        out["max_queue"] = p["max_queue"]
+    return out
+
+
+# ------------------------------------------------------------------ the running kernel
+
+_REQUIRED = (("OFF_SK_USER_DATA", "sock", "sk_user_data"),
+             ("OFF_SK_COOKIE", "sock", "__sk_common.skc_cookie"),
+             ("OFF_SK_RCVBUF", "sock", "sk_rcvbuf"),
+             ("OFF_PSOCK_SK", "sk_psock", "sk"),
+             ("OFF_PSOCK_INGRESS_MSG", "sk_psock", "ingress_msg"),
+             ("OFF_TP_WRITE_SEQ", "tcp_sock", "write_seq"),
+             ("OFF_TP_SND_UNA", "tcp_sock", "snd_una"),
+             ("OFF_TP_RCV_NXT", "tcp_sock", "rcv_nxt"),
+             ("OFF_TP_COPIED_SEQ", "tcp_sock", "copied_seq"))
+
+
+def kernel_layout(vmlinux=None):
+    """Offsets of the kernel fields the program reads, from the running kernel's BTF:
+    {"defines": {macro: offset}, "queue": "msg_tot_len" | "list"}.  "msg_tot_len" (kernels
+    that count a psock's queued bytes) bounds exactly; "list" bounds the bytes sent since
+    the reader's queue was last seen empty (older kernels, e.g. 6.1)."""
+    b = vmlinux or btf.vmlinux()
+    defines = {}
+    for macro, struct_name, member in _REQUIRED:
+        off = b.offset(struct_name, member)
+        if off is None:
+            raise NetstackError("this kernel's struct %s has no %s, which the same-host path reads to bound "
+                                "each connection's queue" % (struct_name, member), field="btf")
+        defines[macro] = off
+    tot = b.offset("sk_psock", "msg_tot_len")
+    if tot is not None:
+        defines["OFF_PSOCK_MSG_TOT_LEN"] = tot
+    return {"defines": defines, "queue": "msg_tot_len" if tot is not None else "list"}
+
+
+def kernel_cflags(layout=None):
+    layout = layout or kernel_layout()
+    return ["-D%s=%d" % (k, v) for k, v in sorted(layout["defines"].items())]
 
 
 # ------------------------------------------------------------------ encoding
@@ -187,12 +246,13 @@ def decode_prefix(raw):
 
 
 def encode_policy(p):
-    return struct.pack(POLICY_FMT, P_VALID, p["lo"], p["hi"])
+    return struct.pack(POLICY_FMT, P_VALID, p["lo"], p["hi"], p.get("max_queue") or 0)
 
 
 def decode_policy(raw):
-    flags, lo, hi = struct.unpack(POLICY_FMT, raw[:8])
-    return {"valid": bool(flags & P_VALID), "ports": "%d-%d" % (lo, hi) if lo != hi else str(lo), "lo": lo, "hi": hi}
+    flags, lo, hi, mq = struct.unpack(POLICY_FMT, raw[:POLICY_SIZE])
+    return {"valid": bool(flags & P_VALID), "ports": "%d-%d" % (lo, hi) if lo != hi else str(lo), "lo": lo, "hi": hi,
+            "max_queue": mq}
 
 
 # ------------------------------------------------------------------ the maps
@@ -224,7 +284,7 @@ class Maps(bpf.PinnedMaps):
         for i in range(MAX_POLICIES + 1):
             tot = [0] * len(STATS_FIELDS)
             for v in sm.per_cpu(sm.lookup(self._key(i))):
-                for j, x in enumerate(struct.unpack(STATS_FMT, v[:64])):
+                for j, x in enumerate(struct.unpack(STATS_FMT, v[:STATS_SIZE])):
                     tot[j] += x
             out.append(dict(zip(STATS_FIELDS, tot)))
         return out
@@ -232,7 +292,7 @@ class Maps(bpf.PinnedMaps):
     def reset_stats(self, slot):
         sm = self.maps["stats"]
         ncpu = len(sm.per_cpu(sm.lookup(self._key(slot))))
-        sm.update(self._key(slot), b"\0" * (64 * ncpu))
+        sm.update(self._key(slot), b"\0" * (STATS_SIZE * ncpu))
 
     def connections(self):
         """Sockets now in the sockhash (each captured connection has two)."""
@@ -243,7 +303,7 @@ class Maps(bpf.PinnedMaps):
         c = self.config()
         new = 1 - c["active_set"]
         for i in range(MAX_POLICIES):
-            raw = encode_policy(norm["policies"][i]) if i < len(norm["policies"]) else b"\0" * 8
+            raw = encode_policy(norm["policies"][i]) if i < len(norm["policies"]) else b"\0" * POLICY_SIZE
             self.maps["policies"].update(self._key(new * MAX_POLICIES + i), raw)
         for i in range(MAX_PREFIXES):
             raw = encode_prefix(norm["local_addresses"][i]) if i < len(norm["local_addresses"]) else b"\0" * 32
@@ -329,7 +389,7 @@ class ShmPath(object):
             return out
         names = self._names()
         out["enabled"] = bool(c["flags"] & C_ENABLED)
-        out["policy"] = {"policies": [{"name": names[i] if i < len(names) else "slot%d" % i, "ports": p["ports"]}
+        out["policy"] = {"policies": [_public_policy(names[i] if i < len(names) else "slot%d" % i, p)
                                       for i, p in enumerate(pols)],
                          "local_addresses": nets, "cgroup": out["cgroup"]}
         return out
@@ -364,6 +424,7 @@ class ShmPath(object):
         progs = self.programs(norm["cgroup"])  # checks the cgroup before anything is loaded
         if not source:
             raise NetstackError("the BPF source %s was not found" % SOURCE_NAME, field="source")
+        cflags = kernel_cflags()  # and the kernel's layout (BTF), also in check mode
         cur = self.state()
         before = {"policy": cur["policy"], "attached": cur["attached"]} if cur else None
         want = public(norm)
@@ -374,7 +435,7 @@ class ShmPath(object):
         if check_mode:
             return {"changed": True, "before": before, "after": after, "notes": notes,
                     "pin_dir": self.engine.pin_dir(self.name)}
-        res = self.engine.present(self.name, source, progs, origin=origin or "shm")
+        res = self.engine.present(self.name, source, progs, cflags=cflags, origin=origin or "shm")
         notes.extend(res.get("notes", []))
         if res["changed"] and cur and cur.get("attached"):
             notes.append("programs replaced: connections already on the path keep the old program "
@@ -427,6 +488,9 @@ def metrics(counters, prefix="netstack_shm"):
         "shm_bytes": ("counter", "Payload bytes moved socket-to-socket"),
         "tcp_msgs": ("counter", "Messages of captured sockets sent over TCP"),
         "tcp_bytes": ("counter", "Payload bytes of captured sockets sent over TCP"),
+        "overflows": ("counter", "Connection directions that left the path for TCP: the reader's queue "
+                                 "reached max_queue"),
+        "resumes": ("counter", "Connection directions that came onto the path after TCP had drained"),
     }
     lines = []
     if not counters:

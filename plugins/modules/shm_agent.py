@@ -44,6 +44,10 @@ options:
       - At most 16 policies, first match counts. Each is a dict with C(name) and C(ports)
         (a port or C(lo-hi)); a connection matches when its service port (the one the
         server listens on) is in range; client ephemeral ports never match.
+      - Optional C(max_queue) (bytes, 16384 to 1073741824) bounds what one direction of a
+        connection may hold queued at its reader on the path; the default is the reader's
+        SO_RCVBUF, as TCP. Past the bound the direction goes over TCP, whose flow control
+        stops the sender, and comes back once TCP has drained.
       - Required when O(state=present).
     type: list
     elements: dict
@@ -115,7 +119,9 @@ policy:
 counters:
   description:
     - Per policy and in total - C(captured), C(capture_errors), C(shm_conns), C(tcp_conns),
-      C(shm_msgs), C(shm_bytes), C(tcp_msgs), C(tcp_bytes); and C(sockets) on the path now.
+      C(shm_msgs), C(shm_bytes), C(tcp_msgs), C(tcp_bytes), C(overflows) (directions that
+      reached max_queue and went over TCP), C(resumes) (directions that came onto the path
+      after TCP drained); and C(sockets) on the path now.
   returned: when the path is on
   type: dict
 draining:

@@ -28,6 +28,10 @@ def test_validate_normalises():
     ({"policies": [], "local_addresses": ["not-an-ip"]}, "shm.local_addresses[0]"),
     ({"policies": [], "cgroup": "/a/../b"}, "shm.cgroup"),
     ({"policies": [{"name": "p%d" % i, "ports": i + 1} for i in range(17)]}, "shm.policies"),
+    ({"policies": [{"name": "a", "ports": 1, "max_queue": 100}]}, "shm.policies[0].max_queue"),
+    ({"policies": [{"name": "a", "ports": 1, "max_queue": 1 << 31}]}, "shm.policies[0].max_queue"),
+    ({"policies": [{"name": "a", "ports": 1, "max_queue": "4M"}]}, "shm.policies[0].max_queue"),
+    ({"policies": [{"name": "a", "ports": 1, "max_queue": True}]}, "shm.policies[0].max_queue"),
 ])
 def test_validate_names_the_field(cfg, field):
     with pytest.raises(NetstackError) as e:
@@ -43,7 +47,34 @@ def test_prefix_round_trip():
 def test_policy_round_trip():
     p = shm.validate({"policies": [{"name": "a", "ports": "1000-2000"}]})["policies"][0]
     d = shm.decode_policy(shm.encode_policy(p))
-    assert d["valid"] and d["ports"] == "1000-2000"
+    assert d["valid"] and d["ports"] == "1000-2000" and d["max_queue"] == 0
+
+
+def test_max_queue_round_trip_and_public_form():
+    cfg = {"policies": [{"name": "a", "ports": 80, "max_queue": 1 << 20}, {"name": "b", "ports": 81}]}
+    n = shm.validate(cfg)
+    assert shm.decode_policy(shm.encode_policy(n["policies"][0]))["max_queue"] == 1 << 20
+    # the public form says max_queue only where it was given, so a diff shows what the user wrote
+    assert shm.public(n)["policies"] == [{"name": "a", "ports": "80", "max_queue": 1 << 20}, {"name": "b", "ports": "81"}]
+    assert len(shm.encode_policy(n["policies"][1])) == shm.POLICY_SIZE
+
+
+def test_kernel_layout_of_the_running_kernel():
+    """Offsets from this machine's BTF; every field the program reads is there."""
+    layout = shm.kernel_layout()
+    assert set(m for m, _s, _f in shm._REQUIRED) <= set(layout["defines"])
+    assert layout["queue"] in ("msg_tot_len", "list")
+    assert all(isinstance(v, int) and 0 <= v < 8192 for v in layout["defines"].values())
+    assert all(f.startswith("-DOFF_") for f in shm.kernel_cflags(layout))
+
+
+def test_kernel_layout_names_a_missing_field():
+    class NoPsock(object):
+        def offset(self, struct_name, member):
+            return None if struct_name == "sk_psock" else 8
+    with pytest.raises(NetstackError) as e:
+        shm.kernel_layout(NoPsock())
+    assert e.value.field == "btf" and "sk_psock" in str(e.value)
 
 
 def test_metrics_lines():
