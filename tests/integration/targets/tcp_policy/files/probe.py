@@ -80,6 +80,9 @@ def main():
             c = open_conn()
             res["cc"] = cc(c)
             res["cwnd_at_connect"] = info(c)["snd_cwnd"]
+            # ss's view before any data: later, a gap in the sends longer than the RTO (a busy
+            # machine) restarts the window at the route's initcwnd (slow start after idle).
+            res["ss_at_connect"] = ss(c.getsockname()[1])
             res["sndbuf"] = c.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF)
             res["notsent_lowat"] = c.getsockopt(socket.IPPROTO_TCP, TCP_NOTSENT_LOWAT)
             for _i in range(int(args.get("--rounds", "30"))):  # many RTT samples: rto settles
