@@ -80,8 +80,8 @@ struct zc_info_elem {
 /* After the last send, completions are awaited while they keep coming: until none came
  * for DRAIN_IDLE_SECONDS (fragmented UDP over veth can lose a few for good), at most
  * DRAIN_MAX_SECONDS.  A fixed 2 s lost late completions on a busy host (a CPU hog beside
- * the receiver) and reported them missing. */
-#define DRAIN_IDLE_SECONDS 2.0
+ * the receiver) and reported them missing; so did a 2 s idle limit once (suite run 7). */
+#define DRAIN_IDLE_SECONDS 5.0
 #define DRAIN_MAX_SECONDS 30.0
 
 struct opts {
