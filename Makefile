@@ -70,7 +70,7 @@ bench-tcp:        ## per-connection TCP tuning: sockops overhead, and short-flow
 	/usr/bin/python3 benchmarks/tcp_tuning_overhead.py --repeats 7
 	/usr/bin/python3 benchmarks/tcp_tuning_gain.py
 
-bench-shm:        ## same-host path vs TCP loopback vs Unix sockets (sockperf, iperf3, redis, wrk)
+bench-shm:        ## same-host path vs TCP loopback vs Unix sockets, per client (sockperf, iperf3, redis, wrk, pgbench; ~14 min)
 	/usr/bin/python3 benchmarks/shm_bench.py
 
 bench-amp:        ## AMP: redis + redis-benchmark under stress-ng: default / irqbalance / static / dynamic partition
