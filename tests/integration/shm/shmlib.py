@@ -57,6 +57,16 @@ def delta(after, before):
     return dict((k, after[k] - before[k]) for k in after if k != "sockets")
 
 
+def carried(d, total):
+    """Counter deltas `d` account for `total` payload bytes: on the path, or over TCP for
+    the stretches where a reader had fallen its queue bound behind (docs/shm.md, "Bounded
+    queue"); nothing over TCP without such an overflow or a first message that found no
+    peer yet."""
+    assert d["shm_bytes"] + d["tcp_bytes"] >= total and d["shm_bytes"] > 0, d
+    assert d["tcp_bytes"] == 0 or d["overflows"] > 0 or d["tcp_conns"] > 0, d
+    assert d["resumes"] <= d["overflows"] + d["tcp_conns"], d
+
+
 def wait_sockets(p, want, timeout=10.0):
     """Poll until the sockhash holds `want` sockets (the kernel removes an entry when its
     socket closes; a socket in TIME_WAIT/closing is gone at once).  Returns the last count."""

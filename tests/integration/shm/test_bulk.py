@@ -8,9 +8,7 @@ import socket
 import struct
 import time
 
-import pytest
-
-from shmlib import KERNEL_DIFF, OFF_HI, OFF_LO, Worker, delta, listener, pair, recv_all, snap, wait_sockets
+from shmlib import Worker, carried, delta, pair, recv_all, snap, wait_sockets
 
 GiB = 1 << 30
 MiB = 1 << 20
@@ -52,9 +50,8 @@ def test_one_gib(path, lsock, closer):
     assert h_rx == h_tx, "1 GiB arrived with other content"
     d = delta(snap(path), before)
     assert d["shm_conns"] == 1 and d["tcp_conns"] == 0, d
-    assert d["shm_bytes"] >= GiB, d
-    assert d["tcp_bytes"] == 0, d
-    assert d["shm_msgs"] >= msgs, d
+    carried(d, GiB)
+    assert d["shm_msgs"] + d["tcp_msgs"] >= msgs, d
     print("1 GiB in %.1f s (%.0f MiB/s) in %d sends" % (took, GiB / MiB / took, msgs))
     c.close()
     s.close()

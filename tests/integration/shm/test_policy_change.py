@@ -7,8 +7,8 @@ import socket
 import threading
 import time
 
-from shmlib import (Worker, cgroup2_root, cgroup_prog_ids, delta, listener, pair, policy, prog_exists, recv_all,
-                    sha, snap, wait_sockets)
+from shmlib import (Worker, carried, cgroup2_root, cgroup_prog_ids, delta, listener, pair, policy, prog_exists,
+                    recv_all, sha, snap, wait_sockets)
 from shmlib import bpf, shm
 
 MiB = 1 << 20
@@ -91,8 +91,8 @@ def test_policy_change_mid_flight(make_path, closer, src):
     total = _finish(workers)
     d = delta(snap(p), before)
     assert d["captured"] == 6 and d["shm_conns"] == 6, d
-    assert d["shm_bytes"] >= total, "running transfers left the path after the change: %s" % d
-    assert d["tcp_bytes"] == 0, d
+    # running transfers kept the path after the change (TCP only where a reader fell behind)
+    carried(d, total)
     assert wait_sockets(p, before["sockets"]) == before["sockets"]
 
     # New connections follow the new policy.
@@ -104,8 +104,8 @@ def test_policy_change_mid_flight(make_path, closer, src):
     b2 = snap(p)
     _echo_once(new_l, closer, data)
     d2 = delta(snap(p), b2)
-    assert d2["captured"] == 2 and d2["shm_conns"] == 2 and d2["shm_bytes"] >= 2 * len(data), d2
-    assert d2["tcp_bytes"] == 0, d2
+    assert d2["captured"] == 2 and d2["shm_conns"] == 2, d2
+    carried(d2, 2 * len(data))
 
 
 def test_absent_mid_transfer(make_path, lsock, closer):
@@ -132,7 +132,8 @@ def test_absent_mid_transfer(make_path, lsock, closer):
         go.set()
         total = _finish(workers)
         s = dict((k, sum(x[k] for x in maps.stats())) for k in shm.STATS_FIELDS)
-        assert s["shm_conns"] == 4 and s["shm_bytes"] >= total and s["tcp_bytes"] == 0, s
+        assert s["shm_conns"] == 4, s
+        carried(s, total)
 
         # After absent: a new connection on a policy port is plain TCP (nothing captured).
         data = os.urandom(2 * MiB + 3)
