@@ -70,7 +70,7 @@ class Btf(object):
 
     def _resolve(self, type_id):
         """Skip typedefs and qualifiers."""
-        for _ in range(32):
+        for _hop in range(32):
             t = self._types[type_id]
             if t is None or t[0] not in _QUALIFIERS:
                 return type_id
