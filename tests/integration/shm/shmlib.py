@@ -104,6 +104,17 @@ def listener(lo=ON_LO, hi=ON_HI, host="127.0.0.1", family=socket.AF_INET, backlo
     raise RuntimeError("no free port in %d-%d: %s" % (lo, hi, last))
 
 
+def accept_all(lsock):
+    """Every connection waiting on a non-blocking listener, as non-blocking sockets."""
+    while True:
+        try:
+            s, _ = lsock.accept()
+        except BlockingIOError:
+            return
+        s.setblocking(False)
+        yield s
+
+
 def free_port(lo=ON_LO, hi=ON_HI, host="127.0.0.1"):
     """A port in [lo, hi] free right now for a server started by another program."""
     rng = random.Random()

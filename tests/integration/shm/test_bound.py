@@ -105,16 +105,19 @@ def siocinq(sock):
     return struct.unpack("i", fcntl.ioctl(sock.fileno(), termios.FIONREAD, b"\0\0\0\0"))[0]
 
 
-def tcp_mem_pages():
-    """(pages TCP holds on this host now, the tcp_mem thresholds)."""
+def tcp_pages():
+    """Pages TCP holds on this host now (/proc/net/sockstat)."""
     with open("/proc/net/sockstat") as f:
         for line in f:
             if line.startswith("TCP:"):
                 parts = line.split()
-                now = int(parts[parts.index("mem") + 1])
+                return int(parts[parts.index("mem") + 1])
+    raise AssertionError("no TCP line in /proc/net/sockstat")
+
+
+def tcp_mem_limits():
     with open("/proc/sys/net/ipv4/tcp_mem") as f:
-        limits = [int(x) for x in f.read().split()]
-    return now, limits
+        return [int(x) for x in f.read().split()]
 
 
 class Unrelated(object):
@@ -178,14 +181,14 @@ def _pump(lsock, closer, npairs, seconds):
             peak["r"] = max([peak["r"]] + [m["r"] for m in mem.values()])
             peak["inq"] = max([peak["inq"]] + [siocinq(s) for _, s in pairs])
             peak["all_r"] = max(peak["all_r"], sum(m["r"] for m in mem.values()))
-            peak["tcp_pages"] = max(peak["tcp_pages"], tcp_mem_pages()[0])
+            peak["tcp_pages"] = max(peak["tcp_pages"], tcp_pages())
             sent_at.append(sum(s.sent for s in senders))
     sel.close()
     # Every reader now reads what it was sent: in order, nothing lost.
     for snd, (_, s) in zip(senders, pairs):
         assert _check_stream(s, snd.sent) == snd.sent
     return {"bound": bound, "peak": peak,
-            "senders": senders, "sent_at": sent_at, "tcp_mem": tcp_mem_pages()[1]}
+            "senders": senders, "sent_at": sent_at, "tcp_mem": tcp_mem_limits()}
 
 
 def _hold(path, lsock, closer, npairs):

@@ -14,7 +14,7 @@ import socket
 import threading
 import time
 
-from shmlib import Worker, delta, listener, snap, wait_sockets
+from shmlib import Worker, accept_all, delta, listener, snap, wait_sockets
 
 BURSTS = 10
 PER_BURST = 100
@@ -30,12 +30,7 @@ def _serve(lsock, stop, errors):
     while not stop.is_set():
         for key, _ in sel.select(0.1):
             if key.data is None:
-                while True:
-                    try:
-                        s, _ = lsock.accept()
-                    except BlockingIOError:
-                        break
-                    s.setblocking(False)
+                for s in accept_all(lsock):
                     sel.register(s, selectors.EVENT_READ, bytearray())
                 continue
             s, buf = key.fileobj, key.data

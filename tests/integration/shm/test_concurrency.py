@@ -10,7 +10,7 @@ import struct
 import threading
 import time
 
-from shmlib import carried, delta, listener, snap, wait_sockets
+from shmlib import accept_all, carried, delta, listener, snap, wait_sockets
 
 N = 1100
 
@@ -25,12 +25,7 @@ def _server(lsock, stop, errors, stats):
         while not stop.is_set():
             for key, ev in sel.select(0.2):
                 if key.data is None:
-                    while True:
-                        try:
-                            s, _ = lsock.accept()
-                        except BlockingIOError:
-                            break
-                        s.setblocking(False)
+                    for s in accept_all(lsock):
                         st = {"in": bytearray(), "out": b"", "need": None}
                         conns[s] = st
                         sel.register(s, selectors.EVENT_READ, st)
