@@ -62,9 +62,9 @@ bench: bench-sysctl bench-tune bench-tcp bench-shm bench-amp bench-zerocopy benc
 bench-sysctl:     ## 20 keys: sysctl_set vs ansible.posix.sysctl
 	$(PY) benchmarks/sysctl_apply.py --repeats 5
 
-bench-tune:       ## tuning: optimizer quality (synthetic) and the nginx lab (defaults/tuned/winner)
+bench-tune:       ## tuning: optimizer quality (synthetic), then every scenario: defaults / tuned profiles / study winner (~1 h)
 	$(PY) benchmarks/tune_optimizer.py --seeds 20 --budget 300
-	$(PY) benchmarks/tune_lab.py --trials 20 --rounds 10
+	$(PY) benchmarks/tune_scenarios.py --trials 40 --rounds 8
 
 bench-tcp:        ## per-connection TCP tuning: sockops overhead, and short-flow FCT under loss
 	/usr/bin/python3 benchmarks/tcp_tuning_overhead.py --repeats 7

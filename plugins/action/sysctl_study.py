@@ -18,7 +18,7 @@ from ansible.utils.display import Display
 
 from ansible_collections.netstack.tuning.plugins.module_utils.common import NetstackError, check_path_options
 from ansible_collections.netstack.tuning.plugins.module_utils.frontend import guard_ints, oversized_int
-from ansible_collections.netstack.tuning.plugins.module_utils import searchspace, study, trial
+from ansible_collections.netstack.tuning.plugins.module_utils import scenario, searchspace, study, trial
 
 display = Display()
 COLLECTION_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -26,6 +26,7 @@ DEFAULT_SPACE = os.path.join(COLLECTION_ROOT, "roles", "sysctl_tuner", "files", 
 
 ARGS = dict(
     space=dict(type="raw"),
+    scenario=dict(type="str"),
     trials=dict(type="int", default=20),
     sampler=dict(type="str", default="tpe", choices=list(study.SAMPLERS)),
     objectives=dict(type="list", elements="str", default=["p99"]),
@@ -80,6 +81,8 @@ def check_paths(p):
     check_path_options(p, ["storage", "report"], absolute=False)
     if isinstance(p.get("space"), str):
         check_path_options(p, ["space"], absolute=False)
+    if p.get("scenario"):
+        check_path_options(p, ["scenario"], absolute=False)
 
 
 class ActionModule(ActionBase):
@@ -96,15 +99,22 @@ class ActionModule(ActionBase):
         host = task_vars.get("inventory_hostname", "")
         try:
             check_paths(p)
+            sc = self._load_scenario(p["scenario"]) if p["scenario"] else None
+            if sc:
+                # the scenario's path, nginx and load; keys given in bench override them
+                p["bench"] = scenario.bench(sc, **p["bench"])
+                result["scenario"] = {"name": sc["name"], "version": sc["version"], "weakness": sc["weakness"]}
             check_options(p)
-            space = self._load_space(p["space"])
+            space = self._load_space(p["space"] if p["space"] is not None or not sc else sc["space"])
             keys = sorted({q["sysctl"] for q in space["parameters"]} | set(study.TUNED_NETWORK_LATENCY))
             insp = self._module({"action": "inspect", "keys": keys}, task_vars)
             if insp.get("failed"):
                 raise NetstackError("cannot inspect the host: %s" % insp.get("msg"), field="space")
-            missing = [q["sysctl"] for q in space["parameters"] if q["sysctl"] in insp["missing"]]
-            if missing:
-                raise NetstackError("this host's kernel has no %s" % ", ".join(missing), field="space")
+            # keys of newer kernels (tcp_rto_min_us: 6.11+) are left out and listed
+            space, result["skipped_keys"] = searchspace.available(space, insp["missing"])
+            if result["skipped_keys"]:
+                display.display("[%s] this kernel lacks %s: left out of the study"
+                                % (host, ", ".join(result["skipped_keys"])))
             tuned = {k: v for k, v in study.TUNED_NETWORK_LATENCY.items() if k not in insp["missing"]}
             result["tuned_skipped"] = [k for k in study.TUNED_NETWORK_LATENCY if k in insp["missing"]]
             if self._play_context.check_mode:
@@ -174,9 +184,27 @@ class ActionModule(ActionBase):
             raise AnsibleActionFail(msg)
         return result.validated_parameters
 
+    def _load_scenario(self, name):
+        """A shipped scenario by name (scenario.shipped), else a scenario file (absolute, or
+        in the play's files/ search path)."""
+        shipped = scenario.shipped()
+        if name in shipped:
+            return scenario.load(shipped[name])
+        path = name
+        if not os.path.isabs(path) and not os.path.exists(path):
+            try:
+                path = self._find_needle("files", name)
+            except AnsibleError:
+                raise NetstackError("neither a shipped scenario (%s) nor a file" % ", ".join(sorted(shipped)),
+                                    field="scenario")
+        return scenario.load(path)
+
     def _load_space(self, space):
         if space is None:
             space = DEFAULT_SPACE
+        elif isinstance(space, str) and not os.path.isabs(space) and os.path.exists(
+                os.path.join(os.path.dirname(DEFAULT_SPACE), space)) and not os.path.exists(space):
+            space = os.path.join(os.path.dirname(DEFAULT_SPACE), space)  # a shipped space by file name
         if isinstance(space, dict):
             return searchspace.load(space)
         if not isinstance(space, str):

@@ -40,7 +40,7 @@ import time
 from urllib.parse import urlsplit
 
 from ansible_collections.netstack.tuning.plugins.module_utils.common import NetstackError, run, strict_int, which
-from ansible_collections.netstack.tuning.plugins.module_utils import kstate, nsutil, stats
+from ansible_collections.netstack.tuning.plugins.module_utils import kstate, netpath, nsutil, stats
 from ansible_collections.netstack.tuning.plugins.module_utils import sysctl as sysctl_engine
 
 try:
@@ -444,15 +444,18 @@ def write_lua(directory):
     return path
 
 
-def wrk_argv(url, duration, connections, threads, timeout, script, netns=None, wrk=None, ip=None):
+def wrk_argv(url, duration, connections, threads, timeout, script, netns=None, wrk=None, ip=None, keepalive=True):
     argv = [wrk or "wrk", "-t", str(threads), "-c", str(connections), "-d", "%ds" % duration,
             "--timeout", "%ds" % timeout, "-s", script, url]
+    if not keepalive:  # a new connection per request: nginx closes after each response
+        argv[1:1] = ["-H", "Connection: close"]
     if netns:
         argv = [ip or "ip", "netns", "exec", netns] + argv
     return argv
 
 
-def run_wrk(url, duration, connections, threads, timeout=2, netns=None, script=None, wrk=None, ip=None):
+def run_wrk(url, duration, connections, threads, timeout=2, netns=None, script=None, wrk=None, ip=None,
+            keepalive=True):
     """One wrk run against ``url`` (from inside ``netns`` when given); parsed numbers.
 
     ``script`` is the path of WRK_LUA written by ``write_lua``; without it a temporary
@@ -469,7 +472,8 @@ def run_wrk(url, duration, connections, threads, timeout=2, netns=None, script=N
         tmp = tempfile.mkdtemp(prefix=TMP_PREFIX + "%d-lua-" % os.getpid())
         script = write_lua(tmp)
     try:
-        argv = wrk_argv(url, p["duration"], p["connections"], p["threads"], p["timeout"], script, netns, wrk, ip)
+        argv = wrk_argv(url, p["duration"], p["connections"], p["threads"], p["timeout"], script, netns, wrk, ip,
+                        keepalive)
         rc, out, err = run(argv, timeout=p["duration"] + p["timeout"] + 30)
     finally:
         if tmp:
@@ -613,18 +617,29 @@ class Lab(object):
     ``apply_sysctls`` writes net.* sysctls inside the server namespace (no journal: the
     state goes with the namespace) and ``restart_server`` restarts nginx so that
     listen-time settings (the accept queue, net.core.somaxconn) take effect.
+
+    ``path`` (netpath.validate's format) puts an impaired path between them: a third
+    namespace, ``path_netns``, routes between the two and adds delay, loss, reordering and a
+    bottleneck (netpath.py).  Without it (or with an empty one) the two are one veth apart.
     """
 
     _seq = 0
 
     def __init__(self, nginx_mode="static", payload_bytes=1024, worker_processes="auto", connections=16,
                  netns_prefix="nsbench", listen_backlog=511, server_sysctls=None, startup_timeout=15.0,
-                 server_addr=SERVER_ADDR, client_addr=CLIENT_ADDR, prefixlen=PREFIXLEN, port=SERVER_PORT):
+                 server_addr=SERVER_ADDR, client_addr=CLIENT_ADDR, prefixlen=PREFIXLEN, port=SERVER_PORT,
+                 path=None):
         p = validate({"mode": "lab", "nginx_mode": nginx_mode, "payload_bytes": payload_bytes,
                       "worker_processes": worker_processes, "connections": connections,
                       "netns_prefix": netns_prefix, "listen_backlog": listen_backlog,
                       "server_sysctls": server_sysctls})
         self.params = p
+        self.path_spec = netpath.validate(path)
+        if not netpath.impaired(self.path_spec):
+            self.path_spec = None
+        elif client_addr == CLIENT_ADDR:
+            client_addr = netpath.CLIENT_ADDR_ROUTED
+        self.path = None
         self.nginx_mode = p["nginx_mode"]
         self.startup_timeout = startup_timeout
         self.server_addr, self.client_addr, self.prefixlen, self.port = server_addr, client_addr, prefixlen, port
@@ -632,6 +647,7 @@ class Lab(object):
         base = "%s-%d-%d" % (p["netns_prefix"], os.getpid(), Lab._seq)
         self.server_netns = base + "-srv"
         self.client_netns = base + "-cli"
+        self.path_netns = base + "-path" if self.path_spec else None
         self.url = "http://%s:%d%s" % (server_addr, port, PAYLOAD_PATH)
         self.tmpdir = None
         self.proc = None
@@ -692,9 +708,15 @@ class Lab(object):
             raise NetstackError("ip %s failed: %s" % (" ".join(args), err.strip()), field="netns")
 
     def _make_network(self):
-        for name in (self.server_netns, self.client_netns):
-            self._ip("netns", "add", name)
-            self._made.append(name)
+        for name in (self.server_netns, self.client_netns, self.path_netns):
+            if name:
+                self._ip("netns", "add", name)
+                self._made.append(name)
+        if self.path_spec:
+            self.path = netpath.Path(self.path_spec, self.path_netns, self.server_netns, self.client_netns,
+                                     self.server_addr, self.tmpdir)
+            self.path.wire(SERVER_IFNAME, CLIENT_IFNAME, self.prefixlen)
+            return
         nsutil.link_veth(self.ip, (self.server_netns, SERVER_IFNAME, self.server_addr),
                          (self.client_netns, CLIENT_IFNAME, self.client_addr), self.prefixlen)
 
@@ -803,18 +825,24 @@ class Lab(object):
             "nginx_version": ".".join(str(x) for x in self.nginx_version) if self.nginx_version else None,
             "renderer": "jinja2" if HAS_JINJA2 else "minimal",
             "tmpdir": self.tmpdir, "sysctls": list(self.sysctls_applied), "reaped": list(self.reaped),
+            "path": netpath.describe(self.path_spec) if self.path_spec else "bare veth",
+            "path_backend": self.path.backend if self.path else None,
         }
 
     def close(self):
         """Tear everything down; every step runs even if an earlier one fails."""
         errors = []
-        for step in (self.stop_server, self._remove_namespaces, self._remove_tmpdir):
+        for step in (self.stop_server, self._stop_path, self._remove_namespaces, self._remove_tmpdir):
             try:
                 step()
             except Exception as e:  # noqa: BLE001 - keep tearing down; report at the end
                 errors.append(str(e))
         if errors:
             raise NetstackError("lab teardown incomplete: %s" % "; ".join(errors), field="netns")
+
+    def _stop_path(self):
+        if self.path:
+            self.path.close()
 
     def _remove_namespaces(self):
         ip = self.ip or which("ip") or "ip"

@@ -182,8 +182,8 @@ def delete_netns(ip, name):
 
 
 def reap_stale_netns(prefix, ip):
-    """Delete the ``<prefix>-<pid>-<seq>-(srv|cli)`` namespaces whose owner process is gone."""
-    pat = re.compile(r"\A%s-(\d+)-\d+-(srv|cli)\Z" % re.escape(prefix))
+    """Delete the ``<prefix>-<pid>-<seq>-(srv|cli|path)`` namespaces whose owner process is gone."""
+    pat = re.compile(r"\A%s-(\d+)-\d+-(srv|cli|path)\Z" % re.escape(prefix))
     reaped = []
     try:
         names = sorted(os.listdir(NETNS_DIR))

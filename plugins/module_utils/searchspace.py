@@ -84,7 +84,7 @@ def _path(err):
     out = ""
     for p in err.absolute_path:
         out += "[%d]" % p if isinstance(p, int) else ("." if out else "") + str(p)
-    return out or "(top level)"
+    return out or "space"
 
 
 def validate(space):
@@ -210,6 +210,20 @@ def to_sysctls(space, values, current):
         vec[p["index"]] = kstate.normalize(v, p["name"])
         out[p["sysctl"]] = " ".join(vec)
     return out
+
+
+def available(space, missing):
+    """(space without the parameters whose sysctl is in ``missing``, the names skipped).
+    A space names keys of newer kernels (tcp_rto_min_us is 6.11+); on an older one those
+    are left out and listed, not an error, unless nothing is left."""
+    missing = set(missing or ())
+    keep = [p for p in space["parameters"] if p["sysctl"] not in missing]
+    skipped = [p["name"] for p in space["parameters"] if p["sysctl"] in missing]
+    if not keep:
+        raise NetstackError("this kernel has none of the space's keys (%s)" % ", ".join(skipped), field="space")
+    out = dict(space)
+    out["parameters"] = keep
+    return out, skipped
 
 
 def defaults_of(space, current):

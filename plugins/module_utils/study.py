@@ -53,6 +53,18 @@ TUNED_NETWORK_LATENCY = {
     "vm.dirty_background_ratio": "3",
     "vm.swappiness": "10",
 }
+# tuned's network-throughput profile (tuned 2.x: profiles/network-throughput/tuned.conf, which
+# includes throughput-performance): larger socket buffer ceilings and its [sysctl] settings.
+TUNED_NETWORK_THROUGHPUT = {
+    "net.core.rmem_max": "16777216",
+    "net.core.wmem_max": "16777216",
+    "net.ipv4.tcp_rmem": "4096 87380 16777216",
+    "net.ipv4.tcp_wmem": "4096 16384 16777216",
+    "net.ipv4.udp_mem": "3145728 4194304 16777216",
+    "vm.dirty_ratio": "40",
+    "vm.dirty_background_ratio": "10",
+    "vm.swappiness": "10",
+}
 
 
 def _optuna():
@@ -276,12 +288,15 @@ def run_study(space, run_trial, n_trials, storage, study_name, current, sampler=
     best_sysctls = best.user_attrs["sysctls"]
     result["best"] = {"trial": best.number, "params": dict(best.params), "sysctls": best_sysctls,
                       "metrics": best.user_attrs["metrics"]}
+    # why each key of the space is there, for the report next to the winner's values
+    result["reasons"] = {q["sysctl"]: q["reason"] for q in space["parameters"]}
+    result["defaults"] = {k: current[k] for k in best_sysctls if k in current}
 
     # Verification: interleaved rounds, arm order rotated each round.
     arms = [("defaults", {}), ("best", best_sysctls)]
     if tuned_sysctls:
         arms.insert(1, ("tuned-network-latency", tuned_sysctls))
-    samples = {arm[0]: {"p99": [], "p999": [], "rps": [], "errors": 0} for arm in arms}
+    samples = {arm[0]: {"p50": [], "p90": [], "p99": [], "p999": [], "rps": [], "errors": 0} for arm in arms}
     log("verify: %d interleaved rounds of %s" % (verify_rounds, ", ".join(arm[0] for arm in arms)))
     for r in range(verify_rounds):
         k = r % len(arms)
@@ -290,11 +305,12 @@ def run_study(space, run_trial, n_trials, storage, study_name, current, sampler=
             if not res.get("ok"):
                 raise NetstackError("verification run of %s failed: %s" % (name, res.get("error")), field="bench")
             m = res["metrics"]
-            for key in ("p99", "p999", "rps"):
+            for key in ("p50", "p90", "p99", "p999", "rps"):
                 samples[name][key].append(m[key])
             samples[name]["errors"] += m["errors"]
-    summary = {name: {"p99": stats.spread(s["p99"]), "p999": stats.spread(s["p999"]),
-                      "rps": stats.spread(s["rps"]), "errors": s["errors"], "p99_samples": s["p99"]}
+    summary = {name: {"p50": stats.spread(s["p50"]), "p90": stats.spread(s["p90"]), "p99": stats.spread(s["p99"]),
+                      "p999": stats.spread(s["p999"]), "rps": stats.spread(s["rps"]), "errors": s["errors"],
+                      "p99_samples": s["p99"]}
                for name, s in samples.items()}
     vs_defaults = stats.compare(samples["best"]["p99"], samples["defaults"]["p99"], alpha)
     result["verification"] = {"rounds": verify_rounds, "arms": summary, "vs_defaults": vs_defaults}
@@ -386,7 +402,15 @@ def render_report(result, title="sysctl study"):
         for k, a in v["arms"].items():
             parts.append(row(k, "%.3f" % a["p99"]["median"], "%.3f" % a["p99"]["iqr"], "%.3f" % a["p999"]["median"],
                              "%.0f" % a["rps"]["median"], a["errors"]))
-        parts.append("</table><ul>")
+        parts.append("</table>")
+        nines = ((0.301, "p50"), (1.0, "p90"), (2.0, "p99"), (3.0, "p999"))
+        if all(k in a for a in v["arms"].values() for _x, k in nines):
+            parts.append(svgplot.line_chart(
+                {k: [(x, a[q]["median"]) for x, q in nines] for k, a in v["arms"].items()},
+                "Latency distribution per arm (medians over the verification runs)",
+                "percentile (0.3 = p50, 1 = p90, 2 = p99, 3 = p99.9)", "latency (ms)", points=True, ylog=True,
+                xticks=[x for x, _q in nines]))
+        parts.append("<ul>")
         for label, key in (("best vs defaults", "vs_defaults"), ("best vs tuned network-latency", "vs_tuned"),
                            ("tuned vs defaults", "tuned_vs_defaults")):
             c = v.get(key)
@@ -397,9 +421,14 @@ def render_report(result, title="sysctl study"):
         parts.append("</ul>")
     best = result.get("best")
     if best:
-        parts.append("<h2>Best set (trial %d)</h2><table><tr><th>sysctl</th><th>value</th></tr>" % best["trial"])
+        reasons = result.get("reasons") or {}
+        parts.append("<h2>Best set (trial %d)</h2><table><tr><th>sysctl</th><th>value</th><th>default</th>"
+                     "<th>why it is in the space</th></tr>" % best["trial"])
+        base = result.get("defaults") or {}
         for k, val in sorted(best["sysctls"].items()):
-            parts.append(row(k, val))
+            parts.append(row(k, val, base.get(k, ""), reasons.get(k, "")).replace(
+                "<td>%s</td></tr>" % escape(str(reasons.get(k, ""))),
+                "<td style='text-align:left'>%s</td></tr>" % escape(str(reasons.get(k, "")))))
         parts.append("</table>")
     parts.append("</body></html>")
     return "\n".join(parts)

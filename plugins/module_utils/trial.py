@@ -22,12 +22,13 @@ import sys
 import time
 
 from ansible_collections.netstack.tuning.plugins.module_utils.common import NetstackError, strict_int, strict_number
-from ansible_collections.netstack.tuning.plugins.module_utils import httpbench, kstate, nsutil
+from ansible_collections.netstack.tuning.plugins.module_utils import httpbench, kstate, netpath, nsutil
 from ansible_collections.netstack.tuning.plugins.module_utils import sysctl as sysctl_engine
 from ansible_collections.netstack.tuning.plugins.module_utils.journal import Journal, _proc_start
 
 BENCH_DEFAULTS = {"nginx_mode": "static", "payload_bytes": 1024, "connections": 16, "threads": 1,
-                  "duration": 5, "warmup": 1, "repeats": 3, "worker_processes": "auto", "timeout": 2}
+                  "duration": 5, "warmup": 1, "repeats": 3, "worker_processes": "auto", "timeout": 2,
+                  "listen_backlog": 511, "keepalive": True, "path": None}
 
 MAX_CONFIRM_TIMEOUT = 7 * 24 * 3600       # as sysctl_set: a week
 MAX_REPEATS = httpbench.LIMITS["repeats"][1]
@@ -56,6 +57,9 @@ def validate_bench(bench, field="bench"):
         p = httpbench.validate(params)
     except NetstackError as e:
         raise NetstackError(e.msg, field="%s.%s" % (field, e.field) if e.field else field)
+    if not isinstance(p.get("keepalive"), bool):
+        raise NetstackError("must be true or false", field="%s.keepalive" % field)
+    p["path"] = netpath.validate(p["path"], field="%s.path" % field) if p.get("path") is not None else None
     return dict((k, p[k]) for k in BENCH_DEFAULTS)
 
 
@@ -176,7 +180,7 @@ def run(sysctls, bench=None, confirm_timeout=300, state_dir=None, prune_p99_abov
            "scopes": {k: ("netns" if v else "host") for k, v in scoped.items()}}
     with httpbench.Lab(nginx_mode=b["nginx_mode"], payload_bytes=b["payload_bytes"],
                        worker_processes=b["worker_processes"], connections=b["connections"],
-                       netns_prefix=netns_prefix) as lab:
+                       netns_prefix=netns_prefix, listen_backlog=b["listen_backlog"], path=b["path"]) as lab:
         txn = None
         try:
             if sysctls:
@@ -208,11 +212,12 @@ def run(sysctls, bench=None, confirm_timeout=300, state_dir=None, prune_p99_abov
             script = httpbench.write_lua(lab.tmpdir)
             if b["warmup"]:
                 httpbench.run_wrk(lab.url, b["warmup"], b["connections"], b["threads"], b["timeout"],
-                                  lab.client_netns, script, lab.wrk, lab.ip)
+                                  lab.client_netns, script, lab.wrk, lab.ip, keepalive=b["keepalive"])
             runs = []
             for i in range(b["repeats"]):
                 runs.append(httpbench.run_wrk(lab.url, b["duration"], b["connections"], b["threads"],
-                                              b["timeout"], lab.client_netns, script, lab.wrk, lab.ip))
+                                              b["timeout"], lab.client_netns, script, lab.wrk, lab.ip,
+                                              keepalive=b["keepalive"]))
                 if i == 0 and prune_p99_above and (runs[0]["latency_us"]["p99"] or 0) / 1000.0 > prune_p99_above:
                     out["pruned"] = True
                     break

@@ -64,10 +64,17 @@ options:
   seed:
     description: Sampler seed, 0 to 4294967295 (2^32 - 1).
     type: int
+  scenario:
+    description:
+      - A tuning scenario, by name (one of the collection's, such as C(wan-lossy-keepalive); see docs/tuning.md)
+        or as the path of a scenario file. It gives the lab's network path (delay, loss, bottleneck), nginx and the
+        wrk load, and the search space when O(space) is not given.
+      - Keys of the space that this host's kernel lacks are left out and listed in RV(skipped_keys).
+    type: str
   bench:
     description:
       - Benchmark settings passed to M(netstack.tuning.sysctl_trial) (its O(netstack.tuning.sysctl_trial#module:bench) keys),
-        checked as that module checks them, before the study starts.
+        checked as that module checks them, before the study starts. With O(scenario), they override its settings.
     type: dict
     default: {}
   confirm_timeout:
@@ -133,6 +140,15 @@ EXAMPLES = r"""
 """
 
 RETURN = r"""
+skipped_keys:
+  description: Parameters of the space left out because this host's kernel lacks their sysctl.
+  returned: always
+  type: list
+  elements: str
+scenario:
+  description: The scenario's C(name), C(version) and C(weakness), when O(scenario) was given.
+  returned: when scenario is given
+  type: dict
 accepted:
   description: Whether the winner beat the defaults with confidence (and kept throughput, zero errors).
   returned: always

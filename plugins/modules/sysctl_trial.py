@@ -49,7 +49,11 @@ options:
     description:
       - Benchmark settings, keys C(nginx_mode) (static or proxy), C(payload_bytes),
         C(connections), C(threads), C(duration), C(warmup), C(repeats),
-        C(worker_processes), C(timeout); see M(netstack.tuning.http_bench).
+        C(worker_processes), C(timeout), C(listen_backlog); see M(netstack.tuning.http_bench).
+      - C(keepalive) (default true) false opens a new connection per request.
+      - C(path) puts an impaired network path between wrk and nginx, per direction C(up) (requests) and C(down)
+        (responses) - C(delay_ms), C(jitter_ms), C(loss_pct), C(gilbert) (C(p_pct), C(r_pct), C(loss_bad_pct)),
+        C(reorder_pct), C(rate_mbit), C(queue_kbytes) - and C(backend) (auto, tun or netem); see docs/tuning.md.
       - Each value is checked as M(netstack.tuning.http_bench) checks the option of that name
         (for example C(duration) 1 to 3600, C(repeats) 1 to 100); an error names C(bench.<key>).
     type: dict

@@ -230,6 +230,18 @@ sys.exit("no ssh banner after %ds" % limit)
 EOF
 }
 
+# One login; on a restored VM it also gives the guest its own hostname, the host's wall
+# clock and fresh random bytes.
+fixup_or_login() {   # fixup_or_login NAME DIR PORT
+  local name=$1 dir=$2 port=$3
+  if [ -e "$dir/restored" ]; then
+    head -c 512 /dev/urandom | ssh -o ConnectTimeout=30 "${ssh_opts[@]}" -p "$port" root@127.0.0.1 \
+      "cat > /dev/urandom && date -s @$(date +%s.%N) >/dev/null && hostname '$name'"
+  else
+    ssh -o ConnectTimeout=30 "${ssh_opts[@]}" -p "$port" root@127.0.0.1 true
+  fi
+}
+
 # Wait until root can log in with the key.  A VM restored from a template then gets its own
 # hostname, the host's wall clock and fresh random bytes (see the header).
 wait_ssh() {
@@ -240,14 +252,22 @@ wait_ssh() {
     tail -n 30 "$dir/console.log" >&2
     die "$name did not come up (console: $dir/console.log)"
   fi
-  if [ -e "$dir/restored" ]; then
-    how="restored from the booted template"
-    head -c 512 /dev/urandom | ssh "${ssh_opts[@]}" -p "$port" root@127.0.0.1 \
-      "cat > /dev/urandom && date -s @$(date +%s.%N) >/dev/null && hostname '$name'" \
-      || die "$name: ssh login as root, or the fixup after the restore, failed"
-  else
-    ssh "${ssh_opts[@]}" -p "$port" root@127.0.0.1 true || die "$name: ssh login as root failed"
-  fi
+  # A guest just restored (or booted) under software emulation on a busy host can stall
+  # for seconds after its first banner; ssh's 5 s ConnectTimeout then ends in "Connection
+  # timed out during banner exchange" (suite run 9, beside a CPU hog). The login here waits
+  # 30 s (ssh takes the first ConnectTimeout given) and is retried, 5 times at most, while
+  # the wait's limit lasts.
+  local tries=0 what="ssh login as root"
+  [ -e "$dir/restored" ] && how="restored from the booted template" && what="$what, or the fixup after the restore,"
+  until fixup_or_login "$name" "$dir" "$port"; do
+    tries=$((tries + 1))
+    if [ "$tries" -ge 5 ] || ! awk -v a="$(cat "$dir/started")" -v b="$(date +%s)" -v l="$limit" \
+        'BEGIN { exit !(b - a < l) }'; then
+      die "$name: $what failed"
+    fi
+    echo "vm.sh: $name: $what failed (attempt $tries); trying again" >&2
+    sleep 2
+  done
   awk -v a="$(cat "$dir/started")" -v b="$(date +%s.%N)" -v n="$name" -v how="$how" \
     'BEGIN { printf "%s: ssh up %.1f s after start (%s)\n", n, b - a, how }' | tee "$dir/boot-time"
 }
