@@ -215,20 +215,26 @@ def main():
     t0 = time.time()
     for n in names:
         results.append(run_scenario(n, shipped[n], args, state, work))
+        # written after every scenario, so a later failure keeps what was measured
+        md = write(args, results, t0, before, done=len(results) == len(names))
+    print(md)
+
+
+def write(args, results, t0, before, done):
     out = {"benchmark": "tune_scenarios", "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
            "command": " ".join(["benchmarks/tune_scenarios.py"] + sys.argv[1:]),
            "host": {"kernel": platform.release(), "cpus": os.cpu_count()},
            "setup": {"trials": args.trials, "trial_duration": args.trial_duration, "verify_rounds": args.verify_rounds,
                      "rounds": args.rounds, "prune_factor": args.prune_factor, "sampler": args.sampler,
                      "seed": args.seed},
-           "elapsed_s": time.time() - t0, "scenarios": results}
+           "elapsed_s": time.time() - t0, "complete": done, "scenarios": results}
     out["host_state_restored"] = snapshot() == before
     with open(os.path.join(args.out, "tune_scenarios%s.json" % args.tag), "w") as f:
         json.dump(out, f, indent=2, default=str)
     md = render_md(out)
     with open(os.path.join(args.out, "tune_scenarios%s.md" % args.tag), "w") as f:
         f.write(md)
-    print(md)
+    return md
 
 
 if __name__ == "__main__":

@@ -42,6 +42,7 @@ ARGS = dict(
     prune_factor=dict(type="float", default=2.0),
     alpha=dict(type="float", default=0.05),
     report=dict(type="path"),
+    warm_start=dict(type="str"),
 )
 
 
@@ -140,7 +141,7 @@ class ActionModule(ActionBase):
                 sampler=p["sampler"], objectives=tuple(p["objectives"]), seed=p["seed"], host=host,
                 log=lambda msg: display.display("[%s] %s" % (host, msg)), verify_rounds=p["verify_rounds"],
                 tuned_sysctls=tuned if p["compare_tuned"] else None, min_rps_ratio=p["min_rps_ratio"],
-                prune_factor=p["prune_factor"], alpha=p["alpha"])
+                prune_factor=p["prune_factor"], alpha=p["alpha"], warm_start=p["warm_start"])
             res["scopes"] = insp["scopes"]
             if p["report"]:
                 path = os.path.expanduser(p["report"])

@@ -218,9 +218,12 @@ def _objective_values(metrics, objectives):
 
 def run_study(space, run_trial, n_trials, storage, study_name, current, sampler="tpe",
               objectives=("p99",), seed=None, host="", log=None, verify_rounds=5,
-              tuned_sysctls=None, min_rps_ratio=0.95, prune_factor=2.0, alpha=0.05):
+              tuned_sysctls=None, min_rps_ratio=0.95, prune_factor=2.0, alpha=0.05, warm_start=None):
     """Run (or resume) a study to ``n_trials`` finished trials of this host, verify the
-    winner, and return a result dict (see the sysctl_study action plugin's RETURN)."""
+    winner, and return a result dict (see the sysctl_study action plugin's RETURN).
+
+    ``warm_start`` names an earlier study in the same storage (of the same hardware class
+    and scenario): its best feasible trials (up to 3) are the first trials this one runs."""
     check_options(n_trials, seed, verify_rounds, min_rps_ratio, prune_factor, alpha)
     optuna = _optuna()
     log = log or (lambda msg: None)
@@ -238,6 +241,9 @@ def run_study(space, run_trial, n_trials, storage, study_name, current, sampler=
     study.set_user_attr("baseline:%s" % host, {"p99": bm["p99"], "rps": bm["rps"]})
 
     done = len(finished(study, host))
+    if warm_start and not done:
+        seeded = enqueue_warm_start(study, storage, warm_start, space, objectives)
+        log("warm start from study %r: its %d best trial(s) go first" % (warm_start, len(seeded)))
     todo = max(0, n_trials - done)
     if done:
         log("resume: %d trials already finished for %s, %d to go" % (done, host, todo))
@@ -332,6 +338,36 @@ def run_study(space, run_trial, n_trials, storage, study_name, current, sampler=
            vs_defaults["p_value"], "ACCEPTED" if result["accepted"] else "rejected"))
     result["elapsed_s"] = time.time() - t_start
     return result
+
+
+def enqueue_warm_start(study, storage, source, space, objectives, k=3):
+    """Queue the ``k`` best feasible trials of study ``source`` (same storage) as this
+    study's first trials; only the parameters this space has, with values inside its
+    ranges (a parameter out of range or missing is left to the sampler)."""
+    optuna = _optuna()
+    try:
+        old = optuna.load_study(study_name=source, storage=storage_url(storage))
+    except KeyError:
+        raise NetstackError("no study named %r in the storage" % source, field="warm_start")
+    ranked = sorted((t for t in old.trials if t.state == optuna.trial.TrialState.COMPLETE and t.values
+                     and all(c <= 0 for c in t.user_attrs.get("constraints", [0]))),
+                    key=lambda t: t.values[0])
+    by_name = {p["name"]: p for p in space["parameters"]}
+    queued = []
+    for t in ranked[:k]:
+        params = {}
+        for name, value in t.params.items():
+            p = by_name.get(name)
+            if p is None:
+                continue
+            if p["type"] == "categorical" and value in p["choices"]:
+                params[name] = value
+            elif p["type"] != "categorical" and p["low"] <= value <= p["high"]:
+                params[name] = value
+        if params:
+            study.enqueue_trial(params, skip_if_exists=True)
+            queued.append(params)
+    return queued
 
 
 def importances(study, objectives):

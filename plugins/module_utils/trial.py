@@ -90,13 +90,16 @@ def validate(sysctls, bench=None, confirm_timeout=300, prune_p99_above=None, rep
 
 
 def _fresh_netns_values(keys):
-    """{key: value in a fresh network namespace, or None where the key is not there}."""
+    """{key: value in a fresh network namespace, or None where the key is not there or
+    is read-only there (net.core.rmem_max and friends exist in every namespace since 6.x
+    but only the initial one may write them: they are host keys)."""
     def work():
         out = {}
         for k in keys:
+            path = os.path.join(kstate.PROC_SYS, kstate.sysctl_path(k))
             try:
-                with open(os.path.join(kstate.PROC_SYS, kstate.sysctl_path(k))) as f:
-                    out[k] = kstate.normalize_kernel(f.read())
+                with open(path) as f:
+                    out[k] = kstate.normalize_kernel(f.read()) if os.access(path, os.W_OK) else None
             except (IOError, OSError):
                 out[k] = None
         return out
@@ -137,9 +140,16 @@ def _metrics(runs):
     return m
 
 
+_REAPERS = set()
+
+
 def spawn_reaper(owner_pid, prefix):
     """Detached process: once ``owner_pid`` is gone, remove labs it left (namespaces,
-    nginx, temp dirs).  Harmless when the owner cleaned up itself."""
+    nginx, temp dirs).  Harmless when the owner cleaned up itself.  One per owner and
+    prefix: a benchmark running hundreds of trials in one process needs only one."""
+    if (owner_pid, prefix) in _REAPERS:
+        return
+    _REAPERS.add((owner_pid, prefix))
     start = _proc_start(owner_pid)
     pid = os.fork()
     if pid:

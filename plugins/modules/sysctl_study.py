@@ -71,6 +71,12 @@ options:
         wrk load, and the search space when O(space) is not given.
       - Keys of the space that this host's kernel lacks are left out and listed in RV(skipped_keys).
     type: str
+  warm_start:
+    description:
+      - The name of an earlier study in the same O(storage) (hosts of the same hardware class, the same scenario);
+        its three best feasible trials, with the parameters this space has, are the first trials of this study.
+      - Only for a study that has no finished trial of this host yet.
+    type: str
   bench:
     description:
       - Benchmark settings passed to M(netstack.tuning.sysctl_trial) (its O(netstack.tuning.sysctl_trial#module:bench) keys),

@@ -192,3 +192,16 @@ def test_study_names_bad_sampler_and_storage(tmp_path):
     with pytest.raises(NetstackError) as e:
         study.run_study(small_space(), Synthetic(), 1, str(tmp_path / "s.db"), "x", CURRENT, sampler="nsga2")
     assert e.value.field == "sampler"
+
+
+def test_warm_start_runs_the_earlier_best_first(tmp_path):
+    db = str(tmp_path / "s.db")
+    first = study.run_study(small_space(), Synthetic(), 12, db, "class-a", CURRENT, seed=1, host="h1", verify_rounds=3)
+    bench = Synthetic()
+    study.run_study(small_space(), bench, 3, db, "class-a-2", CURRENT, seed=2, host="h2", verify_rounds=3,
+                    warm_start="class-a")
+    # after the baseline, the new study's first trial is the earlier study's best
+    assert bench.calls[1][0] == first["best"]["sysctls"]
+    with pytest.raises(NetstackError) as e:
+        study.run_study(small_space(), Synthetic(), 1, db, "x", CURRENT, warm_start="no-such-study")
+    assert e.value.field == "warm_start"
