@@ -152,7 +152,7 @@ def render_md(out):
               out["setup"]["trials"], out["setup"]["trial_duration"] or "scenario", out["setup"]["prune_factor"],
               out["setup"]["verify_rounds"], out["setup"]["rounds"]), "",
           "| scenario | path | study | winner p99 / defaults [95% CI], p | winner p99 / best tuned [95% CI], p "
-          "| winner req/s / defaults | winner found at trial |", "|---|---|---|---|---|---|---|"]
+          "| winner req/s / defaults [95% CI] | winner was trial |", "|---|---|---|---|---|---|---|"]
     for r in out["scenarios"]:
         c = r["comparisons"]
         wd, wt = c.get("study-winner vs defaults"), c.get("study-winner vs %s" % r["best_tuned"])
@@ -161,7 +161,8 @@ def render_md(out):
             "%s, p=%.4f" % (fmt_ci(wd), wd["p_value"]) if wd else "-",
             "%s (%s), p=%.4f" % (fmt_ci(wt), r["best_tuned"], wt["p_value"]) if wt else "-",
             "%.3f [%.3f-%.3f]" % (wd["rps_ratio_of_medians"], wd["rps_ratio_ci95"][0], wd["rps_ratio_ci95"][1])
-            if wd else "-", "%s of %s" % (r["study"]["winner_trial"], r["study"]["trials"])))
+            if wd else "-", "%s of %s" % (r["study"]["winner_trial"] + 1 if r["study"]["winner_trial"] is not None
+                                           else "-", r["study"]["trials"])))
     for r in out["scenarios"]:
         md += ["", "## %s (v%d)" % (r["scenario"], r["version"]), "", r["description"] + ".", "",
                "Weakness: " + r["weakness"], ""]
@@ -173,7 +174,7 @@ def render_md(out):
             md += ["Keys this kernel lacks (skipped): %s." % ", ".join(r["skipped_keys"]), ""]
         md += ["| arm | p99 ms [95% CI] | p50 ms | req/s [95% CI] | errors |", "|---|---|---|---|---|"]
         for a, s in r["arms"].items():
-            md.append("| %s | %.1f [%.1f-%.1f] | %.2f | %.0f [%.0f-%.0f] | %d |" % (
+            md.append("| %s | %.3g [%.3g-%.3g] | %.3g | %.0f [%.0f-%.0f] | %d |" % (
                 a, s["p99"]["median"], s["p99"]["ci95"][0], s["p99"]["ci95"][1], s["p50"]["median"],
                 s["rps"]["median"], s["rps"]["ci95"][0], s["rps"]["ci95"][1], s["errors"]))
         md += ["", "| comparison | p99 ratio [95% CI] | p (one-sided MWU) | req/s ratio |", "|---|---|---|---|"]
@@ -183,7 +184,7 @@ def render_md(out):
         md += ["", "Study: %s trials in %.0f s; %s (%s)." % (st["trials"], st["elapsed_s"],
                                                              "accepted" if st["accepted"] else "declined", st["reason"])]
         if st.get("best"):
-            md.append("Winner (trial %d): `%s`" % (st["best"]["trial"], json.dumps(st["best"]["sysctls"], sort_keys=True)))
+            md.append("Winner (Optuna trial #%d): `%s`" % (st["best"]["trial"], json.dumps(st["best"]["sysctls"], sort_keys=True)))
     md += ["", "Host state restored after the run: %s." % out["host_state_restored"], ""]
     return "\n".join(md)
 
