@@ -455,8 +455,11 @@ def _iperf3(lab, argv_client, seconds):
 
 
 def measure_udp(lab, direction, mbit, seconds=4, length=1400):
-    """iperf3 UDP in one direction at ``mbit``: what the receiver got, and what was lost."""
-    args = ["-u", "-b", "%dk" % int(mbit * 1000), "-l", str(length)] + (["-R"] if direction == "down" else [])
+    """iperf3 UDP in one direction at ``mbit``: what the receiver got, and what was lost.
+    The sockets get 4 MiB buffers, so a receiver that a busy host schedules late does not
+    drop datagrams of its own that would count as path loss."""
+    args = ["-u", "-b", "%dk" % int(mbit * 1000), "-l", str(length), "-w", "4M"] + \
+        (["-R"] if direction == "down" else [])
     res = _iperf3(lab, args, seconds)
     s = res["end"]["sum"]
     packets, lost = s.get("packets", 0), s.get("lost_packets", 0)
@@ -486,11 +489,18 @@ def fidelity(lab, rtt_count=300, udp_seconds=4):
                           "measured": float(u["lost"]) / max(1, u["packets"]), "interval": [lo, hi],
                           "packets": u["packets"], "ok": lo <= want_loss <= hi})
         if s["rate_mbit"]:
-            u = measure_udp(lab, d, s["rate_mbit"] * 1.3, udp_seconds)
             # tbf counts whole frames: payload + UDP 8 + IP 20 + Ethernet 14
-            # (loss and delay come before the bottleneck, which stays full at 1.3x)
-            expect = s["rate_mbit"] * u["length"] / (u["length"] + 42)
+            # (loss and delay come before the bottleneck, which stays full at 1.3x).
+            # A rate is a capacity: a busy host can only measure it low (a sender or receiver
+            # scheduled late), so the best of up to three tries is the measurement.
+            expect, tries = None, []
+            for _i in range(3):
+                u = measure_udp(lab, d, s["rate_mbit"] * 1.3, udp_seconds)
+                expect = s["rate_mbit"] * u["length"] / (u["length"] + 42)
+                tries.append(u["receiver_mbit"])
+                if abs(max(tries) - expect) <= 0.05 * expect:
+                    break
             items.append({"item": "rate_%s_mbit" % d, "asked": s["rate_mbit"], "expected_goodput": expect,
-                          "measured": u["receiver_mbit"], "ok": abs(u["receiver_mbit"] - expect) <= 0.05 * expect})
+                          "measured": max(tries), "tries": tries, "ok": abs(max(tries) - expect) <= 0.05 * expect})
     return {"ok": all(i["ok"] for i in items), "items": items, "backend": lab.path.backend,
             "description": describe(spec)}
