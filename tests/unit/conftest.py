@@ -27,3 +27,13 @@ def throwaway_netns(name):
     finally:
         subprocess.run(["ip", "netns", "del", name], check=True)
     assert name not in os.listdir("/var/run/netns")
+
+
+def text_of(path):
+    """A log file's text, or "" while it does not exist yet (tests poll logs that detached
+    watchdogs and agents write just after the state change a test waits for)."""
+    try:
+        with open(str(path)) as f:
+            return f.read()
+    except FileNotFoundError:
+        return ""

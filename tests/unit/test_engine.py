@@ -11,7 +11,7 @@ import subprocess
 import time
 
 import pytest
-from conftest import throwaway_netns
+from conftest import text_of, throwaway_netns
 
 from ansible_collections.netstack.tuning.plugins.module_utils import kstate, sysctl
 from ansible_collections.netstack.tuning.plugins.module_utils.common import NetstackError
@@ -209,7 +209,10 @@ def test_commit_confirm_reverts_without_confirm(netns, tmp_path):
         time.sleep(0.2)
     assert j.get(s["id"]).state == "rolled_back"
     assert ns_sysctl(netns, k) == orig
-    assert "confirm timeout" in (tmp_path / "watchdog.log").read_text()
+    # the watchdog writes its log line just after the rollback record: give it time
+    while time.time() < deadline + 10 and "confirm timeout" not in text_of(tmp_path / "watchdog.log"):
+        time.sleep(0.1)
+    assert "confirm timeout" in text_of(tmp_path / "watchdog.log")
     with pytest.raises(NetstackError) as e:
         j.confirm(s["id"])
     assert "expired" in str(e.value)

@@ -18,7 +18,7 @@ import sys
 import time
 
 import pytest
-from conftest import throwaway_netns
+from conftest import text_of, throwaway_netns
 
 from ansible_collections.netstack.tuning.plugins.module_utils import journal as journal_mod
 from ansible_collections.netstack.tuning.plugins.module_utils import kstate, sysctl
@@ -54,6 +54,21 @@ def wait_for(pred, timeout=15.0):
             return True
         time.sleep(0.1)
     return pred()
+
+
+def read_log(path):
+    """The agent's JSON-lines log; a missing file or a line still being written reads as nothing."""
+    out = []
+    try:
+        with open(str(path)) as f:
+            for line in f:
+                try:
+                    out.append(json.loads(line))
+                except ValueError:
+                    pass
+    except FileNotFoundError:
+        pass
+    return out
 
 
 def watchdog_pid(j, txn_id):
@@ -104,8 +119,9 @@ def test_non_utf8_bytes_do_not_kill_the_watchdog_nor_any_reader(netns, tmp_path)
     with open(j.path, "ab") as f:
         f.write(b"\xff\xfe\x80 not text\n")
     assert wait_for(lambda: val(netns, K1) == orig), "the watchdog did not revert"
-    log = (tmp_path / "watchdog.log").read_text()
-    assert "journal damaged (line 4: not UTF-8" in log and "rolled back %s" % s["id"] in log
+    # the watchdog logs its rollback just after writing it: wait for the line too
+    assert wait_for(lambda: "rolled back %s" % s["id"] in text_of(tmp_path / "watchdog.log"))
+    assert "journal damaged (line 4: not UTF-8" in text_of(tmp_path / "watchdog.log")
     res, m = journal_module(state_dir=str(tmp_path))
     assert [e["state"] for e in res["entries"]] == ["rolled_back"]
     assert res["damaged"][0]["line"] == 4 and "not UTF-8 (byte 0xff at column 1)" in res["damaged"][0]["error"]
@@ -250,7 +266,7 @@ def test_a_watchdog_reverts_only_its_own_keys_and_reports_conflicts(netns, tmp_p
     rb = j.get(a["id"]).records[-1]
     assert rb["by"] == "watchdog" and rb["conflicts"] == [
         {"key": "%s@%s" % (K3, netns), "set": "5", "found": "6", "kept": True}]
-    assert "left alone (changed since): %s@%s" % (K3, netns) in (tmp_path / "watchdog.log").read_text()
+    assert wait_for(lambda: "left alone (changed since): %s@%s" % (K3, netns) in text_of(tmp_path / "watchdog.log"))
     assert j.get(b["id"]).state == "applied"
 
 
@@ -392,8 +408,10 @@ def test_the_agent_reverts_an_expired_change_when_its_watchdog_died(netns, tmp_p
     try:
         assert wait_for(lambda: j.get(s["id"]).state == "rolled_back", timeout=20)
         assert val(netns, K1) == orig and j.get(s["id"]).rolled_back_by == "expire"
-        log = [json.loads(x) for x in open(str(tmp_path / "agent.log"))]
-        assert any(r["controller"] == "journal" and r["expired"] == [s["id"]] for r in log)
+        # The agent writes its log line just after the journal records the rollback, so on a
+        # busy machine the test can look in between: wait for the line as well.
+        assert wait_for(lambda: any(r.get("controller") == "journal" and r.get("expired") == [s["id"]]
+                                    for r in read_log(tmp_path / "agent.log")), timeout=20)
     finally:
         os.kill(pid, signal.SIGTERM)
         assert os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) == 0
