@@ -13,6 +13,7 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import sys
 import tempfile
 import time
@@ -21,7 +22,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "collections"))
 
 from ansible_collections.netstack.tuning.plugins.module_utils import (  # noqa: E402
-    scenario, searchspace, stats, study, trial)
+    journal, scenario, searchspace, stats, study, trial)
 
 
 def trials_to(curve, baseline, share=0.9):
@@ -80,13 +81,18 @@ def main():
     state = os.path.join(work, "state")
     runs = {"tpe": [], "random": []}
     t0 = time.time()
-    for seed in range(1, args.seeds + 1):
-        for sampler in (("tpe", "random") if seed % 2 else ("random", "tpe")):
-            r = one_study(space, bench, insp["current"], sampler, seed, args.trials, work, state)
-            runs[sampler].append(dict(r, seed=seed))
-            print("[%s] seed %d %s: baseline %.1f ms, best %.1f ms, 90%% of the gain at trial %s" % (
-                time.strftime("%H:%M:%S"), seed, sampler, r["baseline"], r["curve"][-1], r["trials_to_90pct"]),
-                flush=True)
+    try:
+        for seed in range(1, args.seeds + 1):
+            for sampler in (("tpe", "random") if seed % 2 else ("random", "tpe")):
+                r = one_study(space, bench, insp["current"], sampler, seed, args.trials, work, state)
+                runs[sampler].append(dict(r, seed=seed))
+                print("[%s] seed %d %s: baseline %.1f ms, best %.1f ms, 90%% of the gain at trial %s" % (
+                    time.strftime("%H:%M:%S"), seed, sampler, r["baseline"], r["curve"][-1], r["trials_to_90pct"]),
+                    flush=True)
+    finally:
+        # the scratch dir goes once every watchdog has seen its trial rolled back
+        if journal.wait_for_watchdogs(state):
+            shutil.rmtree(work, ignore_errors=True)
     out = {"benchmark": "tune_samplers", "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
            "host": {"kernel": platform.release(), "cpus": os.cpu_count()}, "scenario": args.scenario,
            "trials": args.trials, "seeds": args.seeds, "trial_duration": args.trial_duration,

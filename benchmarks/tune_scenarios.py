@@ -28,6 +28,7 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -37,7 +38,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "collections"))
 
 from ansible_collections.netstack.tuning.plugins.module_utils import (  # noqa: E402
-    httpbench, netpath, scenario, searchspace, stats, study, trial)
+    httpbench, journal, netpath, scenario, searchspace, stats, study, trial)
 
 
 def snapshot():
@@ -90,7 +91,7 @@ def run_scenario(name, path, args, state, work):
 
     def run_trial(sysctls, prune, repeats):
         return trial.run(sysctls, trial_bench if repeats is None else dict(trial_bench, repeats=repeats),
-                         300, state, prune, None)
+                         300, state, prune, None, tune_client=args.tune_client)
 
     t0 = time.time()
     res = study.run_study(space, run_trial, args.trials, os.path.join(work, "%s.db" % name), name, insp["current"],
@@ -106,7 +107,7 @@ def run_scenario(name, path, args, state, work):
     for r in range(args.rounds):
         k = r % len(arms)
         for arm, sysctls in arms[k:] + arms[:k]:
-            out = trial.run(sysctls, arm_bench, 300, state)
+            out = trial.run(sysctls, arm_bench, 300, state, tune_client=args.tune_client)
             if not out["ok"]:
                 raise SystemExit("%s/%s failed: %s" % (name, arm, out.get("error")))
             for key in ("p99", "p50", "rps"):
@@ -150,7 +151,9 @@ def render_md(out):
           "of every arm, a fresh lab per run." % (
               out["date"], out["host"]["kernel"], out["host"]["cpus"], out["command"], out["setup"]["sampler"],
               out["setup"]["trials"], out["setup"]["trial_duration"] or "scenario", out["setup"]["prune_factor"],
-              out["setup"]["verify_rounds"], out["setup"]["rounds"]), "",
+              out["setup"]["verify_rounds"], out["setup"]["rounds"]) + (
+              " Every arm and trial also set its per-namespace keys in wrk's namespace (`--tune-client`)."
+              if out["setup"].get("tune_client") else ""), "",
           "| scenario | path | study | winner p99 / defaults [95% CI], p | winner p99 / best tuned [95% CI], p "
           "| winner req/s / defaults [95% CI] | winner was trial |", "|---|---|---|---|---|---|---|"]
     for r in out["scenarios"]:
@@ -200,6 +203,8 @@ def main():
     ap.add_argument("--sampler", default="tpe")
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--no-fidelity", action="store_true")
+    ap.add_argument("--tune-client", action="store_true",
+                    help="every arm and trial also sets its per-namespace keys in wrk's namespace")
     ap.add_argument("--out", default=os.path.join(ROOT, "benchmarks", "results"))
     ap.add_argument("--tag", default="", help="suffix of the result files (tune_scenarios<tag>.md)")
     args = ap.parse_args()
@@ -214,11 +219,23 @@ def main():
     state = os.path.join(work, "state")
     results = []
     t0 = time.time()
-    for n in names:
-        results.append(run_scenario(n, shipped[n], args, state, work))
-        # written after every scenario, so a later failure keeps what was measured
-        md = write(args, results, t0, before, done=len(results) == len(names))
+    try:
+        for n in names:
+            results.append(run_scenario(n, shipped[n], args, state, work))
+            # written after every scenario, so a later failure keeps what was measured
+            md = write(args, results, t0, before, done=len(results) == len(names))
+    finally:
+        remove_scratch(work, state)
     print(md)
+
+
+def remove_scratch(work, state):
+    """The scratch dir (study databases, journal) goes once every watchdog has seen its
+    trial rolled back; otherwise it stays, and says so."""
+    if journal.wait_for_watchdogs(state):
+        shutil.rmtree(work, ignore_errors=True)
+    else:
+        log("watchdogs of %s still waiting: %s left in place" % (state, work))
 
 
 def write(args, results, t0, before, done):
@@ -227,7 +244,7 @@ def write(args, results, t0, before, done):
            "host": {"kernel": platform.release(), "cpus": os.cpu_count()},
            "setup": {"trials": args.trials, "trial_duration": args.trial_duration, "verify_rounds": args.verify_rounds,
                      "rounds": args.rounds, "prune_factor": args.prune_factor, "sampler": args.sampler,
-                     "seed": args.seed},
+                     "seed": args.seed, "tune_client": args.tune_client},
            "elapsed_s": time.time() - t0, "complete": done, "scenarios": results}
     out["host_state_restored"] = snapshot() == before
     with open(os.path.join(args.out, "tune_scenarios%s.json" % args.tag), "w") as f:

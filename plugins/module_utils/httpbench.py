@@ -209,7 +209,7 @@ def validate(params):
 
     Keys (all optional but ``mode``): mode (lab|fleet), nginx_mode (static|proxy),
     payload_bytes, connections, threads, duration, warmup, repeats, timeout, target_url,
-    netns_prefix, worker_processes, listen_backlog, server_sysctls.
+    netns_prefix, worker_processes, listen_backlog, server_sysctls, keepalive.
     """
     p = dict(DEFAULTS)
     p.update({k: v for k, v in params.items() if v is not None})
@@ -223,6 +223,8 @@ def validate(params):
         raise NetstackError("must be >= threads (%d): wrk gives every thread at least one connection, got %d"
                             % (p["threads"], p["connections"]), field="connections")
     p["worker_processes"] = _worker_processes(p["worker_processes"])
+    if not isinstance(p["keepalive"], bool):
+        raise NetstackError("must be true or false, got %r" % (p["keepalive"],), field="keepalive")
     if not isinstance(p["netns_prefix"], str) or not re.match(r"\A[A-Za-z][A-Za-z0-9_]{0,23}\Z", p["netns_prefix"]):
         raise NetstackError("must start with a letter and hold only letters, digits and '_' (at most 24), got %r"
                             % (p["netns_prefix"],), field="netns_prefix")
@@ -275,6 +277,7 @@ DEFAULTS = {
     "worker_processes": "auto",
     "listen_backlog": 511,
     "server_sysctls": None,
+    "keepalive": True,
 }
 
 
@@ -533,8 +536,10 @@ def aggregate(runs):
     }
 
 
-def run_benchmark(url, duration=10, connections=16, threads=1, warmup=2, repeats=3, timeout=2, netns=None):
-    """Warm-up (discarded) then ``repeats`` wrk runs; ``aggregate`` of them plus ``warmup``."""
+def run_benchmark(url, duration=10, connections=16, threads=1, warmup=2, repeats=3, timeout=2, netns=None,
+                  keepalive=True):
+    """Warm-up (discarded) then ``repeats`` wrk runs; ``aggregate`` of them plus ``warmup``.
+    ``keepalive`` false opens a new connection per request."""
     p = validate({"mode": "lab", "duration": duration, "connections": connections, "threads": threads,
                   "warmup": warmup, "repeats": repeats, "timeout": timeout})
     wrk = require_tool("wrk")
@@ -544,8 +549,10 @@ def run_benchmark(url, duration=10, connections=16, threads=1, warmup=2, repeats
         script = write_lua(tmp)
         warm = None
         if p["warmup"] > 0:
-            warm = run_wrk(url, p["warmup"], p["connections"], p["threads"], p["timeout"], netns, script, wrk, ip)
-        runs = [run_wrk(url, p["duration"], p["connections"], p["threads"], p["timeout"], netns, script, wrk, ip)
+            warm = run_wrk(url, p["warmup"], p["connections"], p["threads"], p["timeout"], netns, script, wrk, ip,
+                           keepalive)
+        runs = [run_wrk(url, p["duration"], p["connections"], p["threads"], p["timeout"], netns, script, wrk, ip,
+                        keepalive)
                 for _i in range(p["repeats"])]
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -807,10 +814,10 @@ class Lab(object):
         self.stop_server()
         self.start_server()
 
-    def benchmark(self, duration=10, connections=None, threads=1, warmup=2, repeats=3, timeout=2):
+    def benchmark(self, duration=10, connections=None, threads=1, warmup=2, repeats=3, timeout=2, keepalive=True):
         """run_benchmark from the client namespace against this lab's nginx."""
         result = run_benchmark(self.url, duration, connections or self.params["connections"], threads, warmup,
-                               repeats, timeout, netns=self.client_netns)
+                               repeats, timeout, netns=self.client_netns, keepalive=keepalive)
         result["lab"] = self.describe()
         return result
 
@@ -887,8 +894,9 @@ def benchmark(params):
     p = validate(params)
     if p["mode"] == "fleet":
         return run_benchmark(p["target_url"], p["duration"], p["connections"], p["threads"], p["warmup"],
-                             p["repeats"], p["timeout"])
+                             p["repeats"], p["timeout"], keepalive=p["keepalive"])
     with Lab(nginx_mode=p["nginx_mode"], payload_bytes=p["payload_bytes"], worker_processes=p["worker_processes"],
              connections=p["connections"], netns_prefix=p["netns_prefix"], listen_backlog=p["listen_backlog"],
              server_sysctls=p["server_sysctls"]) as lab:
-        return lab.benchmark(p["duration"], p["connections"], p["threads"], p["warmup"], p["repeats"], p["timeout"])
+        return lab.benchmark(p["duration"], p["connections"], p["threads"], p["warmup"], p["repeats"], p["timeout"],
+                             p["keepalive"])

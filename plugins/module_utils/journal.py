@@ -848,6 +848,27 @@ def watchdog_loop(state_dir, txn_id, begin):
         raise
 
 
+def wait_for_watchdogs(state_dir, timeout=30.0):
+    """Wait until every commit-confirm watchdog of ``state_dir`` has logged that it is done
+    (each logs "armed" when it starts and "done: ..." once it has seen its transaction
+    settle).  True when they all have, False at the timeout.  Whoever removes a state
+    directory must wait for this first: a watchdog whose journal vanished before it looked
+    waits out its deadline and then reverts from memory into a re-created directory."""
+    log = os.path.join(state_dir, "watchdog.log")
+    deadline = time.time() + timeout
+    while True:
+        try:
+            with open(log) as f:
+                text = f.read()
+        except (IOError, OSError):
+            text = ""
+        if text.count(" done: ") >= text.count(" armed"):
+            return True
+        if time.time() >= deadline:
+            return False
+        time.sleep(0.1)
+
+
 def spawn_watchdog(state_dir, txn_id, begin):
     """Double-fork a watchdog in its own session; return its pid.
 

@@ -43,7 +43,7 @@ import subprocess
 import time
 
 from ansible_collections.netstack.tuning.plugins.module_utils.common import NetstackError, run, which
-from ansible_collections.netstack.tuning.plugins.module_utils import netpath_src
+from ansible_collections.netstack.tuning.plugins.module_utils import kstate, netpath_src
 
 DIRECTIONS = ("up", "down")
 LIMITS = {"delay_ms": 10000.0, "rate_mbit": 40000.0, "queue_kbytes": 1048576}
@@ -294,11 +294,11 @@ class Path(object):
         self._qdiscs(pr)
 
     def _ns_write(self, key, value):
-        ip = which("ip") or "ip"
-        rc, _o, err = run([ip, "netns", "exec", self.netns, "sh", "-c",
-                           "echo %s > /proc/sys/%s" % (value, key.replace(".", "/"))], timeout=30)
-        if rc != 0:
-            raise NetstackError("cannot set %s in the path namespace: %s" % (key, err.strip()), field="path")
+        # not journaled: the path namespace and its settings go with the lab
+        try:
+            kstate.Item("sysctl", key, netns=self.netns).write(str(value))
+        except NetstackError as e:
+            raise NetstackError("cannot set %s in the path namespace: %s" % (key, e), field="path")
 
     def _sysctls(self):
         self._ns_write("net.ipv4.ip_forward", 1)

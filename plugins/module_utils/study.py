@@ -36,6 +36,7 @@ MAX_SEED = 2 ** 32 - 1           # numpy's RandomState takes seeds of 0 .. 2**32
 MIN_VERIFY_ROUNDS, MAX_VERIFY_ROUNDS = 3, 1000
 MAX_PRUNE_FACTOR = 1000.0
 MAX_ALPHA = 0.5
+MAX_HALVING = 10                 # reduction factor of successive halving: keep 1/halving of trials
 
 # tuned's network-latency profile (tuned 2.x: profiles/network-latency/tuned.conf, which
 # includes latency-performance): its [sysctl] settings, used as the hand-tuned arm.
@@ -87,7 +88,8 @@ def _constraint_kwargs(optuna):
     return {} if hasattr(optuna.trial.Trial, "set_constraint") else {"constraints_func": _constraints}
 
 
-def check_options(n_trials=20, seed=None, verify_rounds=5, min_rps_ratio=0.95, prune_factor=2.0, alpha=0.05):
+def check_options(n_trials=20, seed=None, verify_rounds=5, min_rps_ratio=0.95, prune_factor=2.0, alpha=0.05,
+                  halving=0):
     """The study's numeric options, strictly (no bool, NaN or inf; ints in ASCII digits) and
     within bounds; NetstackError naming the option (``trials`` for ``n_trials``).  Called
     before the storage is opened or anything runs on a host."""
@@ -103,6 +105,24 @@ def check_options(n_trials=20, seed=None, verify_rounds=5, min_rps_ratio=0.95, p
     strict_number(alpha, "alpha")
     if not 0 < alpha <= MAX_ALPHA:
         raise NetstackError("must be above 0 and at most %s, got %s" % (MAX_ALPHA, alpha), field="alpha")
+    strict_int(halving, "halving", 0, MAX_HALVING)
+    if halving == 1:
+        raise NetstackError("must be 0 (off) or 2-%d (keep the best 1/halving of first runs)" % MAX_HALVING,
+                            field="halving")
+
+
+def halving_threshold(study, host, halving):
+    """Successive halving with one rung: a trial's first benchmark run is its short,
+    low-fidelity measurement; only a trial whose first-run p99 is among the best
+    1/``halving`` of the first runs so far (this host's trials, pruned ones included) goes
+    on to its remaining runs.  Returns that p99 in ms, or None until ``halving`` trials
+    have a first run (the rung needs something to compare with)."""
+    if not halving:
+        return None
+    firsts = sorted(t.user_attrs["first_p99"] for t in finished(study, host) if "first_p99" in t.user_attrs)
+    if len(firsts) < halving:
+        return None
+    return stats.quantile(firsts, 1.0 / halving)
 
 
 def make_sampler(name, seed=None, multi=False):
@@ -218,13 +238,20 @@ def _objective_values(metrics, objectives):
 
 def run_study(space, run_trial, n_trials, storage, study_name, current, sampler="tpe",
               objectives=("p99",), seed=None, host="", log=None, verify_rounds=5,
-              tuned_sysctls=None, min_rps_ratio=0.95, prune_factor=2.0, alpha=0.05, warm_start=None):
+              tuned_sysctls=None, min_rps_ratio=0.95, prune_factor=2.0, alpha=0.05, warm_start=None, halving=0,
+              baseline="kernel defaults"):
     """Run (or resume) a study to ``n_trials`` finished trials of this host, verify the
     winner, and return a result dict (see the sysctl_study action plugin's RETURN).
 
     ``warm_start`` names an earlier study in the same storage (of the same hardware class
-    and scenario): its best feasible trials (up to 3) are the first trials this one runs."""
-    check_options(n_trials, seed, verify_rounds, min_rps_ratio, prune_factor, alpha)
+    and scenario): its best feasible trials (up to 3) are the first trials this one runs.
+
+    Two ways cut a trial short after its first run (``run_trial``'s ``prune_p99_above``):
+    ``prune_factor`` (first-run p99 above that many times the baseline's) and ``halving``
+    (successive halving: first-run p99 outside the best 1/halving so far; see
+    ``halving_threshold``).  The lower of the two applies."""
+    check_options(n_trials, seed, verify_rounds, min_rps_ratio, prune_factor, alpha, halving)
+    halving = int(halving or 0)
     optuna = _optuna()
     log = log or (lambda msg: None)
     t_start = time.time()
@@ -237,7 +264,7 @@ def run_study(space, run_trial, n_trials, storage, study_name, current, sampler=
     if not base.get("ok"):
         raise NetstackError("baseline benchmark failed: %s" % base.get("error"), field="bench")
     bm = base["metrics"]
-    log("baseline (kernel defaults): p99 %.3f ms, %.0f req/s, errors %d" % (bm["p99"], bm["rps"], bm["errors"]))
+    log("baseline (%s): p99 %.3f ms, %.0f req/s, errors %d" % (baseline, bm["p99"], bm["rps"], bm["errors"]))
     study.set_user_attr("baseline:%s" % host, {"p99": bm["p99"], "rps": bm["rps"]})
 
     done = len(finished(study, host))
@@ -252,7 +279,10 @@ def run_study(space, run_trial, n_trials, storage, study_name, current, sampler=
         trial.set_user_attr("host", host)
         values = searchspace.suggest(trial, space)
         sysctls = searchspace.to_sysctls(space, values, current)
-        res = run_trial(sysctls, prune_factor * bm["p99"] if prune_factor else None, None)
+        by_factor = prune_factor * bm["p99"] if prune_factor else None
+        by_rung = halving_threshold(study, host, halving)
+        limits = [x for x in (by_factor, by_rung) if x is not None]
+        res = run_trial(sysctls, min(limits) if limits else None, None)
         n = done + i + 1
         if not res.get("ok"):
             trial.set_user_attr("error", str(res.get("error"))[:500])
@@ -262,10 +292,15 @@ def run_study(space, run_trial, n_trials, storage, study_name, current, sampler=
         m = res["metrics"]
         trial.set_user_attr("metrics", {k: m[k] for k in ("p50", "p90", "p99", "p999", "rps", "errors")})
         trial.set_user_attr("sysctls", sysctls)
+        first = (m.get("samples") or {}).get("p99") or [m["p99"]]
+        trial.set_user_attr("first_p99", first[0])
         if res.get("pruned"):
+            if len(objectives) == 1:
+                trial.report(first[0], 1)  # the samplers rank a pruned trial by its first run
             study.tell(trial, state=optuna.trial.TrialState.PRUNED)
-            log("trial %d/%d #%d pruned: first run p99 %.3f ms > %.1fx baseline"
-                % (n, n_trials, trial.number, m["p99"], prune_factor))
+            why = ("> %.1fx baseline" % prune_factor if by_factor is not None and first[0] > by_factor
+                   else "outside the best 1/%d of first runs (> %.3f ms)" % (halving, by_rung))
+            log("trial %d/%d #%d pruned: first run p99 %.3f ms %s" % (n, n_trials, trial.number, first[0], why))
             continue
         cons = [float(m["errors"]), min_rps_ratio * bm["rps"] - m["rps"]]
         trial.set_user_attr("constraints", cons)
@@ -286,7 +321,9 @@ def run_study(space, run_trial, n_trials, storage, study_name, current, sampler=
     best = best_trial(study, objectives)
     result = {"importances": importances(study, objectives), "history": history(study, host),
               "study_name": study_name, "storage": redact(storage_url(storage)), "sampler": sampler, "objectives": list(objectives), "host": host,
-              "trials": len(finished(study, host)), "baseline": bm, "stale_failed": stale}
+              "trials": len(finished(study, host)), "baseline": bm, "stale_failed": stale,
+              "halving": halving,
+              "pruned": sum(1 for t in finished(study, host) if t.state == optuna.trial.TrialState.PRUNED)}
     if best is None:
         result.update({"accepted": False, "reason": "no trial met the constraints",
                        "elapsed_s": time.time() - t_start})
@@ -401,8 +438,12 @@ def render_report(result, title="sysctl study"):
     except ImportError:  # pragma: no cover
         from cgi import escape
 
-    def row(*cells):
-        return "<tr>%s</tr>" % "".join("<td>%s</td>" % escape(str(c)) for c in cells)
+    def row(*cells, **kw):
+        """A table row; ``left`` cells (by index) are left-aligned text."""
+        left = kw.get("left", ())
+        return "<tr>%s</tr>" % "".join(
+            "<td%s>%s</td>" % (" style='text-align:left'" if i in left else "", escape(str(c)))
+            for i, c in enumerate(cells))
 
     h = result.get("history", [])
     done = [x for x in h if x["state"] == "COMPLETE" and x["p99"] is not None]
@@ -422,6 +463,19 @@ def render_report(result, title="sysctl study"):
                  escape(result.get("host", "")), result.get("trials", 0),
                  "<b>Accepted</b>: " + escape(result.get("reason", "")) if result.get("accepted")
                  else "<b>Not accepted</b>: " + escape(result.get("reason", "")))]
+    if result.get("client"):
+        parts.append("<p>Remote client <b>%s</b> requested %s; each trial changed %s and was rolled back "
+                     "through the journal.</p>" % (
+                         escape(result["client"]), escape(result.get("target_url", "")),
+                         escape("%s and %s" % (result.get("host", ""), result["client"])
+                                if result.get("tune_client") else result.get("host", ""))))
+    elif result.get("tune_client"):
+        parts.append("<p>Each trial set its per-namespace keys in the lab's client namespace (wrk's) as well as "
+                     "the server's.</p>")
+    if result.get("pruned"):
+        parts.append("<p>%d trial(s) pruned after their first run%s.</p>" % (
+            result["pruned"], " (successive halving: the best 1/%d of first runs went on)" % result["halving"]
+            if result.get("halving") else ""))
     parts.append(svgplot.line_chart(
         {"trial p99": [(x["number"], x["p99"]) for x in done]}, "Optimisation history", "trial", "p99 (ms)",
         points=True))
@@ -462,9 +516,7 @@ def render_report(result, title="sysctl study"):
                      "<th>why it is in the space</th></tr>" % best["trial"])
         base = result.get("defaults") or {}
         for k, val in sorted(best["sysctls"].items()):
-            parts.append(row(k, val, base.get(k, ""), reasons.get(k, "")).replace(
-                "<td>%s</td></tr>" % escape(str(reasons.get(k, ""))),
-                "<td style='text-align:left'>%s</td></tr>" % escape(str(reasons.get(k, "")))))
+            parts.append(row(k, val, base.get(k, ""), reasons.get(k, ""), left=(3,)))
         parts.append("</table>")
     parts.append("</body></html>")
     return "\n".join(parts)

@@ -57,8 +57,6 @@ def validate_bench(bench, field="bench"):
         p = httpbench.validate(params)
     except NetstackError as e:
         raise NetstackError(e.msg, field="%s.%s" % (field, e.field) if e.field else field)
-    if not isinstance(p.get("keepalive"), bool):
-        raise NetstackError("must be true or false", field="%s.keepalive" % field)
     p["path"] = netpath.validate(p["path"], field="%s.path" % field) if p.get("path") is not None else None
     return dict((k, p[k]) for k in BENCH_DEFAULTS)
 
@@ -113,21 +111,25 @@ def netns_scoped(keys):
     return {k: k.startswith("net.") and fresh[k] is not None for k in keys}
 
 
-def inspect(keys):
+def inspect(keys, live=False):
     """Current values and scope of ``keys``: netns-scoped ones as a fresh namespace has
-    them, the rest from the host.  Keys this kernel does not have are listed in
+    them (what a lab trial starts from), the rest from the host; with ``live`` every key as
+    this process's own network namespace has it (what a study of the host itself, with a
+    remote client, starts from).  Keys this kernel does not have are listed in
     ``missing`` instead of failing (a space or profile may name optional keys)."""
     canon = [kstate.canonical_sysctl(k) for k in keys]
     missing = [k for k in canon if not os.path.exists(os.path.join(kstate.PROC_SYS, kstate.sysctl_path(k)))]
     present = [k for k in canon if k not in missing]
     fresh = _fresh_netns_values(present) if present else {}
     scoped = {k: k.startswith("net.") and fresh[k] is not None for k in present}
-    current = {k: fresh[k] if scoped[k] else kstate.Item("sysctl", k).read() for k in present}
+    current = {k: fresh[k] if scoped[k] and not live else kstate.Item("sysctl", k).read() for k in present}
     return {"current": current, "missing": missing,
             "scopes": {k: ("netns" if v else "host") for k, v in scoped.items()}}
 
 
-def _metrics(runs):
+def metrics_of(runs):
+    """A trial's metrics (ms; p50 .. p999, req/s, errors, per-run samples) from wrk runs
+    as run_wrk returns them."""
     agg = httpbench.aggregate(runs)
     lat = agg["latency_us"]
     m = {"p50": lat["p50"] / 1000.0, "p90": lat["p90"] / 1000.0, "p99": lat["p99"] / 1000.0,
@@ -174,9 +176,13 @@ def spawn_reaper(owner_pid, prefix):
 
 
 def run(sysctls, bench=None, confirm_timeout=300, state_dir=None, prune_p99_above=None, repeats=None,
-        netns_prefix="nstrial"):
+        netns_prefix="nstrial", tune_client=False):
     """Apply ``sysctls`` (may be empty: the baseline), benchmark, revert.  Returns a dict
-    with ``ok``, ``metrics``, ``pruned``, ``applied``, ``journal_id``, ``scopes``."""
+    with ``ok``, ``metrics``, ``pruned``, ``applied``, ``journal_id``, ``scopes``.
+
+    The per-namespace keys go to the server's namespace, and with ``tune_client`` to the
+    client's (wrk's) as well: loss recovery of the requests, and the connect side of a
+    handshake, are the client kernel's."""
     validate(sysctls, bench, confirm_timeout, prune_p99_above, repeats)  # before any namespace, lab or journal
     b = dict(BENCH_DEFAULTS)
     b.update({k: v for k, v in (bench or {}).items() if v is not None})
@@ -211,7 +217,8 @@ def run(sysctls, bench=None, confirm_timeout=300, state_dir=None, prune_p99_abov
                         host_part["net.ipv4.tcp_allowed_congestion_control"] = " ".join(allowed + [str(cc)])
                 # host keys first: the namespace's settings may depend on them
                 changes = (sysctl_engine.plan(host_part) if host_part else []) + \
-                    (sysctl_engine.plan(ns_part, lab.server_netns) if ns_part else [])
+                    (sysctl_engine.plan(ns_part, lab.server_netns) if ns_part else []) + \
+                    (sysctl_engine.plan(ns_part, lab.client_netns) if ns_part and tune_client else [])
                 writes = [(c.item, c.after) for c in changes if c.changed]
                 out["applied"] = [c.as_dict() for c in changes if c.changed]
                 if writes:
@@ -234,7 +241,7 @@ def run(sysctls, bench=None, confirm_timeout=300, state_dir=None, prune_p99_abov
             if any(r["latency_us"].get("p99") is None for r in runs):
                 raise NetstackError("a benchmark run completed no request (errors: %s)"
                                     % [r["errors"] for r in runs], field="bench")
-            out["metrics"] = _metrics(runs)
+            out["metrics"] = metrics_of(runs)
             out["ok"] = True
         except NetstackError as e:
             out["error"] = str(e)

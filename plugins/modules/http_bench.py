@@ -114,6 +114,13 @@ options:
         is refused - before anything starts, in check mode too.
       - Lab mode only.
     type: dict
+  keepalive:
+    description:
+      - V(true) keeps each wrk connection open across requests (HTTP keep-alive).
+      - V(false) sends C(Connection: close), so every request opens a new TCP connection
+        (handshake, slow start and TIME_WAIT each time), as short-lived clients do.
+    type: bool
+    default: true
 attributes:
   check_mode:
     description: Can run in check_mode and return changed status prediction without modifying target.
@@ -238,7 +245,8 @@ from ansible_collections.netstack.tuning.plugins.module_utils.common import Nets
 from ansible_collections.netstack.tuning.plugins.module_utils import httpbench
 
 OPTIONS = ("mode", "nginx_mode", "payload_bytes", "connections", "threads", "duration", "warmup", "repeats",
-           "timeout", "target_url", "netns_prefix", "worker_processes", "listen_backlog", "server_sysctls")
+           "timeout", "target_url", "netns_prefix", "worker_processes", "listen_backlog", "server_sysctls",
+           "keepalive")
 
 
 def _terminate(signum, frame):
@@ -280,6 +288,7 @@ def main():
             worker_processes=dict(type="str", default="auto"),
             listen_backlog=dict(type="int", default=511),
             server_sysctls=dict(type="dict"),
+            keepalive=dict(type="bool", default=True),
         ),
         required_if=[("mode", "fleet", ["target_url"])],
         supports_check_mode=True,

@@ -26,6 +26,11 @@ description:
     of one hardware class can share one study; a study of the same name is resumed, and
     trials left running by an interrupted run are marked failed. The storage stays
     readable by optuna-dashboard.
+  - With O(client), the study tunes the host itself instead of a lab - each trial applies the set
+    on the host with M(netstack.tuning.sysctl_set) (commit-confirmed), runs
+    M(netstack.tuning.http_bench) in fleet mode on the client host against O(target_url), and rolls
+    the set back through the host's journal (M(netstack.tuning.netstack_journal)). The client is
+    reached as a task delegated to it would be (its connection, user and become settings).
   - One progress line per trial is printed while it runs.
   - Every option is checked before anything runs - before the host is asked, the storage
     file is created or a benchmark starts - and the same way in check mode; an error names
@@ -107,6 +112,36 @@ options:
     description: Prune a trial whose first run's p99 exceeds this multiple of the baseline p99; 0 disables. At most 1000.
     type: float
     default: 2.0
+  halving:
+    description:
+      - Successive halving (multi-fidelity) - every trial's first benchmark run is a short
+        measurement, and only a trial whose first-run p99 is among the best 1/O(halving) of the
+        first runs so far gets its remaining runs (C(bench.repeats)); the others are pruned, and
+        the sampler still learns from their first run.
+      - V(0) turns it off; 2 to 10. Saves time only with C(bench.repeats) of 2 or more.
+    type: int
+    default: 0
+  client:
+    description:
+      - Inventory host that runs the load (wrk) against this host's own server, turning the study
+        into a remote-client study of the host itself; see the description.
+      - Refused with O(scenario) and with the lab's C(bench) keys (C(nginx_mode), C(payload_bytes),
+        C(worker_processes), C(listen_backlog), C(path)).
+    type: str
+  target_url:
+    description:
+      - URL the client requests, with O(client). Defaults to C(http://<ansible_host>/) of this host.
+      - Settings that only act when a socket is created (the listen backlog) reach the server's
+        listening socket only when it re-listens; restart the server around the study for those.
+    type: str
+  tune_client:
+    description:
+      - Apply each trial's set on the client side too, since loss recovery of the requests and the
+        connect side of a handshake are the client kernel's. With O(client), on the client host
+        (commit-confirmed and rolled back the same way); in the lab, the per-namespace keys in
+        wrk's namespace (M(netstack.tuning.sysctl_trial)'s O(netstack.tuning.sysctl_trial#module:tune_client)).
+    type: bool
+    default: false
   alpha:
     description: Significance level of the verification test; above 0, at most 0.5.
     type: float
@@ -137,6 +172,15 @@ EXAMPLES = r"""
     bench: {duration: 10, repeats: 3, connections: 32}
     report: reports/{{ inventory_hostname }}-study.html
   register: study
+
+- name: Tune a web server with the load coming from another host (remote-client mode)
+  netstack.tuning.sysctl_study:
+    client: loadgen1
+    target_url: "http://{{ ansible_host }}/index.html"
+    space: nginx_latency.yml
+    trials: 40
+    halving: 3
+    bench: {duration: 10, repeats: 3, connections: 64, keepalive: false}
 
 - name: A study shared by every host of one hardware class (PostgreSQL)
   netstack.tuning.sysctl_study:
@@ -187,5 +231,21 @@ history:
 report:
   description: Path of the HTML report.
   returned: when report is set
+  type: str
+pruned:
+  description: Trials of this host pruned after their first run (O(prune_factor) or O(halving)).
+  returned: always
+  type: int
+tune_client:
+  description: Whether the trials changed the client side too (O(tune_client)).
+  returned: always
+  type: bool
+client:
+  description: The client host, with O(client).
+  returned: with client
+  type: str
+target_url:
+  description: The URL the client requested, with O(client).
+  returned: with client
   type: str
 """

@@ -45,6 +45,13 @@ options:
     type: list
     elements: str
     default: []
+  live:
+    description:
+      - With O(action=inspect), V(false) reads C(net.*) keys as a fresh network namespace has
+        them (where a lab trial starts); V(true) reads every key as this host has it now (where
+        a study with a remote client, which tunes the host itself, starts).
+    type: bool
+    default: false
   bench:
     description:
       - Benchmark settings, keys C(nginx_mode) (static or proxy), C(payload_bytes),
@@ -58,6 +65,12 @@ options:
         (for example C(duration) 1 to 3600, C(repeats) 1 to 100); an error names C(bench.<key>).
     type: dict
     default: {}
+  tune_client:
+    description:
+      - Apply the per-namespace (C(net.*)) keys of O(sysctls) in the lab's client namespace (where
+        wrk runs) as well as the server's, in the same journal transaction.
+    type: bool
+    default: false
   repeats:
     description: Overrides C(bench.repeats); 1 to 100.
     type: int
@@ -133,14 +146,14 @@ def run(module):
     p = module.params
     check_path_options(p, ["state_dir"])
     if p["action"] == "inspect":
-        return dict(changed=False, **trial.inspect(p["keys"]))
+        return dict(changed=False, **trial.inspect(p["keys"], live=p["live"]))
     # every number, bench setting, sysctl name and value (its shape against this host's
     # current value): refused here, in check mode as in real mode, before the lab starts
     trial.validate(p["sysctls"], p["bench"], p["confirm_timeout"], p["prune_p99_above"], p["repeats"])
     if module.check_mode:
         return dict(changed=False, ok=True, pruned=False, applied=[], scopes={}, skipped=True)
     res = trial.run(p["sysctls"], p["bench"], p["confirm_timeout"], p["state_dir"], p["prune_p99_above"],
-                    p["repeats"])
+                    p["repeats"], tune_client=p["tune_client"])
     return dict(changed=False, **res)
 
 
@@ -150,6 +163,8 @@ def main():
             action=dict(type="str", default="run", choices=["run", "inspect"]),
             sysctls=dict(type="dict", default={}),
             keys=dict(type="list", elements="str", default=[], no_log=False),
+            live=dict(type="bool", default=False),
+            tune_client=dict(type="bool", default=False),
             bench=dict(type="dict", default={}),
             repeats=dict(type="int"),
             prune_p99_above=dict(type="float"),

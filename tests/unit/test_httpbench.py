@@ -276,6 +276,8 @@ def test_worker_connections_cover_proxy_connections():
     ({"server_sysctls": {"kernel.pid_max": 100000}}, "kernel.pid_max"),
     ({"server_sysctls": {"net/../kernel/pid_max": 1}}, "net/../kernel/pid_max"),
     ({"server_sysctls": ["net.core.somaxconn"]}, "server_sysctls"),
+    ({"keepalive": "yes"}, "keepalive"),
+    ({"keepalive": 1}, "keepalive"),
 ])
 def test_validation_errors_name_the_field(params, field):
     with pytest.raises(NetstackError) as e:
@@ -304,6 +306,10 @@ def test_wrk_argv():
                        ip="/usr/sbin/ip")
     assert argv == ["/usr/sbin/ip", "netns", "exec", "ns-cli", "/usr/bin/wrk", "-t", "2", "-c", "8", "-d", "5s",
                     "--timeout", "2s", "-s", "/x.lua", "http://198.18.100.1:80/payload"]
+    # keepalive false: nginx closes after each response, so wrk connects per request
+    argv = hb.wrk_argv("http://h/", 5, 8, 2, 2, "/x.lua", wrk="wrk", keepalive=False)
+    assert argv == ["wrk", "-H", "Connection: close", "-t", "2", "-c", "8", "-d", "5s", "--timeout", "2s",
+                    "-s", "/x.lua", "http://h/"]
 
 
 # ------------------------------------------------------------------ real lab runs

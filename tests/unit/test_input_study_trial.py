@@ -293,6 +293,12 @@ STUDY_BAD = [
     ({"report": "/tmp"}, "report"),
     ({"objectives": ["rps"]}, "objectives"),
     ({"objectives": []}, "objectives"),
+    ({"halving": 1}, "halving"),
+    ({"halving": 11}, "halving"),
+    ({"halving": BIG}, "halving"),
+    ({"client": "web9"}, "client"),                   # not in the inventory
+    ({"client": "h1"}, "client"),                     # the tuned host itself
+    ({"target_url": "http://web1/"}, "target_url"),   # only with client
 ]
 
 
@@ -342,3 +348,40 @@ def test_study_engine_checks_its_options(no_work, monkeypatch):
     with pytest.raises(NetstackError) as e:
         study.make_sampler("random", seed=-1)
     assert e.value.field == "seed"
+
+
+# ------------------------------------------------------------------ remote-client options
+
+def remote(**kw):
+    p = {"client": "load1", "target_url": None, "tune_client": False, "scenario": None, "bench": {}}
+    p.update(kw)
+    return p
+
+
+def test_remote_client_url_defaults_to_the_tuned_hosts_address():
+    from ansible_collections.netstack.tuning.plugins.action.sysctl_study import check_remote
+    hosts = {"web1", "load1"}.__contains__
+    assert check_remote(remote(), "web1", "198.18.0.11", hosts) == "http://198.18.0.11/"
+    assert check_remote(remote(), "web1", "2001:db8::1", hosts) == "http://[2001:db8::1]/"
+    assert check_remote(remote(target_url="https://web1:8443/x"), "web1", "a", hosts) == "https://web1:8443/x"
+    # the lab's own defaults (the role passes nginx_mode: static) are no lab settings
+    assert check_remote(remote(bench={"nginx_mode": "static", "duration": 3}), "web1", "a", hosts)
+    assert check_remote(remote(client=None), "web1", "a", hosts) is None
+
+
+@pytest.mark.parametrize("kw,field", [
+    ({"client": "web1"}, "client"),
+    ({"client": "nowhere"}, "client"),
+    ({"scenario": "wan-lossy-keepalive"}, "scenario"),
+    ({"bench": {"path": {"down": {"delay_ms": 5}}}}, "bench.path"),
+    ({"bench": {"nginx_mode": "proxy"}}, "bench.nginx_mode"),
+    ({"bench": {"payload_bytes": 65536}}, "bench.payload_bytes"),
+    ({"target_url": "ftp://web1/"}, "target_url"),
+    ({"target_url": "http://web1/\nHost: x"}, "target_url"),
+    ({"client": None, "target_url": "http://web1/"}, "target_url"),
+])
+def test_remote_client_options_name_the_field(kw, field):
+    from ansible_collections.netstack.tuning.plugins.action.sysctl_study import check_remote
+    with pytest.raises(NetstackError) as e:
+        check_remote(remote(**kw), "web1", "198.18.0.11", {"web1", "load1"}.__contains__)
+    assert e.value.field == field, str(e.value)

@@ -185,6 +185,34 @@ def test_clearly_bad_trials_are_pruned(tmp_path):
     assert "COMPLETE" in [h["state"] for h in res["history"]]
 
 
+def test_successive_halving_runs_only_the_best_first_runs_to_the_end(tmp_path):
+    """halving=3: once three trials have a first run, a trial goes on to its other repeats
+    only if its first-run p99 is within the best third so far; the limit handed to the
+    trial is that third's boundary, recomputed before every trial from the study's own
+    record (pruned trials included), and the pruned trial's first run reaches Optuna."""
+    bench = Synthetic()
+    res = study.run_study(small_space(), bench, 15, str(tmp_path / "s.db"), "sh", CURRENT, sampler="random",
+                          seed=4, host="h", prune_factor=0, verify_rounds=4, halving=3)
+    trial_calls = bench.calls[1:16]
+    assert [c[1] for c in trial_calls[:3]] == [None, None, None]  # the rung needs three first runs
+    firsts = []
+    for (sysctls, limit, _repeats), h in zip(trial_calls, res["history"]):
+        if len(firsts) >= 3:
+            assert limit == pytest.approx(stats.quantile(sorted(firsts), 1.0 / 3))
+        firsts.append(h["p99"])
+        assert (h["state"] == "PRUNED") == (limit is not None and h["p99"] > limit)
+    pruned = [h for h in res["history"] if h["state"] == "PRUNED"]
+    assert res["pruned"] == len(pruned) and 0 < len(pruned) < 12 and res["halving"] == 3
+    assert res["best"] is not None and res["accepted"]
+
+
+@pytest.mark.parametrize("halving", [1, -1, 11, 2.5, True, "three"])
+def test_halving_bounds_name_the_option(tmp_path, halving):
+    with pytest.raises(NetstackError) as e:
+        study.run_study(small_space(), Synthetic(), 2, str(tmp_path / "s.db"), "x", CURRENT, halving=halving)
+    assert e.value.field == "halving"
+
+
 def test_study_names_bad_sampler_and_storage(tmp_path):
     with pytest.raises(NetstackError) as e:
         study.run_study(small_space(), Synthetic(), 1, str(tmp_path / "s.db"), "x", CURRENT, sampler="grid")
@@ -205,3 +233,22 @@ def test_warm_start_runs_the_earlier_best_first(tmp_path):
     with pytest.raises(NetstackError) as e:
         study.run_study(small_space(), Synthetic(), 1, db, "x", CURRENT, warm_start="no-such-study")
     assert e.value.field == "warm_start"
+
+
+def test_report_shows_the_winner_with_reasons_remote_client_and_pruning(tmp_path):
+    """render_report on a real (synthetic-benchmark) study result: every value is escaped,
+    the winner's reasons are there, and a remote-client study with halving says so."""
+    sp = small_space()
+    sp["parameters"][0]["reason"] = "<script>alert(1)</script> queue & backlog"
+    res = study.run_study(sp, Synthetic(), 8, str(tmp_path / "s.db"), "rep", CURRENT, seed=1, host="web<1>",
+                          verify_rounds=4, prune_factor=0, halving=2)
+    res.update(client="load&1", target_url="http://web1/?a=1&b=2", tune_client=True)
+    html = study.render_report(res, "study <x>")
+    assert "<script>" not in html and "&lt;script&gt;alert(1)&lt;/script&gt; queue &amp; backlog" in html
+    assert "<title>study &lt;x&gt;</title>" in html
+    assert "Remote client <b>load&amp;1</b> requested http://web1/?a=1&amp;b=2; each trial changed " \
+           "web&lt;1&gt; and load&amp;1" in html
+    if res["pruned"]:
+        assert "pruned after their first run (successive halving: the best 1/2 of first runs went on)" in html
+    assert "<td style='text-align:left'>&lt;script&gt;" in html
+    assert html.count("<svg") >= 4 and html.rstrip().endswith("</html>")

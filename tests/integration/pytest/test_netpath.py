@@ -15,11 +15,10 @@ import os
 import shutil
 import subprocess
 import tempfile
-import time
 
 import pytest
 
-from ansible_collections.netstack.tuning.plugins.module_utils import httpbench, netpath, scenario, trial
+from ansible_collections.netstack.tuning.plugins.module_utils import httpbench, journal, netpath, scenario, trial
 from ansible_collections.netstack.tuning.plugins.module_utils.common import which
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0 or not all(which(t) for t in ("nginx", "wrk", "iperf3", "ping")),
@@ -36,20 +35,6 @@ def lab_leftovers(prefix):
     names = [n for n in os.listdir("/var/run/netns") if n.startswith(prefix)] if os.path.isdir("/var/run/netns") else []
     procs = subprocess.run(["pgrep", "-f", "netpath --tun"], capture_output=True, text=True).stdout.split()
     return names + procs
-
-
-def watchdogs_done(state, limit=30.0):
-    """Wait until every commit-confirm watchdog of ``state`` has seen its rollback.  A
-    watchdog whose journal vanished before it looked would wait out its deadline and then
-    write a fresh journal into a re-created directory (found in suite run 10)."""
-    log = os.path.join(state, "watchdog.log")
-    deadline = time.time() + limit
-    while time.time() < deadline:
-        text = open(log).read() if os.path.exists(log) else ""
-        if text.count(" armed") == text.count(" done: "):
-            return
-        time.sleep(0.1)
-    raise AssertionError("watchdogs still waiting: %s" % text)
 
 
 def test_fidelity_of_the_impaired_path():
@@ -80,7 +65,8 @@ def test_wan_scenario_rto_min_moves_the_tail():
     try:
         base = trial.run({}, bench, 300, state, netns_prefix="nsnpwan")
         fast = trial.run({"net.ipv4.tcp_rto_min_us": "5000"}, bench, 300, state, netns_prefix="nsnpwan")
-        watchdogs_done(state)
+        # a watchdog whose journal vanished before it looked would re-create the dir (suite run 10)
+        assert journal.wait_for_watchdogs(state), open(os.path.join(state, "watchdog.log")).read()
     finally:
         shutil.rmtree(state, ignore_errors=True)
     assert base["ok"] and fast["ok"], (base.get("error"), fast.get("error"))
