@@ -117,8 +117,8 @@ options:
   keepalive:
     description:
       - V(true) keeps each wrk connection open across requests (HTTP keep-alive).
-      - V(false) sends C(Connection: close), so every request opens a new TCP connection
-        (handshake, slow start and TIME_WAIT each time), as short-lived clients do.
+      - "V(false) sends C(Connection: close), so every request opens a new TCP connection
+        (handshake, slow start and TIME_WAIT each time), as short-lived clients do."
     type: bool
     default: true
 attributes:
