@@ -56,6 +56,7 @@ ARGS = dict(
     client=dict(type="str"),
     target_url=dict(type="str"),
     tune_client=dict(type="bool", default=False),
+    client_state_dir=dict(type="path"),
 )
 
 # bench keys that describe the lab (its nginx and path); with a remote client the server
@@ -96,6 +97,8 @@ def check_paths(p):
     """NUL bytes and control characters in path options (and the storage URL): an error
     naming the option, before anything is read or the host is asked."""
     check_path_options(p, ["state_dir"])
+    if p.get("client_state_dir"):
+        check_path_options(p, ["client_state_dir"])
     check_path_options(p, ["storage", "report"], absolute=False)
     if isinstance(p.get("space"), str):
         check_path_options(p, ["space"], absolute=False)
@@ -109,6 +112,8 @@ def check_remote(p, host, address, in_inventory):
     tuned host's address (ansible_host), ``in_inventory(name)`` says whether a host exists.
     NetstackError naming the option."""
     if not p["client"]:
+        if p["client_state_dir"]:
+            raise NetstackError("only with client", field="client_state_dir")
         if p["target_url"]:
             raise NetstackError("only with client (a remote-client study; the lab serves its own URL)",
                                 field="target_url")
@@ -146,6 +151,8 @@ class RemoteTrial(object):
         self.bench, self.p = p["bench"], p
         self.reason = "tuning trial (study %s)" % study_name
         self.tune = [host] + ([client] if p["tune_client"] else [])
+        # each host's own journal: the client's may live elsewhere (client_state_dir)
+        self.state_dir = {host: p["state_dir"], client: p["client_state_dir"] or p["state_dir"]}
 
     def __call__(self, sysctls, prune, repeats):
         applied = []
@@ -153,7 +160,7 @@ class RemoteTrial(object):
             for where in self.tune if sysctls else []:
                 r = self.run_on(where, "netstack.tuning.sysctl_set", {
                     "sysctls": sysctls, "confirm_timeout": self.p["confirm_timeout"],
-                    "state_dir": self.p["state_dir"], "reason": self.reason})
+                    "state_dir": self.state_dir[where], "reason": self.reason})
                 if failed(r):
                     return {"ok": False, "error": "sysctl_set on %s: %s" % (where, r.get("msg"))}
                 if r.get("journal_id"):
@@ -174,7 +181,7 @@ class RemoteTrial(object):
         finally:
             for where, jid in reversed(applied):
                 r = self.run_on(where, "netstack.tuning.netstack_journal", {
-                    "action": "rollback", "journal_id": jid, "state_dir": self.p["state_dir"]})
+                    "action": "rollback", "journal_id": jid, "state_dir": self.state_dir[where]})
                 if failed(r):
                     # the host's watchdog still reverts it at the confirm deadline
                     display.warning("rollback of %s on %s failed (its watchdog reverts it within %d s): %s"

@@ -134,6 +134,12 @@ options:
       - Settings that only act when a socket is created (the listen backlog) reach the server's
         listening socket only when it re-listens; restart the server around the study for those.
     type: str
+  client_state_dir:
+    description:
+      - Journal directory on the O(client) host, for O(tune_client); defaults to O(state_dir).
+      - Variables in the task are those of the tuned host, so give the client's own path where
+        it differs (for example C("{{ hostvars[client].netstack_state_dir }}")).
+    type: path
   tune_client:
     description:
       - Apply each trial's set on the client side too, since loss recovery of the requests and the

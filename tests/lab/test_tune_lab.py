@@ -86,6 +86,7 @@ STUDY_PLAY = """
         confirm_timeout: 120
         storage: {tmp}/s.db
         state_dir: "{{{{ netstack_state_dir }}}}"
+        client_state_dir: "{{{{ hostvars['{load}'].netstack_state_dir }}}}"
         bench: {{duration: 1, warmup: 0, repeats: 2, connections: 4, keepalive: false}}
       register: study
     - name: Keep the result

@@ -353,7 +353,8 @@ def test_study_engine_checks_its_options(no_work, monkeypatch):
 # ------------------------------------------------------------------ remote-client options
 
 def remote(**kw):
-    p = {"client": "load1", "target_url": None, "tune_client": False, "scenario": None, "bench": {}}
+    p = {"client": "load1", "target_url": None, "tune_client": False, "scenario": None, "bench": {},
+         "client_state_dir": None}
     p.update(kw)
     return p
 
@@ -379,6 +380,7 @@ def test_remote_client_url_defaults_to_the_tuned_hosts_address():
     ({"target_url": "ftp://web1/"}, "target_url"),
     ({"target_url": "http://web1/\nHost: x"}, "target_url"),
     ({"client": None, "target_url": "http://web1/"}, "target_url"),
+    ({"client": None, "client_state_dir": "/var/lib/netstack"}, "client_state_dir"),
 ])
 def test_remote_client_options_name_the_field(kw, field):
     from ansible_collections.netstack.tuning.plugins.action.sysctl_study import check_remote
