@@ -29,7 +29,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "collections"))
 
 from ansible_collections.netstack.tuning.plugins.module_utils import (  # noqa: E402
-    journal, scenario, searchspace, stats, study, trial)
+    journal, scenario, stats, study, trial)
+from tune_scenarios import study_inputs  # noqa: E402
 
 
 def log(msg):
@@ -80,11 +81,7 @@ def main():
     ap.add_argument("--verify-rounds", type=int, default=6)
     ap.add_argument("--out", default=os.path.join(ROOT, "benchmarks", "results"))
     args = ap.parse_args()
-    path = scenario.shipped()[args.scenario]
-    sc = scenario.load(path)
-    space = searchspace.load(open(scenario.space_path(sc, path)).read())
-    insp = trial.inspect(sorted({p["sysctl"] for p in space["parameters"]}))
-    space, skipped = searchspace.available(space, insp["missing"])
+    sc, space, skipped, insp = study_inputs(scenario.shipped()[args.scenario])
     bench = scenario.bench(sc, repeats=args.repeats, duration=args.trial_duration)
     work = tempfile.mkdtemp(prefix="bench-halving-")
     state = os.path.join(work, "state")

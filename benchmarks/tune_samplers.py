@@ -23,6 +23,7 @@ sys.path.insert(0, os.path.join(ROOT, "collections"))
 
 from ansible_collections.netstack.tuning.plugins.module_utils import (  # noqa: E402
     journal, scenario, searchspace, stats, study, trial)
+from tune_scenarios import study_inputs  # noqa: E402
 
 
 def trials_to(curve, baseline, share=0.9):
@@ -71,11 +72,7 @@ def main():
     ap.add_argument("--trial-duration", type=int, default=3)
     ap.add_argument("--out", default=os.path.join(ROOT, "benchmarks", "results"))
     args = ap.parse_args()
-    path = scenario.shipped()[args.scenario]
-    sc = scenario.load(path)
-    space = searchspace.load(open(scenario.space_path(sc, path)).read())
-    insp = trial.inspect(sorted({p["sysctl"] for p in space["parameters"]}))
-    space, skipped = searchspace.available(space, insp["missing"])
+    sc, space, skipped, insp = study_inputs(scenario.shipped()[args.scenario])
     bench = scenario.bench(sc, repeats=1, duration=args.trial_duration)
     work = tempfile.mkdtemp(prefix="bench-samplers-")
     state = os.path.join(work, "state")

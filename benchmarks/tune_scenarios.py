@@ -65,13 +65,20 @@ def fidelity_of(bench):
         return netpath.fidelity(lab)
 
 
-def run_scenario(name, path, args, state, work):
+def study_inputs(path, extra_keys=()):
+    """A scenario file's scenario, its search space as this kernel offers it (keys the
+    kernel lacks left out, and listed), and trial.inspect of those keys and ``extra_keys``
+    (current values, missing keys).  Shared by the tuning benchmarks."""
     sc = scenario.load(path)
-    space_all = searchspace.load(open(scenario.space_path(sc, path)).read())
-    keys = sorted({p["sysctl"] for p in space_all["parameters"]})
-    tuned_keys = sorted(set(study.TUNED_NETWORK_LATENCY) | set(study.TUNED_NETWORK_THROUGHPUT))
-    insp = trial.inspect(keys + tuned_keys)
-    space, skipped = searchspace.available(space_all, insp["missing"])
+    space = searchspace.load(open(scenario.space_path(sc, path)).read())
+    insp = trial.inspect(sorted({p["sysctl"] for p in space["parameters"]} | set(extra_keys)))
+    space, skipped = searchspace.available(space, insp["missing"])
+    return sc, space, skipped, insp
+
+
+def run_scenario(name, path, args, state, work):
+    tuned_keys = set(study.TUNED_NETWORK_LATENCY) | set(study.TUNED_NETWORK_THROUGHPUT)
+    sc, space, skipped, insp = study_inputs(path, tuned_keys)
     tuned = {"tuned-network-latency": {k: v for k, v in study.TUNED_NETWORK_LATENCY.items()
                                        if k not in insp["missing"]},
              "tuned-network-throughput": {k: v for k, v in study.TUNED_NETWORK_THROUGHPUT.items()
