@@ -62,9 +62,11 @@ bench: bench-sysctl bench-tune bench-tcp bench-shm bench-amp bench-zerocopy benc
 bench-sysctl:     ## 20 keys: sysctl_set vs ansible.posix.sysctl
 	$(PY) benchmarks/sysctl_apply.py --repeats 5
 
-bench-tune:       ## tuning: optimizer quality (synthetic), then every scenario: defaults / tuned profiles / study winner (~1 h)
+bench-tune:       ## tuning: optimizer quality (synthetic); every scenario: defaults / tuned profiles / study winner; proxy-churn with the client tuned; successive halving (~1.3 h)
 	$(PY) benchmarks/tune_optimizer.py --seeds 20 --budget 300
-	$(PY) benchmarks/tune_scenarios.py --trials 40 --rounds 8
+	$(PY) benchmarks/tune_scenarios.py --trials 40 --rounds 8 --trial-duration 3
+	$(PY) benchmarks/tune_scenarios.py --scenario proxy-churn --tune-client --tag=-client --trials 40 --rounds 8 --trial-duration 3
+	$(PY) benchmarks/tune_halving.py --trials 12 --seeds 2 --repeats 3 --halving 3 --trial-duration 2 --verify-rounds 6
 
 bench-tcp:        ## per-connection TCP tuning: sockops overhead, and short-flow FCT under loss
 	/usr/bin/python3 benchmarks/tcp_tuning_overhead.py --repeats 7
