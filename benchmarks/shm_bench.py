@@ -660,9 +660,9 @@ def _versions():
 
 # ------------------------------------------------------------------------------ report
 COUNTER_SHOWN = ("captured", "capture_errors", "shm_conns", "tcp_conns", "shm_bytes", "tcp_bytes",
-                 "overflows", "resumes")
+                 "overflows", "resumes", "grows")
 SPREAD_KEYS = ("median", "min", "max")
-PROGRESS_COUNTERS = {"shm": ("captured", "shm_bytes", "tcp_bytes", "overflows", "resumes"),
+PROGRESS_COUNTERS = {"shm": ("captured", "shm_bytes", "tcp_bytes", "overflows", "resumes", "grows"),
                      "tcp": ("captured",), "uds": ("captured",)}
 
 
@@ -749,7 +749,7 @@ def render(meta, summary, raw, tools, checks):
     L.append("Counter deltas of the path over each shm measurement, median (min-max) over repeats; \"on path\" = "
              "shm_bytes / (shm_bytes + tcp_bytes). overflows: connection directions that left the path for "
              "TCP because the reader's queue reached max_queue; resumes: directions that came back onto the "
-             "path once TCP had drained. A shm measurement passes when shm_bytes > 0, sockets were captured, "
+             "path once TCP had drained; grows: times a reading reader's default bound doubled. A shm measurement passes when shm_bytes > 0, sockets were captured, "
              "capture_errors = 0 and tcp_bytes is at most 1% of shm_bytes unless a direction overflowed; a tcp "
              "or uds measurement passes when it captured nothing; a measurement whose client failed fails. "
              "tcp_conns > 0 in the wrk rows is teardown: wrk closes with requests in flight, nginx's response "

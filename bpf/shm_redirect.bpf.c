@@ -26,6 +26,10 @@
 // than its bound (policy max_queue, or the peer's SO_RCVBUF); past it, the direction goes
 // to TCP, whose flow control then stops the sender as it always does, and comes back
 // when TCP has drained and the path queue is down to half the bound (docs/shm.md).
+// The default bound grows for a reader that reads, as TCP's receive autotuning grows
+// SO_RCVBUF: reaching it after the reader had consumed half a bound since the last growth
+// doubles it, up to the reader's namespace's tcp_rmem[2]; a reader that does not read
+// keeps SO_RCVBUF.
 //
 // The kernel gives an sk_msg program no way to read another socket (a sockhash lookup
 // returns a reference it cannot release: bpf_sk_release is not offered to sk_msg), so
@@ -55,6 +59,8 @@
 #define S_SHM     1         // on the path
 #define S_TCP     2         // on TCP; may come onto the path once TCP has drained
 #define S_DONE    3         // on TCP for good: the peer left the sockhash (closed)
+
+#define SOCK_RCVBUF_LOCK 2  // sk_userlocks: the reader set SO_RCVBUF (TCP then never autotunes)
 
 // low bits of sk_user_data are flags (SK_USER_DATA_NOCOPY, _BPF, _PSOCK)
 #define USER_DATA_PTRMASK (~7ULL)
@@ -96,6 +102,7 @@ struct stats {
     __u64 tcp_bytes;        // payload of captured sockets sent over TCP
     __u64 overflows;        // a direction left the path: its reader's queue was at the bound
     __u64 resumes;          // a direction came (back) onto the path after TCP drained
+    __u64 grows;            // a reading reader's default bound doubled (receive autotuning)
 };
 
 struct conn_state {
@@ -103,6 +110,10 @@ struct conn_state {
     __u32 state;
     __u32 max_queue;        // from the policy at capture; 0: the peer's SO_RCVBUF
     __u32 pending;          // list mode: bytes sent since the peer's queue was seen empty
+    __u32 grown;            // default bound after growth (0: not grown, SO_RCVBUF applies)
+    __u32 pad;
+    __u64 sent;             // bytes this direction put on the path
+    __u64 mark;             // bytes the reader had consumed at the last growth
     __u64 peer_sk;          // the peer's struct sock, from `peers` (0: not known yet)
     __u64 peer_cookie;
 };
@@ -261,6 +272,10 @@ int shm_sockops(struct bpf_sock_ops *skops)
     cs->state = S_PENDING;
     cs->max_queue = pp ? pp->max_queue : 0;
     cs->pending = 0;
+    cs->grown = 0;
+    cs->pad = 0;
+    cs->sent = 0;
+    cs->mark = 0;
     cs->peer_sk = 0;
     cs->peer_cookie = 0;
     struct peer_ref ref = {};
@@ -330,7 +345,32 @@ static __always_inline __u32 bound_of(struct conn_state *cs)
     if (cs->max_queue)
         return cs->max_queue;
     __u32 rcvbuf = read_u32(cs->peer_sk + OFF_SK_RCVBUF, 0);
-    return rcvbuf > 0 && rcvbuf < 0x7fffffff ? rcvbuf : 0;
+    if (!(rcvbuf > 0 && rcvbuf < 0x7fffffff))
+        return 0;
+    return cs->grown > rcvbuf ? cs->grown : rcvbuf;
+}
+
+// The most the default bound may grow to: the reader's tcp_rmem[2], TCP's own ceiling for
+// an autotuned receive buffer; 0 (no growth) for a policy's fixed max_queue, for a reader
+// that set SO_RCVBUF itself (TCP does not autotune it either), or on a kernel whose layout
+// was not found.
+static __always_inline __u32 grow_limit(struct conn_state *cs)
+{
+#if defined(OFF_SK_NET) && defined(OFF_NET_TCP_RMEM) && defined(OFF_SK_USERLOCKS)
+    if (cs->max_queue)
+        return 0;
+    __u8 locks = 0xff;
+    bpf_probe_read_kernel(&locks, sizeof(locks), (void *)(cs->peer_sk + OFF_SK_USERLOCKS));
+    if (locks & SOCK_RCVBUF_LOCK)
+        return 0;
+    __u64 net = read_u64(cs->peer_sk + OFF_SK_NET);
+    if (!net)
+        return 0;
+    __u32 most = read_u32(net + OFF_NET_TCP_RMEM + 2 * sizeof(__u32), 0);
+    return most < 0x7fffffff ? most : 0;
+#else
+    return 0;
+#endif
 }
 
 // Everything this direction sent over TCP has been acknowledged and read by the peer, so
@@ -395,6 +435,21 @@ int shm_msg(struct sk_msg_md *msg)
         // One message always fits an empty queue; otherwise the bound holds.
         if (bound && (queued == 0 || (__u64)queued + size <= bound))
             goto redirect;
+        // At the bound, with a reader that consumed half a bound since the last growth:
+        // it reads, and its TCP receive buffer would have grown; double the bound (up to
+        // the ceiling).  What the reader consumed: what this direction sent minus what is
+        // queued (without msg_tot_len, `queued` is an upper bound: this undercounts).
+        __u64 consumed = cs->sent > queued ? cs->sent - queued : 0;
+        __u32 most = bound && consumed >= cs->mark + bound / 2 ? grow_limit(cs) : 0;
+        if (bound < most) {
+            __u64 more = (__u64)bound * 2;
+            cs->grown = more < most ? more : most;
+            cs->mark = consumed;
+            if (st)
+                st->grows += 1;
+            if ((__u64)queued + size <= cs->grown)
+                goto redirect;
+        }
         cs->state = S_TCP;
         if (st)
             st->overflows += 1;
@@ -433,6 +488,7 @@ redirect:;
 #ifndef OFF_PSOCK_MSG_TOT_LEN
     cs->pending += size;
 #endif
+    cs->sent += size;
     if (st) {
         st->shm_msgs += 1;
         st->shm_bytes += size;

@@ -23,7 +23,8 @@ already on the path keep it until they close (taking them off would drop the byt
 for the reader); connections on TCP stay on TCP.
 
 ``max_queue`` bounds what one direction of a connection may hold queued at its reader on
-the path (bytes; default: the reader's SO_RCVBUF, as TCP).  Past it the direction goes to
+the path (bytes, fixed; default: the reader's SO_RCVBUF, grown as TCP's receive autotuning
+grows it for a reader that reads, up to its tcp_rmem[2]).  Past it the direction goes to
 TCP, whose flow control stops the sender, and comes back once TCP has drained.  The program
 reads the reader's queue at offsets of the running kernel (``kernel_cflags``, from BTF).
 
@@ -31,8 +32,8 @@ Encoding (must match shm_redirect.bpf.c):
     policy  <IHHI>    flags, port_lo, port_hi, max_queue
     prefix  <16s16s>  addr, mask (network order, IPv4 as ::ffff:a.b.c.d)
     config  <IIIIII>  active_set, npolicies[2], nprefixes[2], flags
-    stats   <10Q>     captured, capture_errors, shm_conns, tcp_conns, shm_msgs, shm_bytes,
-                      tcp_msgs, tcp_bytes, overflows, resumes   (per CPU)
+    stats   <11Q>     captured, capture_errors, shm_conns, tcp_conns, shm_msgs, shm_bytes,
+                      tcp_msgs, tcp_bytes, overflows, resumes, grows   (per CPU)
 """
 
 from __future__ import absolute_import, division, print_function
@@ -54,10 +55,10 @@ POLICY_FMT = "<IHHI"
 POLICY_SIZE = struct.calcsize(POLICY_FMT)
 PREFIX_FMT = "<16s16s"
 CFG_FMT = "<IIIIII"
-STATS_FMT = "<10Q"
+STATS_FMT = "<11Q"
 STATS_SIZE = struct.calcsize(STATS_FMT)
 STATS_FIELDS = ("captured", "capture_errors", "shm_conns", "tcp_conns", "shm_msgs", "shm_bytes",
-                "tcp_msgs", "tcp_bytes", "overflows", "resumes")
+                "tcp_msgs", "tcp_bytes", "overflows", "resumes", "grows")
 P_VALID = 1
 C_ENABLED = 1
 SOURCE_NAME = "shm_redirect.bpf.c"
@@ -227,7 +228,29 @@ def kernel_layout(vmlinux=None):
     tot = b.offset("sk_psock", "msg_tot_len")
     if tot is not None:
         defines["OFF_PSOCK_MSG_TOT_LEN"] = tot
-    return {"defines": defines, "queue": "msg_tot_len" if tot is not None else "list"}
+    grow = _optional(b, _GROWTH)
+    defines.update(grow)
+    return {"defines": defines, "queue": "msg_tot_len" if tot is not None else "list", "growth": bool(grow)}
+
+
+# What the default bound's growth reads: the reader's namespace's tcp_rmem[2] and whether it
+# set SO_RCVBUF itself.  Without all three the bound stays at SO_RCVBUF.
+_GROWTH = (("OFF_SK_NET", "sock", "__sk_common.skc_net"),
+           ("OFF_NET_TCP_RMEM", "net", "ipv4.sysctl_tcp_rmem"),
+           ("OFF_SK_USERLOCKS", "sock", "sk_userlocks"))
+
+
+def _optional(b, fields):
+    out = {}
+    for macro, struct_name, member in fields:
+        try:
+            off = b.offset(struct_name, member)
+        except NetstackError:       # a bit field in this kernel
+            off = None
+        if off is None:
+            return {}
+        out[macro] = off
+    return out
 
 
 def kernel_cflags(layout=None):
@@ -491,6 +514,7 @@ def metrics(counters, prefix="netstack_shm"):
         "overflows": ("counter", "Connection directions that left the path for TCP: the reader's queue "
                                  "reached max_queue"),
         "resumes": ("counter", "Connection directions that came onto the path after TCP had drained"),
+        "grows": ("counter", "Times a reading reader's default queue bound doubled (receive autotuning)"),
     }
     lines = []
     if not counters:

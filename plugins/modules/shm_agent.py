@@ -121,7 +121,8 @@ counters:
     - Per policy and in total - C(captured), C(capture_errors), C(shm_conns), C(tcp_conns),
       C(shm_msgs), C(shm_bytes), C(tcp_msgs), C(tcp_bytes), C(overflows) (directions that
       reached max_queue and went over TCP), C(resumes) (directions that came onto the path
-      after TCP drained); and C(sockets) on the path now.
+      after TCP drained), C(grows) (a reading reader's default bound doubled); and C(sockets)
+      on the path now.
   returned: when the path is on
   type: dict
 draining:

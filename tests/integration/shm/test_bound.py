@@ -234,6 +234,7 @@ def _judge(res, npairs):
     # Each direction took the path, reached the bound once and went over TCP for the rest.
     assert d["captured"] == 2 * npairs and d["shm_conns"] == npairs, d
     assert d["overflows"] == npairs and d["resumes"] == 0, d
+    assert d["grows"] == 0, d           # a reader that does not read never grows its bound
     done, errors = res["unrelated"]
     assert not errors, errors
     assert done >= 1, "the unrelated transfer never completed"
@@ -247,3 +248,59 @@ def test_one_reader_that_never_reads(path, lsock, closer):
 def test_a_hundred_readers_that_never_read(path, lsock, closer):
     res = _hold(path, lsock, closer, 100)
     _judge(res, 100)
+
+
+# ------------------------------------------------------------------ a reader that reads
+
+def _lockstep(path, lsock, closer, lock_rcvbuf):
+    """Fill the reader's queue to its bound, let it read half a bound, then send one more
+    block: the path's decision at that block is what the test reads from the counters.
+    Returns (counter deltas, bound)."""
+    c, s = closer(*pair(lsock))
+    if lock_rcvbuf:
+        # SO_RCVBUF set by the application: TCP never autotunes it, nor does the path.
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, s.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF) // 2)
+    bound = s.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
+    full = bound // BLOCK                  # blocks that fit under the bound
+    half = -(-bound // 2 // BLOCK)         # blocks that make at least half a bound
+    before = snap(path)
+    sent = 0
+    for _ in range(full):
+        c.sendall(_stamp(sent))
+        sent += 1
+    s.settimeout(30)
+    buf = bytearray()
+    while len(buf) < half * BLOCK:
+        buf += s.recv(half * BLOCK - len(buf))
+    for i in range(half):
+        assert bytes(buf[i * BLOCK:(i + 1) * BLOCK]) == _stamp(i), "block %d damaged" % i
+    for _ in range(half + 1):              # the last one would pass the bound
+        c.sendall(_stamp(sent))
+        sent += 1
+    d = delta(snap(path), before)
+    # Every byte still arrives, in order, after the blocks already read.
+    got = 0
+    while got < (sent - half) * BLOCK:
+        chunk = s.recv(min(1 << 20, (sent - half) * BLOCK - got))
+        assert chunk, "EOF after %d bytes" % got
+        buf = chunk if got == 0 else buf + chunk
+        got += len(chunk)
+    for k in range(sent - half):
+        assert bytes(buf[k * BLOCK:(k + 1) * BLOCK]) == _stamp(half + k), "block %d damaged or out of order" % (half + k)
+    return d, bound
+
+
+def test_a_reading_readers_bound_grows(path, lsock, closer):
+    """TCP grows a reading socket's receive buffer; the path grows its bound for a reader
+    that has consumed half a bound: the block past the bound stays on the path."""
+    d, bound = _lockstep(path, lsock, closer, lock_rcvbuf=False)
+    print("bound %d B: %s" % (bound, d))
+    assert d["grows"] == 1 and d["overflows"] == 0 and d["tcp_bytes"] == 0, d
+
+
+def test_a_locked_rcvbuf_is_a_fixed_bound(path, lsock, closer):
+    """A reader that set SO_RCVBUF keeps it as its bound, reading or not (TCP does not
+    autotune a locked buffer either): the block past the bound goes over TCP."""
+    d, bound = _lockstep(path, lsock, closer, lock_rcvbuf=True)
+    print("bound %d B: %s" % (bound, d))
+    assert d["grows"] == 0 and d["overflows"] == 1 and d["tcp_bytes"] > 0, d
