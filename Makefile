@@ -11,13 +11,16 @@ SANITY_ROOT := build/sanity/ansible_collections/netstack/tuning
 # sanity covers what ships to managed hosts (plugins/, roles/, playbooks/, docs).
 SANITY_EXCLUDE := tests/unit/ tests/support/ tests/integration/pytest/ tests/integration/shm/ tests/lab/ tests/vm/ benchmarks/ scripts/ .ci/ molecule/
 
-.PHONY: setup demo test unit sanity lint packaging integration molecule image lab-test bench bench-sysctl bench-tune bench-tcp bench-shm bench-amp bench-zerocopy bench-traffic bench-fleet bench-ivshmem clean
+.PHONY: setup setup-demo demo test unit sanity lint packaging integration molecule image lab-test bench bench-sysctl bench-tune bench-tcp bench-shm bench-amp bench-zerocopy bench-traffic bench-fleet bench-ivshmem clean
 
-setup:            ## install system packages and the virtualenv (idempotent)
+setup:            ## install system packages (the main job's and the tests') and the virtualenv (idempotent)
 	@scripts/bootstrap.sh
 
-demo: setup       ## the main job on this machine (lab form): site.yml (all six capabilities), report, rollback
-	$(BIN)/ansible-playbook -i inventories/local playbooks/demo.yml $(DEMO_ARGS) || \
+setup-demo:       ## install only what the main job needs
+	@scripts/bootstrap.sh demo
+
+demo: setup-demo  ## the main job on this machine (lab form): site.yml (all six capabilities), report, rollback
+	ANSIBLE_STDOUT_CALLBACK=netstack.tuning.demo $(BIN)/ansible-playbook -i inventories/local playbooks/demo.yml $(DEMO_ARGS) || \
 	  { echo "make demo: the run failed; putting the machine back (playbooks/rollback.yml)"; \
 	    $(BIN)/ansible-playbook -i inventories/local playbooks/rollback.yml; exit 1; }
 

@@ -28,6 +28,12 @@ def site_report(hosts, reports=None, title="netstack.tuning fleet report"):
     return sitereport.html(hosts, reports or {}, title)
 
 
+def softirq_delta(after, before):
+    """Per-CPU growth of /proc/softirqs' NET_RX and NET_TX lines between two readings."""
+    return sitereport.softirq_delta(before, after)
+
+
 class FilterModule(object):
     def filters(self):
-        return {"site_host_summary": site_host_summary, "site_host_data": site_host_data, "site_report": site_report}
+        return {"site_host_summary": site_host_summary, "site_host_data": site_host_data, "site_report": site_report,
+                "softirq_delta": softirq_delta}

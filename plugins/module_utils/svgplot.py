@@ -159,8 +159,10 @@ def line_chart(series, title="", xlabel="", ylabel="", points=False, marks=(), x
         colors.append(c)
         pts = [(x, ty(y)) for x, y in pts if y is not None]
         pts = [(x, y) for x, y in pts if y is not None]
-        if points:
-            parts += ['<circle cx="%.1f" cy="%.1f" r="2.5" fill="%s"/>' % (sx(x), sy(y), c) for x, y in pts]
+        if points or len(pts) == 1:
+            # a single point draws no line: mark it, or a one-bin series is invisible
+            parts += ['<circle cx="%.1f" cy="%.1f" r="%s" fill="%s"/>' % (sx(x), sy(y), 2.5 if points else 3.5, c)
+                      for x, y in pts]
         else:
             extra = ""
             if st.get("dash"):
@@ -183,21 +185,28 @@ def bar_chart(items, title="", xlabel="", ylabel="", horizontal=True, vfmt=None)
     vfmt = vfmt or _fmt
     if not items:
         return "<p>(no data for %s)</p>" % _esc(title)
-    h = max(H, T + B + 18 * len(items))
-    vmax = max(it[1] for it in items) or 1.0
+    # As tall as the bars need, plus the value axis below them (ticks and its label).
+    h = T + 18 * len(items) + 8 + 36
+    _lo, vmax, ticks = _nice(0.0, max(max(it[1] for it in items), 0.0) or 1.0, 4)
     left = 220
     pw = W - left - R - 56  # room for the value printed after the longest bar
+    axis = T + 18 * len(items) + 6
     parts = ['<svg xmlns="http://www.w3.org/2000/svg" width="%d" height="%d" viewBox="0 0 %d %d" '
              'font-family="sans-serif" font-size="11">' % (W, h, W, h),
              '<rect width="100%" height="100%" fill="white"/>',
              '<text x="8" y="18" font-size="13" font-weight="bold">%s</text>' % _esc(title)]
+    for t in ticks:
+        x = left + t / vmax * pw
+        parts.append('<line x1="%.1f" x2="%.1f" y1="%d" y2="%d" stroke="#e5e5e5"/>' % (x, x, T, axis))
+        parts.append('<text x="%.1f" y="%d" text-anchor="middle">%s</text>' % (x, axis + 13, _esc(_fmt(t))))
+    parts.append('<line x1="%d" x2="%d" y1="%d" y2="%d" stroke="#888"/>' % (left, left + pw, axis, axis))
     for i, (label, v) in enumerate(items):
         y = T + i * 18
         parts.append('<text x="%d" y="%d" text-anchor="end">%s</text>' % (left - 6, y + 12, _esc(str(label))))
         parts.append('<rect x="%d" y="%d" width="%.1f" height="13" fill="%s"/>'
                      % (left, y + 2, max(1.0, v / vmax * pw), PALETTE[0]))
         parts.append('<text x="%.1f" y="%d">%s</text>' % (left + v / vmax * pw + 4, y + 12, _esc(vfmt(v))))
-    parts.append('<text x="%d" y="%d" text-anchor="middle">%s</text>' % (left + pw / 2, h - 8, _esc(xlabel)))
+    parts.append('<text x="%d" y="%d" text-anchor="middle">%s</text>' % (left + pw / 2, h - 6, _esc(xlabel)))
     return "\n".join(parts + ["</svg>"])
 
 
@@ -239,7 +248,7 @@ def heatmap(rows, cols, matrix, title="", fmt=_fmt):
     lo, hi = min(flat), max(flat)
     cw = max(18, (W - 90) // max(1, len(cols)))
     ch = 18
-    w, h = 90 + cw * len(cols), 40 + ch * len(rows) + 20
+    w, h = max(90 + cw * len(cols), 300), 40 + ch * len(rows) + 24
     parts = ['<svg xmlns="http://www.w3.org/2000/svg" width="%d" height="%d" font-family="sans-serif" '
              'font-size="10">' % (w, h), '<rect width="100%" height="100%" fill="white"/>',
              '<text x="4" y="14" font-size="13" font-weight="bold">%s</text>' % _esc(title)]
@@ -251,8 +260,11 @@ def heatmap(rows, cols, matrix, title="", fmt=_fmt):
         for j, v in enumerate(matrix[i]):
             if v is None:
                 continue
-            f = (v - lo) / ((hi - lo) or 1)
+            # from a light tint (lowest) to full blue (highest); one value (or all equal) is
+            # drawn in full, never white on white
+            f = 0.15 + 0.85 * (v - lo) / (hi - lo) if hi > lo else 1.0
             col = "rgb(%d,%d,%d)" % (255 - 224 * f, 255 - 136 * f, 255 - 75 * f)
-            parts.append('<rect x="%d" y="%d" width="%d" height="%d" fill="%s"><title>%s</title></rect>'
-                         % (90 + j * cw, y, cw - 1, ch - 1, col, _esc(fmt(v))))
+            parts.append('<rect x="%d" y="%d" width="%d" height="%d" fill="%s" stroke="#ccc" stroke-width="0.5">'
+                         '<title>%s</title></rect>' % (90 + j * cw, y, cw - 1, ch - 1, col, _esc(fmt(v))))
+    parts.append('<text x="90" y="%d">lightest %s, darkest %s</text>' % (h - 6, _esc(fmt(lo)), _esc(fmt(hi))))
     return "\n".join(parts + ["</svg>"])

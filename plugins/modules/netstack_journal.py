@@ -25,6 +25,9 @@ description:
   - V(list) returns the transactions, and the journal's damaged lines if it has any.
   - V(repair) sets damaged lines aside into C(journal.damaged) beside the journal and keeps
     every valid transaction; writes refuse a damaged journal until then.
+  - V(remove) deletes the journal directory O(state_dir) once no entry in it is in force and
+    every commit-confirm watchdog of it has finished (it waits up to 30 s for them), to take
+    a lab or a retired host back to nothing. It refuses while an entry is in force.
   - A confirm after the deadline is refused; the change was, or is about to be, reverted.
 author:
   - netstack.tuning maintainers (@netstack-tuning)
@@ -32,7 +35,7 @@ options:
   action:
     description: What to do.
     type: str
-    choices: [list, confirm, rollback, recover, repair]
+    choices: [list, confirm, rollback, recover, repair, remove]
     default: list
   journal_id:
     description: Journal entry to confirm or roll back to.
@@ -74,6 +77,11 @@ EXAMPLES = r"""
 - name: Set damaged journal lines aside (they are kept in journal.damaged)
   netstack.tuning.netstack_journal:
     action: repair
+
+- name: Remove a lab's journal directory after everything in it was rolled back
+  netstack.tuning.netstack_journal:
+    action: remove
+    state_dir: /var/lib/netstack-lab
 """
 
 RETURN = r"""
@@ -104,9 +112,12 @@ conflicts:
   elements: dict
 """
 
+import os
+import shutil
+
 from ansible_collections.netstack.tuning.plugins.module_utils.frontend import NetstackModule
 from ansible_collections.netstack.tuning.plugins.module_utils.common import NetstackError
-from ansible_collections.netstack.tuning.plugins.module_utils.journal import ACTIVE_STATES, Journal
+from ansible_collections.netstack.tuning.plugins.module_utils.journal import ACTIVE_STATES, Journal, wait_for_watchdogs
 
 
 def run(module):
@@ -117,10 +128,12 @@ def run(module):
                                             and len(p["journal_id"]) <= 12):
         raise NetstackError("a journal id is a string of up to 12 ASCII digits, got %r" % p["journal_id"][:40],
                             field="journal_id")
-    j = Journal(p["state_dir"])
     action = p["action"]
     check = module.check_mode
     result = {"changed": False, "entries": [], "pending_confirm": [], "damaged": []}
+    if action == "remove":
+        return remove(p["state_dir"], check, result)
+    j = Journal(p["state_dir"])
     if action == "recover":
         res = j.settle(check=check)
         result["undone"] = res["recovered"] + res["expired"]
@@ -166,10 +179,31 @@ def run(module):
     return result
 
 
+def remove(state_dir, check, result):
+    """Delete a journal directory nothing in which is in force any more."""
+    if not os.path.isdir(state_dir):
+        return result
+    view = Journal(state_dir).view()
+    view.require_intact()
+    live = [t.id for t in view.txns if t.state in ACTIVE_STATES]
+    if live:
+        raise NetstackError("entries %s are still in force; roll them back first (action=rollback)"
+                            % ", ".join(live), field="state_dir")
+    result["changed"] = True
+    if check:
+        return result
+    # A watchdog that found its journal gone would wait out its deadline and revert into a
+    # re-created directory: wait until every one has logged that it is done.
+    if not wait_for_watchdogs(state_dir, timeout=30.0):
+        raise NetstackError("a commit-confirm watchdog of this journal is still running after 30 s", field="state_dir")
+    shutil.rmtree(state_dir)
+    return result
+
+
 def main():
     module = NetstackModule(
         argument_spec=dict(
-            action=dict(type="str", default="list", choices=["list", "confirm", "rollback", "recover", "repair"]),
+            action=dict(type="str", default="list", choices=["list", "confirm", "rollback", "recover", "repair", "remove"]),
             journal_id=dict(type="str"),
             state_dir=dict(type="path", default="/var/lib/netstack"),
             limit=dict(type="int", default=50),

@@ -45,9 +45,11 @@ options:
         (a port or C(lo-hi)); a connection matches when its service port (the one the
         server listens on) is in range; client ephemeral ports never match.
       - Optional C(max_queue) (bytes, 16384 to 1073741824) bounds what one direction of a
-        connection may hold queued at its reader on the path; the default is the reader's
-        SO_RCVBUF, as TCP. Past the bound the direction goes over TCP, whose flow control
-        stops the sender, and comes back once TCP has drained.
+        connection may hold queued at its reader on the path (a fixed bound). The default
+        is the reader's SO_RCVBUF, grown as TCP's receive autotuning grows it while the
+        reader reads (up to its C(net.ipv4.tcp_rmem) maximum). Past the bound the direction
+        goes over TCP, whose flow control stops the sender, and comes back once TCP has
+        drained.
       - Required when O(state=present).
     type: list
     elements: dict

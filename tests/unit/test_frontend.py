@@ -59,3 +59,32 @@ def test_a_non_finite_float_for_an_int_option_is_refused_naming_it():
                                               "confirm_timeout": float("nan")}, "confirm_timeout")):
         res = result_of(run_case(module_runner(name), args, check_mode=True))
         assert res["failed"] and field in res["msg"], res
+
+
+def _journal_remove_case(args, check_mode, diff):
+    """Inside the sandbox: remove refuses while an entry is in force, removes nothing in
+    check mode, and deletes the directory once everything was rolled back."""
+    from modharness import call_main
+    from ansible_collections.netstack.tuning.plugins.modules import netstack_journal, sysctl_set
+    state = "/tmp/nsprop/remove-state"
+    applied = call_main(sysctl_set.main, {"sysctls": {"net.ipv4.tcp_syn_retries": 4}, "state_dir": state}, False)
+    steps = {"applied": applied}
+    steps["refused"] = call_main(netstack_journal.main, {"action": "remove", "state_dir": state}, False)
+    steps["rollback"] = call_main(netstack_journal.main, {"action": "rollback", "state_dir": state}, False)
+    steps["check"] = call_main(netstack_journal.main, {"action": "remove", "state_dir": state}, True)
+    after_check = os.path.isdir(state)
+    steps["remove"] = call_main(netstack_journal.main, {"action": "remove", "state_dir": state}, False)
+    steps["again"] = call_main(netstack_journal.main, {"action": "remove", "state_dir": state}, False)
+    exc = [s["exception"] for s in steps.values() if s["exception"]]
+    return {"exception": exc[0] if exc else None,
+            "result": dict([(k, v["result"]) for k, v in steps.items()],
+                           after_check=after_check, after_remove=os.path.exists(state))}
+
+
+def test_journal_remove_refuses_while_in_force_and_deletes_after_rollback():
+    res = result_of(run_case(_journal_remove_case, {}, check_mode=False))
+    assert res["applied"]["changed"], res["applied"]
+    assert res["refused"]["failed"] and "still in force" in res["refused"]["msg"], res["refused"]
+    assert res["rollback"]["changed"] and res["check"]["changed"] and res["after_check"] is True, res
+    assert res["remove"]["changed"] and res["after_remove"] is False, res["remove"]
+    assert res["again"]["changed"] is False, res["again"]

@@ -286,6 +286,15 @@ _t("netstack_journal", why="light: reads and rolls back the seeded journal in th
    sweep_alt=[({"action": "rollback", "journal_id": "000001"}, ["journal_id"])],
    examples=60, budget=12)
 _t("netstack_facts", why="light: reads only", hints={"netns": NETNS}, examples=30, budget=8)
+_t("shm_probe", why="heavy (forks an echo server and a client for seconds x rounds): check mode, or real mode with "
+                    "a forced-invalid field; tripwire pingpong.run",
+   base={"path_port": 16380, "tcp_port": 16480},
+   heavy=lambda a: True, tripwires=["pingpong.run"],
+   hints={"path_port": st.integers(-1, 70000), "tcp_port": st.integers(-1, 70000), "size": st.integers(0, 2 << 20),
+          "seconds": st.floats(0, 100), "rounds": st.integers(0, 30),
+          "cgroup": st.sampled_from(["/", "netstack-none", "../../etc", "/sys/fs/cgroup"]),
+          "name": st.sampled_from(["shm", "site_shm", "a/b", ""])},
+   forced_extra=[("rounds beyond 20", "rounds", 21, lambda v: (H._as_int(v) or 0) > 20)], examples=40, budget=10)
 _t("tcp_policy", why="light here: the sandbox pins tcp_tuner's maps itself (no program, no bcc), so rules are "
                      "really written, into maps that die with the sandbox",
    base={"rules": [{"name": "web", "match": {"remote_ports": "80"}, "set": {"initial_cwnd": 20}}]},

@@ -96,9 +96,52 @@ def test_fmt_bps():
 
 def test_filters():
     f = site_filters.FilterModule().filters()
-    assert sorted(f) == ["site_host_data", "site_host_summary", "site_report"]
+    assert sorted(f) == ["site_host_data", "site_host_summary", "site_report", "softirq_delta"]
     data = f["site_host_data"](FACTS, JOURNAL, ["p"])
     assert json.loads(json.dumps(data))["journal_in_force"] == 2
     assert f["site_report"]({"h": data}).startswith("<!DOCTYPE html>")
     with pytest.raises(AnsibleFilterError, match="site_report: expects a dict"):
         f["site_report"](["h"])
+
+
+SOFTIRQ_BEFORE = """                    CPU0       CPU1
+          HI:          0          0
+      NET_TX:         10         20
+      NET_RX:        100        200
+"""
+SOFTIRQ_AFTER = """                    CPU0       CPU1
+          HI:          0          0
+      NET_TX:         12         20
+      NET_RX:       1100        201
+"""
+
+
+def test_softirq_delta_per_cpu():
+    f = site_filters.FilterModule().filters()["softirq_delta"]
+    assert f(SOFTIRQ_AFTER, SOFTIRQ_BEFORE) == {"NET_RX": {"CPU0": 1000, "CPU1": 1}, "NET_TX": {"CPU0": 2, "CPU1": 0}}
+    # another CPU list (a CPU came online between the readings): nothing comparable
+    assert f(SOFTIRQ_AFTER.replace("CPU1", "CPU2"), SOFTIRQ_BEFORE) == {}
+    assert f("", SOFTIRQ_BEFORE) == {}
+
+
+def test_report_shows_evidence_the_rollback_and_the_tuning_gain():
+    ev = {"h": {"sysctl": {"name": "site", "netns": "ns", "changes": [{"key": "net.core.somaxconn", "before": "4096",
+                                                                        "after": "8192"}]},
+                "tcp_rules": [{"name": "lo", "set": {"initial_cwnd": 20}, "hits": 6, "errors": 0}],
+                "shm": {"arms": {"path": {"round_trips_per_s": 15000.0, "rtt_us": {"p50": 62.1, "p99": 120.0}},
+                                 "tcp": {"round_trips_per_s": 14500.0, "rtt_us": {"p50": 65.7, "p99": 121.8}}},
+                        "ratio": {"round_trips_per_s": 1.034, "rtt_p50": 0.945}, "counters": {"shm_bytes": 6},
+                        "on_path": True},
+                "amp": {"net_cpus": "0", "app_cpus": "1", "softirq": {"NET_RX": {"CPU0": 1000, "CPU1": 1}}}}}
+    data = sr.host_data(FACTS, JOURNAL, ["p"])
+    after = sr.host_data(FACTS, [], [])
+    page = sr.html({"h": data}, {"evidence": ev, "after": {"h": after},
+                                         "tuning": {"h": {"accepted": True, "sysctls": {"k": 1},
+                                                          "p99_ms": {"defaults": 200.0, "winner": 50.0}}}})
+    assert "1 host;" in page and "After the rollback" in page and "as before netstack" in page
+    assert "net.core.somaxconn" in page and "8192" in page and "<td>6</td>" in page
+    assert "<td>62.1</td>" in page and "<td>1000</td>" in page
+    assert "200.0 ms -&gt; 50.0 ms (0.25x)" in page
+    # a host with something left in force after the rollback is flagged
+    left = sr.html({"h": data}, {"after": {"h": data}})
+    assert "changes remain" in left

@@ -7,11 +7,14 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[3]
+sys.path.insert(0, str(ROOT / "tests" / "support"))
+import browser  # noqa: E402
 SNAPSHOT = ROOT / "tests" / "integration" / "sysctl-snapshot.sh"
 
 
@@ -39,15 +42,15 @@ def machine_state():
     }
 
 
-# The lab form's journal and the agent's log stay after a real `make demo` (history a user
-# may read); the test removes them when it made them.
+# The lab form's journal and the agent's log: the job removes them when it made them (the
+# assertions say so); the fixture cleans up only after a failed run.
 MADE_BY_THE_JOB = ["/var/lib/netstack-lab", "/var/log/netstack"]
 
 
 @pytest.fixture
 def job_dirs():
     existed = {d: os.path.exists(d) for d in MADE_BY_THE_JOB}
-    yield
+    yield existed
     for d, was in existed.items():
         if not was:
             shutil.rmtree(d, ignore_errors=True)
@@ -83,7 +86,28 @@ def test_main_job_runs_every_capability_and_leaves_the_machine_as_found(tmp_path
     assert "Latency distribution per arm" in tuning and "net.ipv4.tcp_rto_min_us" in tuning
     assert "Sysctl tuning" in page
 
-    # and everything is back
+    # the closing summary: what each capability did, what was taken back, where the report is
+    summary = out[out.index("netstack.tuning main job on localhost"):]
+    for line in ("sysctl       8 keys set in namespace netstack-site", "ML tuning    8 trials on wan-lossy-keepalive",
+                 "zero-copy    loopback/tcp:", "TCP tuning   rule loopback:", "same-host    ", "AMP          network CPUs",
+                 "traffic      ", "Taken back: ", "in force now: none", "Report: %s/netstack-report.html" % tmp_path):
+        assert line in summary, (line, summary[:3000])
+    # the page: evidence per capability while applied, and the hosts after the rollback
+    evidence = report["evidence"]["localhost"]
+    assert evidence["shm"]["on_path"] and evidence["shm"]["counters"]["shm_bytes"] > 0, evidence["shm"]
+    assert sum(r["hits"] for r in evidence["tcp_rules"]) > 0, evidence["tcp_rules"]
+    assert sum(evidence["amp"]["softirq"]["NET_RX"].values()) > 0, evidence["amp"]
+    assert report["after"]["localhost"]["journal_in_force"] == 0 and not report["after"]["localhost"]["pins"]
+    assert "After the rollback" in page and "as before netstack" in page and "Evidence per capability" in page
+    # every report reads well in a real browser: plots with marks, no text outside its plot,
+    # no sideways overflow (screenshots under build/reports/)
+    for html in ("netstack-report.html", "tuning.html", "zerocopy.html", "traffic/traffic.html"):
+        problems, seen = browser.check(str(tmp_path / html), shot=str(ROOT / "build" / "reports" / html.replace("/", "-")) + ".png")
+        assert not problems and seen["plots"], (html, problems)
+
+    # and everything is back, the directories the job made included
+    for d, was in job_dirs.items():
+        assert os.path.exists(d) == was, d
     after = machine_state()
     for key in before:
         assert after[key] == before[key], key

@@ -1,0 +1,62 @@
+"""The request/response probe behind shm_probe (plugins/module_utils/pingpong.py), over real
+loopback sockets (no BPF here: both ports are plain TCP; the main job's test runs it with
+the same-host path on)."""
+import os
+import socket
+
+import pytest
+
+from ansible_collections.netstack.tuning.plugins.module_utils import pingpong
+from ansible_collections.netstack.tuning.plugins.module_utils.common import NetstackError
+
+
+def _free_ports(n):
+    socks = [socket.socket() for _ in range(n)]
+    for s in socks:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in socks]
+    for s in socks:
+        s.close()
+    return ports
+
+
+def _children():
+    me = str(os.getpid())
+    out = []
+    for pid in os.listdir("/proc"):
+        try:
+            with open("/proc/%s/stat" % pid) as f:
+                if f.read().rsplit(")", 1)[1].split()[1] == me:
+                    out.append(pid)
+        except (OSError, IndexError):
+            pass
+    return out
+
+
+def test_both_arms_measure_round_trips_and_leave_no_process():
+    before = _children()
+    a, b = _free_ports(2)
+    res = pingpong.run([("path", a), ("tcp", b)], size=200, seconds=0.2, rounds=2)
+    for arm in ("path", "tcp"):
+        r = res[arm]
+        assert r["round_trips"] > 10 and r["round_trips_per_s"] > 0, r
+        assert 0 < r["rtt_us"]["p50"] <= r["rtt_us"]["p90"] <= r["rtt_us"]["p99"], r
+    assert _children() == before
+
+
+def test_a_port_in_use_is_an_error_naming_the_ports():
+    busy = socket.socket()
+    busy.bind(("127.0.0.1", 0))
+    busy.listen(1)
+    try:
+        with pytest.raises(NetstackError) as e:
+            pingpong.run([("path", busy.getsockname()[1]), ("tcp", _free_ports(1)[0])], seconds=0.1, rounds=1)
+        assert e.value.field == "ports" and "cannot listen" in str(e.value)
+    finally:
+        busy.close()
+
+
+def test_percentile_of_few_values():
+    assert pingpong.percentile([], 50) is None
+    assert pingpong.percentile([5.0], 99) == 5.0
+    assert pingpong.percentile([1.0, 2.0, 3.0], 50) == 2.0
