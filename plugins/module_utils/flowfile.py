@@ -47,6 +47,7 @@ import os
 import re
 import socket
 import struct
+import time
 
 try:
     import numpy as np
@@ -685,6 +686,22 @@ def _csv_dialect(path, names, link, loc, st):
     return _GenericCsv(path, names, cols, scale, time_col, link, loc, st)
 
 
+# Plausible record times: Unix seconds before 2100 (a millisecond time is around 1.7e12
+# and would make the analysis allocate bins for thousands of years), and within MAX_SPAN of
+# the first rows of the file (a record ten years ahead, a typo in one row).
+TS_MIN, TS_MAX = 0, 4102444800              # 1970, 2100-01-01 UTC
+MAX_SPAN = 3 * 366 * 86400
+
+
+def _time_error(v, ref):
+    if v > 1e11:
+        return "%d is not a Unix time in seconds (%s?)" % (v, "microseconds" if v > 1e14 else "milliseconds")
+    if not TS_MIN <= v < TS_MAX:
+        return "%d is after 2100 as a Unix time in seconds" % v
+    return "%d (%s) is %d days away from the file's first records (around %s): a wrong time, or split the file" % (
+        v, time.strftime("%Y-%m-%d", time.gmtime(v)), abs(v - ref) // 86400, time.strftime("%Y-%m-%d", time.gmtime(ref)))
+
+
 class _CsvBase(object):
     """Reads blocks of lines or chunks of csv rows; subclasses ``convert`` columns and ``finish``."""
 
@@ -693,6 +710,21 @@ class _CsvBase(object):
         self.ncol = len(names)
         self.delim = ","
         self.parts = []
+        self.ref_ts = None           # median time of the first chunk: what "far away" is measured from
+
+    def check_times(self, ts, column):
+        """_CellError at the first implausible time of a chunk (see TS_MIN, MAX_SPAN)."""
+        if not len(ts):
+            return
+        if self.ref_ts is None:
+            ok = ts[(ts >= TS_MIN) & (ts < TS_MAX)]
+            self.ref_ts = int(np.median(ok)) if len(ok) else None
+        bad = (ts < TS_MIN) | (ts >= TS_MAX)
+        if self.ref_ts is not None:
+            bad |= np.abs(ts - self.ref_ts) > MAX_SPAN
+        if bad.any():
+            i = int(np.flatnonzero(bad)[0])
+            raise _CellError(i, column, _time_error(int(ts[i]), self.ref_ts or 0))
 
     def chunk(self, chunk, truncated_last):
         """Convert one chunk of csv rows (blank rows are skipped) and keep the result."""
@@ -821,6 +853,7 @@ class _NativeCsv(_CsvBase):
             except _BadValues as e:
                 i, reason = _first_bad(values, e.bad)
                 raise _CellError(i, name, "%r %s" % (values[i], reason))
+        self.check_times(out["ts"], "ts")       # last: a malformed cell is named first
         return out
 
     def finish(self):
@@ -881,6 +914,7 @@ class _GenericCsv(_CsvBase):
             out["link"] = np.full(n, self.links.add(self.default_link) if self.default_link not in self.links.index
                                   else self.links.index[self.default_link], dtype=np.int32)
         out["dirflag"] = np.full(n, -1, dtype=np.int8)
+        self.check_times(out["ts"], name[c[self.time_col]])     # last: a malformed cell is named first
         return out
 
     def finish(self):

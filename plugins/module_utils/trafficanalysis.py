@@ -102,6 +102,8 @@ BOUNDS = {
 }
 MAX_CAPACITY_BPS = 1e15      # 1 Pbit/s
 MAX_PRICE = 1e9              # per Mbit/s per month
+MAX_BINS = 4000000           # bins per series (about 38 years at 300 s, 7.6 at 60 s)
+GAP_DENSITY = 0.9            # empty bins count as gaps in data with records in at least 90 % of bins
 MAX_LIST = 10000             # holidays, percentiles
 _DECIMAL = re.compile(r"\A\s*[-+]?(?:[0-9]{1,20}(?:\.[0-9]{0,20})?|\.[0-9]{1,20})(?:[eE][-+]?[0-9]{1,3})?\s*\Z")
 _DATE = re.compile(r"\A([0-9]{4})-([0-9]{2})-([0-9]{2})\Z")
@@ -192,6 +194,12 @@ class Binned(object):
         self.step = step
         self.t0 = int(ts.min()) // step * step
         self.nbins = int(ts.max()) // step * step // step - self.t0 // step + 1
+        if self.nbins > MAX_BINS:
+            # a wrong time in some source (milliseconds, a year off) would allocate years of bins
+            raise NetstackError("the records run from %s to %s UTC: %d bins of %d s, more than %d; a time in the "
+                                "sources is wrong, or analyse fewer days at once"
+                                % (_day(int(ts.min()) // DAY), _day(int(ts.max()) // DAY), self.nbins, step, MAX_BINS),
+                                field="sources")
         dir_map = np.asarray([trafficdata.DIRECTIONS.index(d) if d in trafficdata.DIRECTIONS else 0
                               for d in rec.cats["direction"]] or [0], dtype=np.int64)
         sid_all = rec.codes["link"].astype(np.int64) * 2 + dir_map[rec.codes["direction"]]
@@ -213,7 +221,21 @@ class Binned(object):
         idx = np.arange(self.nbins)
         self.valid = (idx[None, :] >= first[:, None]) & (idx[None, :] <= last[:, None])
         self.times = self.t0 + idx * step               # bin starts
+        # Gaps in the data: bins in which no link has a single record, in data that has records
+        # in nearly every bin (a collector or an export that stopped, not a quiet network).
+        # They are "no data" for every series: not an outage, not zero traffic for billing.
+        empty = np.bincount(self.bin, minlength=self.nbins) == 0
+        self.gap = empty if self.nbins >= 8 and empty.mean() <= 1.0 - GAP_DENSITY else np.zeros(self.nbins, bool)
+        self.valid &= ~self.gap[None, :]
         self._bps = self.bytes * 8.0 / step
+
+    def gaps(self):
+        """[{start, end, bins}] of each run of gap bins (times in UNIX s, end inclusive)."""
+        out = []
+        edges = np.flatnonzero(np.diff(np.concatenate(([0], self.gap.astype(np.int8), [0]))))
+        for i0, i1 in zip(edges[::2], edges[1::2]):
+            out.append({"start": int(self.times[i0]), "end": int(self.times[i1 - 1]) + self.step - 1, "bins": int(i1 - i0)})
+        return out
 
     def bps(self):
         """Rates, bits/s per (series, bin); computed once, shared by every step."""
@@ -617,15 +639,16 @@ def attribute(rec, slicer, link, t0, t1, ref0, ref1, expected_total, top_k, dire
 
 # ------------------------------------------------------------------ billing, levels, projection
 
-def _month(ts):
-    return time.strftime("%Y-%m", time.gmtime(int(ts)))
+def months_utc(times):
+    """'YYYY-MM' (UTC calendar month) of each Unix time in ``times``."""
+    return np.asarray(times, dtype="int64").astype("datetime64[s]").astype("datetime64[M]").astype(str)
 
 
 def billing(binned, o):
-    """95th percentile per link and calendar month, in and out, billable = the greater."""
+    """95th percentile per link and calendar month (UTC: each bin counts in the month its
+    start falls in), in and out, billable = the greater."""
     bps = binned.bps()
-    months = np.asarray([_month(t) for t in binned.times[::DAY // binned.step]])
-    month_of_bin = np.repeat(months, DAY // binned.step)[:binned.nbins]
+    month_of_bin = months_utc(binned.times)
     out = []
     links = sorted(set(binned.links))
     for link in links:
@@ -692,6 +715,15 @@ def project(binned, o):
         adj = ly - factor[wd]
         b, blo, bhi, a = theil_sen(x, adj)
         resid = adj - (a + b * x)
+        shift = _level_shift(adj, resid)
+        if shift is not None:
+            # A lasting step is not growth: project from the days after it (at least 3), and say so.
+            k, ratio = shift
+            b, blo, bhi, a = theil_sen(x[k:], adj[k:])
+            resid = adj[k:] - (a + b * x[k:])
+            rec["level_shift"] = {"day": _day(full[k]), "ratio": round(ratio, 3)}
+            rec["note"] = ("a lasting level shift on %s (x%.2f): growth is estimated from the %d days after it"
+                           % (_day(full[k]), ratio, len(full) - k))
         rlo, rhi = np.percentile(resid, [5, 95])
         fut = np.arange(1, horizon + 1, dtype=float)
         fwd = _day_kind(full[-1] + fut.astype(np.int64), o["_holiday_days"])
@@ -713,6 +745,26 @@ def project(binned, o):
                               "hi_bps": float(math.exp(hi[k - 1]))}
         out.append(rec)
     return out
+
+
+def _level_shift(adj, resid, min_ratio=1.25):
+    """(first day index after a lasting step, its ratio) when one step explains the daily
+    levels far better than a trend (half the squared error or less) and moves them by at
+    least ``min_ratio`` either way; else None.  Both sides of the step hold at least 3 days."""
+    n = len(adj)
+    if n < 6:
+        return None
+    best = None
+    for k in range(3, n - 2):
+        left, right = adj[:k], adj[k:]
+        sse = float(((left - np.median(left)) ** 2).sum() + ((right - np.median(right)) ** 2).sum())
+        if best is None or sse < best[0]:
+            best = (sse, k)
+    sse, k = best
+    step = float(np.median(adj[k:]) - np.median(adj[:k]))
+    if abs(step) < math.log(min_ratio) or sse > 0.5 * float((resid ** 2).sum()):
+        return None
+    return k, math.exp(step)
 
 
 def _day(dnum):
@@ -838,7 +890,7 @@ def analyze(rec, opts=None):
     result = {
         "step": step, "start": int(binned.times[0]), "end": int(binned.times[-1]) + step - 1,
         "records": int(len(rec)), "bytes": float(rec.ints["bytes"].sum()),
-        "links": sorted(set(binned.links)), "series": series, "anomalies": anomalies,
+        "links": sorted(set(binned.links)), "series": series, "anomalies": anomalies, "gaps": binned.gaps(),
         "billing": billing(binned, o), "projection": proj, "water_levels": water_levels(binned, proj, o),
         "top_talkers": top_talkers(rec, o["top_k"]), "plots": plots,
         "options": dict((k, v) for k, v in o.items() if not k.startswith("_")),

@@ -494,6 +494,9 @@ def _summary(r, links):
         "-" if rec is None else "%.0f" % rec, fmt_bytes(r.get("bytes")), _duration(step) if step else "-")
     if secs is not None:
         text += " Analysed in %.2f s%s." % (secs, "" if rps is None else " (%.0f records/s)" % rps)
+    e2e, e2e_rps = _num(r.get("end_to_end_seconds")), _num(r.get("end_to_end_records_per_second"))
+    if e2e is not None:
+        text += " End to end, reading included: %.2f s%s." % (e2e, "" if e2e_rps is None else " (%.0f records/s)" % e2e_rps)
     return "<p>%s</p>" % escape(text)
 
 

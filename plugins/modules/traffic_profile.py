@@ -257,6 +257,10 @@ records_per_second:
   description: Analyzer throughput of this run.
   returned: when action is analyze
   type: int
+end_to_end_records_per_second:
+  description: Throughput of this run with reading the sources included (C(end_to_end_seconds) in all).
+  returned: when action is analyze and there were records
+  type: int
 """
 
 from ansible_collections.netstack.tuning.plugins.module_utils.frontend import NetstackModule

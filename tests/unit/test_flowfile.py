@@ -110,6 +110,9 @@ def test_native_csv_many_blocks_keep_order_and_line_numbers(tmp_path):
     ("1700000000,h,in,198.51.100.0/24,6,web,0,99999999999999999999,1", "bytes", "not an integer byte count"),
     ("1700000000,h,in,198.51.100.0/24,6,web,0,1", "packets", "row has 8 fields, the header has 9 (missing packets)"),
     ("1700000000,h,in,198.51.100.0/24,6,web,0,1,1,9", "columns", "row has 10 fields, the header has 9"),
+    ("1700000000000,h,in,198.51.100.0/24,6,web,0,5,1", "ts", "1700000000000 is not a Unix time in seconds (milliseconds?)"),
+    ("2015520000,h,in,198.51.100.0/24,6,web,0,5,1", "ts", "(2033-11-13) is 3651 days away from the file's first records"),
+    ("4200000000,h,in,198.51.100.0/24,6,web,0,5,1", "ts", "is after 2100"),
 ])
 @pytest.mark.parametrize("quoted", [False, True], ids=["fast", "csv-module"])
 def test_native_csv_bad_cells_name_line_and_field(tmp_path, row, line_field, text, quoted):
@@ -216,6 +219,7 @@ def test_generic_csv_end_wins_over_start_and_kbytes_scale(tmp_path):
     ("src,dst,bytes,ts,dport", "192.0.2.1,192.0.2.2,1,1,70000", "dport", "out of range 0-65535"),
     ("src,dst,bytes,ts,tos", "192.0.2.1,192.0.2.2,1,1,300", "tos", "out of range 0-255"),
     ("src,dst,bytes,ts,dscp", "192.0.2.1,192.0.2.2,1,1,64", "dscp", "out of range 0-63"),
+    ("src,dst,bytes,ts", "192.0.2.1,192.0.2.2,1,1700000000000", "ts", "not a Unix time in seconds (milliseconds?)"),
 ])
 def test_generic_csv_bad_cells(tmp_path, header, row, field, text):
     good = "192.0.2.1,192.0.2.2,1,1" + "".join(",1" for _ in header.split(",")[4:])

@@ -216,3 +216,64 @@ def test_a_ramp_that_snaps_back_is_a_drift_not_a_level_shift():
     assert not any(12.0 <= d <= 13.6 for d in shifts), found    # the snap back is not a shift of its own
     assert any(21.9 <= d <= 22.1 for d in shifts) and any(23.9 <= d <= 24.1 for d in shifts), found
     assert len(found) == 3, found
+
+
+def test_billing_months_are_utc_calendar_months_whatever_the_first_record():
+    """Data starting at 13:00 UTC on Jan 31: Feb 1's early hours bill to February (they were
+    counted in day blocks from the first record, so 13 hours of Feb 1 went to January)."""
+    t0 = 1801400400                            # 2027-01-31 13:00 UTC
+    t = t0 + np.arange(2 * PER_DAY) * STEP     # to 2027-02-02 13:00
+    feb = t >= 1801440000                      # 2027-02-01 00:00 UTC
+    rate = np.where(feb, 200e6, 100e6)
+    r = ta.analyze(records(t, rate, prefixes=1), {})
+    bills = dict((b["month"], b) for b in r["billing"])
+    assert sorted(bills) == ["2027-01", "2027-02"]
+    assert bills["2027-01"]["samples_in"] == int((~feb).sum()) == 11 * 12
+    assert bills["2027-02"]["samples_in"] == int(feb.sum())
+    assert bills["2027-01"]["p95_in_bps"] == pytest.approx(100e6, rel=1e-4)
+    assert bills["2027-02"]["p95_in_bps"] == pytest.approx(200e6, rel=1e-4)
+
+
+def test_records_years_apart_are_refused_naming_the_sources():
+    """Two files, one of them with times a thousand years off (milliseconds read as seconds
+    by another tool): a clear error, not a MemoryError allocating the bins."""
+    t = T0 + np.arange(10) * STEP
+    far = records(t, np.full(10, 1e6), prefixes=1)
+    far.ints["ts"] = far.ints["ts"] * 20
+    rec = td.Records.concat([records(t, np.full(10, 1e6), prefixes=1), far])
+    with pytest.raises(NetstackError) as e:
+        ta.analyze(rec, {})
+    assert e.value.field == "sources" and "a time in the sources is wrong" in str(e.value)
+
+
+def test_a_gap_in_the_data_is_reported_as_a_gap_not_an_outage():
+    """Three hours with no record on any link (the collector stopped): reported under gaps,
+    no anomaly, and billing leaves them out instead of counting zero traffic."""
+    n = 21 * PER_DAY
+    t, rate = seasonal_rate(n, seed=3)
+    rec = td.Records.concat([records(t, rate), records(t, rate * 0.5, direction="out")])
+    g0 = T0 + 15 * 86400 + 10 * 3600                     # day 15, 10:00-13:00 UTC
+    keep = (rec.ints["ts"] < g0) | (rec.ints["ts"] >= g0 + 3 * 3600)
+    gapped = td.Records(dict((k, v[keep]) for k, v in rec.ints.items()), dict((k, v[keep]) for k, v in rec.codes.items()),
+                        rec.cats)
+    r = ta.analyze(gapped, {})
+    assert r["gaps"] == [{"start": g0, "end": g0 + 3 * 3600 - 1, "bins": 36}]
+    assert not [a for a in r["anomalies"] if a["start"] <= g0 + 3 * 3600 and a["end"] >= g0], r["anomalies"]
+    assert r["billing"][0]["samples_in"] == n - 36
+    # a quiet link with no records in most bins has no gaps: its empty bins are no traffic
+    sparse = records(t[::5], rate[::5], prefixes=1)
+    assert ta.analyze(sparse, {})["gaps"] == []
+
+
+def test_a_lasting_level_shift_is_not_projected_as_growth():
+    """Flat for 20 days, then twice the traffic for 10: no growth, and the projection says
+    why (it extrapolated the step as thousands of percent a year)."""
+    n = 30 * PER_DAY
+    t, rate = seasonal_rate(n, noise=0.05)
+    rate = np.where(t >= T0 + 20 * 86400, rate * 2, rate)
+    p = ta.analyze(records(t, rate), {"horizon_days": 90})["projection"][0]
+    assert p["level_shift"]["day"] == "2026-09-27" and 1.8 < p["level_shift"]["ratio"] < 2.2, p.get("level_shift")
+    assert "level shift" in p["note"]
+    lo, hi = p["growth_per_year_interval"]
+    assert abs(p["growth_per_year"]) < 1.0 and lo <= 0.5, (p["growth_per_year"], lo, hi)
+    assert p["p95_in_30d"]["point_bps"] < 1.5 * p["last_day_p95_bps"]
