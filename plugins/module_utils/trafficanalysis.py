@@ -917,14 +917,26 @@ def forecast(rec, start, bins, opts=None):
     return out
 
 
+def _explained_by(event, new):
+    """Whether a new heavy prefix accounts for a volume event: it carries at least half of the
+    event's change among the event's contributors."""
+    for c in event.get("top_contributors") or []:
+        if c.get("dimension") == "prefix" and c.get("value") == new["prefix"]:
+            share = c.get("share_of_change")
+            return share is None or share >= 0.5
+    return False
+
+
 def _combine(anomalies, margin):
     """Merge the per-direction events of one link; a volume event overlapping a new heavy
-    prefix on its link (or within ``margin`` seconds of it: its departure) is that prefix."""
+    prefix on its link (or within ``margin`` seconds of it: its departure) is that prefix when
+    the prefix carries its change; otherwise both are reported (a prefix with a small share
+    that stays for weeks must not hide a spike or a shift of the rest of the link)."""
     out = []
     news = [a for a in anomalies if a["kind"] == "new_prefix"]
     for a in sorted((a for a in anomalies if a["kind"] != "new_prefix"), key=lambda a: (a["link"], a["start"])):
         n = next((x for x in news if x["link"] == a["link"] and a["start"] <= x["end"] + margin
-                  and x["start"] - margin <= a["end"]), None)
+                  and x["start"] - margin <= a["end"] and _explained_by(a, x)), None)
         if n is not None and a["kind"] in ("level_shift", "spike", "drift"):
             continue
         prev = next((x for x in out if x["link"] == a["link"] and x["kind"] == a["kind"]

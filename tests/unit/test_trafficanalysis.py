@@ -277,3 +277,18 @@ def test_a_lasting_level_shift_is_not_projected_as_growth():
     lo, hi = p["growth_per_year_interval"]
     assert abs(p["growth_per_year"]) < 1.0 and lo <= 0.5, (p["growth_per_year"], lo, hi)
     assert p["p95_in_30d"]["point_bps"] < 1.5 * p["last_day_p95_bps"]
+
+
+def test_a_new_prefix_hides_only_the_volume_events_it_carries():
+    """A spike whose change another prefix carries stays next to a long new-prefix window; a
+    shift the new prefix carries is reported as the prefix."""
+    new = {"kind": "new_prefix", "link": "L", "directions": ["in"], "start": 0, "end": 26 * 86400, "prefix": "10.9.0.0/24",
+           "share": 0.002, "score": 1.0, "magnitude": 0.002, "top_contributors": []}
+
+    def event(kind, start, value, share):
+        return {"kind": kind, "link": "L", "directions": ["in"], "start": start, "end": start + 3600, "score": 9.0,
+                "magnitude": 3.35, "top_contributors": [{"dimension": "prefix", "value": value, "share_of_change": share}]}
+    spike = event("spike", 5 * 86400, "10.1.0.0/24", 0.9)
+    shift = event("level_shift", 9 * 86400, "10.9.0.0/24", 0.8)
+    kinds_found = sorted(a["kind"] for a in ta._combine([new, spike, shift], 6 * 3600))
+    assert kinds_found == ["new_prefix", "spike"]
