@@ -57,8 +57,8 @@ COLL = os.path.join(ROOT, "collections")
 sys.path.insert(0, COLL)
 
 from figures import fmt, fmt_spread, spread, fmt_ratio, tool_versions  # noqa: E402
-from ansible_collections.netstack.tuning.plugins.module_utils import amp  # noqa: E402
-from ansible_collections.netstack.tuning.plugins.module_utils.cpus import (  # noqa: E402
+from ansible_collections.netstack.tuning.plugins.module_utils.amp import partition as amp  # noqa: E402
+from ansible_collections.netstack.tuning.plugins.module_utils.core.cpus import (  # noqa: E402
     cpus_to_mask, format_cpulist, parse_cpulist)
 
 ARMS = ("default", "irqbalance", "static", "dynamic")
@@ -68,7 +68,7 @@ REDIS_PORT = 6379
 KEYSPACE = 100000
 DATA_SIZE = 64
 HZ = os.sysconf("SC_CLK_TCK")
-AGENT_CODE = ("import sys; from ansible_collections.netstack.tuning.plugins.module_utils.agent import main; "
+AGENT_CODE = ("import sys; from ansible_collections.netstack.tuning.plugins.module_utils.agent.daemon import main; "
               "sys.exit(main())")
 ENV_FLAG = "NETSTACK_AMP_BENCH_UNSHARED"
 

@@ -54,7 +54,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "collections"))
 
 from figures import fmt, fmt_ratio, fmt_spread, spread, tool_versions  # noqa: E402
-from ansible_collections.netstack.tuning.plugins.module_utils import shm  # noqa: E402
+from ansible_collections.netstack.tuning.plugins.module_utils.shm_path import path as shm  # noqa: E402
 sys.path.insert(0, os.path.join(ROOT, "tests", "support"))
 import machine_headers  # noqa: E402  bcc_runtime's headers fallback, as the lab tests make it
 

@@ -329,7 +329,8 @@ def main():
         client(a.cgroup, a.seconds, a.size, a.short_procs, a.long, a.long_mbit, a.warm)
         return
 
-    from ansible_collections.netstack.tuning.plugins.module_utils import bpf, tcppolicy
+    from ansible_collections.netstack.tuning.plugins.module_utils.bpf import program as bpf
+    from ansible_collections.netstack.tuning.plugins.module_utils.tcp_tuning import policy as tcppolicy
     losses = [float(x) for x in a.loss.split(",")]
     rule = {"name": "short-rpc", "match": {"remote": ADDR_S + "/32", "remote_ports": SHORT_PORT},
             "set": {"initial_cwnd": 48, "rto_min_ms": 10, "syn_rto_ms": 50, "delack_max_ms": 5}}

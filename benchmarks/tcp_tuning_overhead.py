@@ -26,7 +26,8 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "collections"))
 
-from ansible_collections.netstack.tuning.plugins.module_utils import bpf, tcppolicy  # noqa: E402
+from ansible_collections.netstack.tuning.plugins.module_utils.bpf import program as bpf  # noqa: E402
+from ansible_collections.netstack.tuning.plugins.module_utils.tcp_tuning import policy as tcppolicy
 
 STATE = "/tmp/netstack-bench-overhead"
 NAME = "bench_overhead"

@@ -34,8 +34,8 @@ REPO = os.path.dirname(HERE)
 sys.path.insert(0, os.path.join(REPO, "collections"))
 sys.path.insert(0, HERE)
 
-from ansible_collections.netstack.tuning.plugins.module_utils import (  # noqa: E402
-    flowfile, traffic, trafficanalysis, trafficgen)
+from ansible_collections.netstack.tuning.plugins.module_utils.traffic import ingest as flowfile, profile as traffic, analysis as trafficanalysis  # noqa: E402
+from ansible_collections.netstack.tuning.tools import trafficgen  # noqa: E402
 from figures import fmt_spread, spread  # noqa: E402
 
 RESULTS = os.path.join(HERE, "results")

@@ -33,7 +33,8 @@ REPO = os.path.dirname(HERE)
 sys.path.insert(0, os.path.join(REPO, "collections"))
 sys.path.insert(0, HERE)
 
-from ansible_collections.netstack.tuning.plugins.module_utils import nsutil, trafficcollect  # noqa: E402
+from ansible_collections.netstack.tuning.plugins.module_utils.core import nsutil  # noqa: E402
+from ansible_collections.netstack.tuning.plugins.module_utils.traffic import collect as trafficcollect
 from figures import fmt_ratio, fmt_spread, spread  # noqa: E402
 
 RESULTS = os.path.join(HERE, "results")

@@ -28,8 +28,8 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "collections"))
 
-from ansible_collections.netstack.tuning.plugins.module_utils import (  # noqa: E402
-    journal, scenario, stats, study, trial)
+from ansible_collections.netstack.tuning.plugins.module_utils.core import journal, stats  # noqa: E402
+from ansible_collections.netstack.tuning.plugins.module_utils.tuning import scenario, study, trial  # noqa: E402
 from tune_scenarios import study_inputs  # noqa: E402
 
 

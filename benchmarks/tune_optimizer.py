@@ -24,7 +24,7 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "collections"))
 
-from ansible_collections.netstack.tuning.plugins.module_utils import searchspace  # noqa: E402
+from ansible_collections.netstack.tuning.plugins.module_utils.tuning import searchspace  # noqa: E402
 
 import optuna  # noqa: E402
 

@@ -32,7 +32,7 @@ REPO = os.path.dirname(HERE)
 sys.path.insert(0, os.path.join(REPO, "collections"))
 sys.path.insert(0, HERE)
 
-from ansible_collections.netstack.tuning.plugins.module_utils import zcreport, zerocopy  # noqa: E402
+from ansible_collections.netstack.tuning.plugins.module_utils.zerocopy import report as zcreport, measure as zerocopy  # noqa: E402
 from figures import fmt_ratio, spread, tool_versions  # noqa: E402
 
 RESULTS = os.path.join(HERE, "results")

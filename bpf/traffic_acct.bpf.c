@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: GPL-2.0
 // traffic_acct: count L3 bytes and packets per aggregation key on tc hooks, for the
-// traffic collector (netstack.tuning capability 5; plugins/module_utils/trafficcollect.py).
+// traffic collector (netstack.tuning capability 5; plugins/module_utils/traffic/collect.py).
 //
 // Hooks:  tc clsact ingress and egress (BPF_PROG_TYPE_SCHED_CLS, direct-action), functions
 //         `traffic_ingress` and `traffic_egress` (direction 0 "in" and 1 "out").  The

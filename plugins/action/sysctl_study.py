@@ -25,9 +25,9 @@ from ansible.module_utils.errors import UnsupportedError
 from ansible.plugins.action import ActionBase
 from ansible.utils.display import Display
 
-from ansible_collections.netstack.tuning.plugins.module_utils.common import NetstackError, check_path_options
-from ansible_collections.netstack.tuning.plugins.module_utils.frontend import guard_ints, oversized_int
-from ansible_collections.netstack.tuning.plugins.module_utils import httpbench, scenario, searchspace, study, trial
+from ansible_collections.netstack.tuning.plugins.module_utils.core.common import NetstackError, check_path_options
+from ansible_collections.netstack.tuning.plugins.module_utils.core.frontend import guard_ints, oversized_int
+from ansible_collections.netstack.tuning.plugins.module_utils.tuning import httpbench, scenario, searchspace, study, trial
 
 display = Display()
 COLLECTION_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))

@@ -1,14 +1,14 @@
 # -*- coding: utf-8 -*-
 # Copyright: netstack.tuning contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""Filters of playbooks/site.yml and playbooks/report.yml (see module_utils/sitereport.py)."""
+"""Filters of playbooks/site.yml and playbooks/report.yml (see module_utils/report/site.py)."""
 
 from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
 from ansible.errors import AnsibleFilterError
-from ansible_collections.netstack.tuning.plugins.module_utils import sitereport
+from ansible_collections.netstack.tuning.plugins.module_utils.report import site as sitereport
 
 
 def site_host_summary(hostvars):

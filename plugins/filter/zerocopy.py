@@ -1,14 +1,14 @@
 # -*- coding: utf-8 -*-
 # Copyright: netstack.tuning contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""Filters that render zerocopy_test results (see module_utils/zcreport.py)."""
+"""Filters that render zerocopy_test results (see module_utils/zerocopy/report.py)."""
 
 from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
 from ansible.errors import AnsibleFilterError
-from ansible_collections.netstack.tuning.plugins.module_utils import zcreport
+from ansible_collections.netstack.tuning.plugins.module_utils.zerocopy import report as zcreport
 
 
 def _reports(value):

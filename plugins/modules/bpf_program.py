@@ -201,9 +201,9 @@ stage:
 
 import os
 
-from ansible_collections.netstack.tuning.plugins.module_utils.frontend import NetstackModule
-from ansible_collections.netstack.tuning.plugins.module_utils.common import NetstackError, check_path, check_path_options
-from ansible_collections.netstack.tuning.plugins.module_utils import bpf as bpf_engine
+from ansible_collections.netstack.tuning.plugins.module_utils.core.frontend import NetstackModule
+from ansible_collections.netstack.tuning.plugins.module_utils.core.common import NetstackError, check_path, check_path_options
+from ansible_collections.netstack.tuning.plugins.module_utils.bpf import program as bpf_engine
 
 
 def _text(summary):

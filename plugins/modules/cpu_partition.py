@@ -192,10 +192,10 @@ config_file:
 import json
 import os
 
-from ansible_collections.netstack.tuning.plugins.module_utils.frontend import NetstackModule
-from ansible_collections.netstack.tuning.plugins.module_utils.common import NetstackError, check_path_options
-from ansible_collections.netstack.tuning.plugins.module_utils import agent as agent_engine
-from ansible_collections.netstack.tuning.plugins.module_utils import amp, ampctl
+from ansible_collections.netstack.tuning.plugins.module_utils.core.frontend import NetstackModule
+from ansible_collections.netstack.tuning.plugins.module_utils.core.common import NetstackError, check_path_options
+from ansible_collections.netstack.tuning.plugins.module_utils.agent import daemon as agent_engine
+from ansible_collections.netstack.tuning.plugins.module_utils.amp import partition as amp, controller as ampctl
 
 
 def spec_of(p):

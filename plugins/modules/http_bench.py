@@ -240,9 +240,9 @@ params:
 
 import signal
 
-from ansible_collections.netstack.tuning.plugins.module_utils.frontend import NetstackModule
-from ansible_collections.netstack.tuning.plugins.module_utils.common import NetstackError
-from ansible_collections.netstack.tuning.plugins.module_utils import httpbench
+from ansible_collections.netstack.tuning.plugins.module_utils.core.frontend import NetstackModule
+from ansible_collections.netstack.tuning.plugins.module_utils.core.common import NetstackError
+from ansible_collections.netstack.tuning.plugins.module_utils.tuning import httpbench
 
 OPTIONS = ("mode", "nginx_mode", "payload_bytes", "connections", "threads", "duration", "warmup", "repeats",
            "timeout", "target_url", "netns_prefix", "worker_processes", "listen_backlog", "server_sysctls",

@@ -147,9 +147,9 @@ ansible_facts:
           type: dict
 """
 
-from ansible_collections.netstack.tuning.plugins.module_utils.frontend import NetstackModule
-from ansible_collections.netstack.tuning.plugins.module_utils.common import NetstackError
-from ansible_collections.netstack.tuning.plugins.module_utils import facts as engine
+from ansible_collections.netstack.tuning.plugins.module_utils.core.frontend import NetstackModule
+from ansible_collections.netstack.tuning.plugins.module_utils.core.common import NetstackError
+from ansible_collections.netstack.tuning.plugins.module_utils.core import facts as engine
 
 
 def run(module):

@@ -115,9 +115,9 @@ conflicts:
 import os
 import shutil
 
-from ansible_collections.netstack.tuning.plugins.module_utils.frontend import NetstackModule
-from ansible_collections.netstack.tuning.plugins.module_utils.common import NetstackError
-from ansible_collections.netstack.tuning.plugins.module_utils.journal import ACTIVE_STATES, Journal, wait_for_watchdogs
+from ansible_collections.netstack.tuning.plugins.module_utils.core.frontend import NetstackModule
+from ansible_collections.netstack.tuning.plugins.module_utils.core.common import NetstackError
+from ansible_collections.netstack.tuning.plugins.module_utils.core.journal import ACTIVE_STATES, Journal, wait_for_watchdogs
 
 
 def run(module):

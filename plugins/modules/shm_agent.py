@@ -144,10 +144,10 @@ config_file:
 import json
 import os
 
-from ansible_collections.netstack.tuning.plugins.module_utils.frontend import NetstackModule
-from ansible_collections.netstack.tuning.plugins.module_utils.common import NetstackError, check_path_options
-from ansible_collections.netstack.tuning.plugins.module_utils import agent as agent_engine
-from ansible_collections.netstack.tuning.plugins.module_utils import shm
+from ansible_collections.netstack.tuning.plugins.module_utils.core.frontend import NetstackModule
+from ansible_collections.netstack.tuning.plugins.module_utils.core.common import NetstackError, check_path_options
+from ansible_collections.netstack.tuning.plugins.module_utils.agent import daemon as agent_engine
+from ansible_collections.netstack.tuning.plugins.module_utils.shm_path import path as shm
 
 
 def run(module):

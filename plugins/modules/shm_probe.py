@@ -101,9 +101,10 @@ on_path:
   type: bool
 """
 
-from ansible_collections.netstack.tuning.plugins.module_utils.frontend import NetstackModule
-from ansible_collections.netstack.tuning.plugins.module_utils.common import NetstackError, check_path, check_path_options
-from ansible_collections.netstack.tuning.plugins.module_utils import bpf, pingpong, shm
+from ansible_collections.netstack.tuning.plugins.module_utils.core.frontend import NetstackModule
+from ansible_collections.netstack.tuning.plugins.module_utils.core.common import NetstackError, check_path, check_path_options
+from ansible_collections.netstack.tuning.plugins.module_utils.bpf import program as bpf
+from ansible_collections.netstack.tuning.plugins.module_utils.shm_path import pingpong, path as shm
 
 
 def _check(p):

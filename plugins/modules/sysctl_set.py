@@ -195,11 +195,11 @@ recovered:
 
 import os
 
-from ansible_collections.netstack.tuning.plugins.module_utils.frontend import NetstackModule
-from ansible_collections.netstack.tuning.plugins.module_utils.common import NetstackError, check_path
-from ansible_collections.netstack.tuning.plugins.module_utils import kstate
-from ansible_collections.netstack.tuning.plugins.module_utils import sysctl as sysctl_engine
-from ansible_collections.netstack.tuning.plugins.module_utils.journal import Journal
+from ansible_collections.netstack.tuning.plugins.module_utils.core.frontend import NetstackModule
+from ansible_collections.netstack.tuning.plugins.module_utils.core.common import NetstackError, check_path
+from ansible_collections.netstack.tuning.plugins.module_utils.core import kstate
+from ansible_collections.netstack.tuning.plugins.module_utils.core import sysctl as sysctl_engine
+from ansible_collections.netstack.tuning.plugins.module_utils.core.journal import Journal
 
 
 MAX_CONFIRM_TIMEOUT = 7 * 24 * 3600

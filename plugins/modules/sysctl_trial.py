@@ -137,9 +137,9 @@ current:
   type: dict
 """
 
-from ansible_collections.netstack.tuning.plugins.module_utils.frontend import NetstackModule
-from ansible_collections.netstack.tuning.plugins.module_utils.common import NetstackError, check_path_options
-from ansible_collections.netstack.tuning.plugins.module_utils import trial
+from ansible_collections.netstack.tuning.plugins.module_utils.core.frontend import NetstackModule
+from ansible_collections.netstack.tuning.plugins.module_utils.core.common import NetstackError, check_path_options
+from ansible_collections.netstack.tuning.plugins.module_utils.tuning import trial
 
 
 def run(module):

@@ -124,11 +124,11 @@ kernel_hz:
 import json
 import os
 
-from ansible_collections.netstack.tuning.plugins.module_utils.frontend import NetstackModule
-from ansible_collections.netstack.tuning.plugins.module_utils.common import NetstackError, check_path_options
-from ansible_collections.netstack.tuning.plugins.module_utils import bpf as bpf_engine
-from ansible_collections.netstack.tuning.plugins.module_utils import kstate
-from ansible_collections.netstack.tuning.plugins.module_utils import tcppolicy
+from ansible_collections.netstack.tuning.plugins.module_utils.core.frontend import NetstackModule
+from ansible_collections.netstack.tuning.plugins.module_utils.core.common import NetstackError, check_path_options
+from ansible_collections.netstack.tuning.plugins.module_utils.bpf import program as bpf_engine
+from ansible_collections.netstack.tuning.plugins.module_utils.core import kstate
+from ansible_collections.netstack.tuning.plugins.module_utils.tcp_tuning import policy as tcppolicy
 
 
 def run(module):

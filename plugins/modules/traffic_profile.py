@@ -263,9 +263,9 @@ end_to_end_records_per_second:
   type: int
 """
 
-from ansible_collections.netstack.tuning.plugins.module_utils.frontend import NetstackModule
-from ansible_collections.netstack.tuning.plugins.module_utils.common import NetstackError, check_path_options
-from ansible_collections.netstack.tuning.plugins.module_utils import traffic
+from ansible_collections.netstack.tuning.plugins.module_utils.core.frontend import NetstackModule
+from ansible_collections.netstack.tuning.plugins.module_utils.core.common import NetstackError, check_path_options
+from ansible_collections.netstack.tuning.plugins.module_utils.traffic import profile as traffic
 
 
 def run(module):

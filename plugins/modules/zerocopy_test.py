@@ -230,9 +230,9 @@ stopped:
 
 import signal
 
-from ansible_collections.netstack.tuning.plugins.module_utils.frontend import NetstackModule
-from ansible_collections.netstack.tuning.plugins.module_utils.common import NetstackError
-from ansible_collections.netstack.tuning.plugins.module_utils import zerocopy
+from ansible_collections.netstack.tuning.plugins.module_utils.core.frontend import NetstackModule
+from ansible_collections.netstack.tuning.plugins.module_utils.core.common import NetstackError
+from ansible_collections.netstack.tuning.plugins.module_utils.zerocopy import measure as zerocopy
 
 OPTIONS = tuple(zerocopy.DEFAULTS)
 SERVE_OPTIONS = ("listen_address", "peer_port", "serve_clients", "serve_timeout", "implementation")

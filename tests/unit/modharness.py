@@ -47,7 +47,7 @@ import sys
 import time
 import traceback
 
-from ansible_collections.netstack.tuning.plugins.module_utils import nsutil
+from ansible_collections.netstack.tuning.plugins.module_utils.core import nsutil
 
 CLONE_NEWNS, CLONE_NEWNET, CLONE_NEWPID = 0x00020000, 0x40000000, 0x20000000
 MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC = 0x1, 0x2, 0x4, 0x8
@@ -644,7 +644,7 @@ def module_spec(name):
         def __init__(self, *a, **kw):
             box.update(kw)
             raise _Captured()
-    # Modules build NetstackModule (plugins/module_utils/frontend.py), an AnsibleModule.
+    # Modules build NetstackModule (plugins/module_utils/core/frontend.py), an AnsibleModule.
     cls_name = "NetstackModule" if hasattr(mod, "NetstackModule") else "AnsibleModule"
     orig, sigterm = getattr(mod, cls_name), signal.getsignal(signal.SIGTERM)
     setattr(mod, cls_name, Capture)
@@ -1099,12 +1099,12 @@ def judge(payload, case, spec, env_failures=(), host_blamed=()):
 # ------------------------------------------------------------------ runners (called in the child)
 
 def install_tripwires(tripwires):
-    """``tripwires``: ["httpbench.Lab.__init__", ...] (module_utils module, then attributes).
+    """``tripwires``: ["tuning.httpbench.Lab.__init__", ...] (module_utils package and module, then attributes).
     Each is replaced by a function raising WorkReached: the sandbox never runs real work."""
     import importlib
     for spec in tripwires:
-        modname, attrs = spec.split(".", 1)
-        owner = importlib.import_module(PKG + ".plugins.module_utils." + modname)
+        pkg, modname, attrs = spec.split(".", 2)
+        owner = importlib.import_module("%s.plugins.module_utils.%s.%s" % (PKG, pkg, modname))
         parts = attrs.split(".")
         for p in parts[:-1]:
             owner = getattr(owner, p)

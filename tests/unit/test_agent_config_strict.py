@@ -9,8 +9,9 @@ import sys
 import pytest
 import yaml
 
-from ansible_collections.netstack.tuning.plugins.module_utils import agent, ampctl
-from ansible_collections.netstack.tuning.plugins.module_utils.common import NetstackError
+from ansible_collections.netstack.tuning.plugins.module_utils.agent import daemon as agent
+from ansible_collections.netstack.tuning.plugins.module_utils.amp import controller as ampctl
+from ansible_collections.netstack.tuning.plugins.module_utils.core.common import NetstackError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 ROLE = os.path.join(ROOT, "roles", "netstack_agent")
@@ -178,7 +179,7 @@ def test_cpu_partition_refuses_a_controller_the_agent_would_refuse(tmp_path, mon
     """The module writes the controller into the agent's amp.json: a value the agent's own
     validation refuses must fail the task (naming the option) before anything is written,
     not be written and then refused by the agent on reload."""
-    from ansible_collections.netstack.tuning.plugins.module_utils import amp
+    from ansible_collections.netstack.tuning.plugins.module_utils.amp import partition as amp
     from ansible_collections.netstack.tuning.plugins.modules import cpu_partition
 
     class FakeModule(object):

@@ -14,9 +14,10 @@ import sys
 
 import pytest
 
-from ansible_collections.netstack.tuning.plugins.module_utils import agent, amp, ampctl
-from ansible_collections.netstack.tuning.plugins.module_utils.common import NetstackError
-from ansible_collections.netstack.tuning.plugins.module_utils.cpus import format_cpulist, mask_to_cpus, parse_cpulist
+from ansible_collections.netstack.tuning.plugins.module_utils.agent import daemon as agent
+from ansible_collections.netstack.tuning.plugins.module_utils.amp import partition as amp, controller as ampctl
+from ansible_collections.netstack.tuning.plugins.module_utils.core.common import NetstackError
+from ansible_collections.netstack.tuning.plugins.module_utils.core.cpus import format_cpulist, mask_to_cpus, parse_cpulist
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 FIX = os.path.join(HERE, "fixtures")
@@ -525,7 +526,7 @@ IRQBALANCE_ARGS="--policyscript=/usr/local/bin/irqpol --banirq=5 --deepestcache=
 
 
 def _vars(text):
-    from ansible_collections.netstack.tuning.plugins.module_utils import facts
+    from ansible_collections.netstack.tuning.plugins.module_utils.core import facts
     return facts.parse_shell_vars(text)
 
 

@@ -1,4 +1,4 @@
-"""Unit tests: struct member offsets from BTF (plugins/module_utils/btf.py).
+"""Unit tests: struct member offsets from BTF (plugins/module_utils/bpf/btf.py).
 
 A small BTF blob is built here by hand (the format: the kernel's Documentation/bpf/btf.rst)
 so the decoder is checked against known answers; the running kernel's BTF, where present,
@@ -9,8 +9,8 @@ import struct
 
 import pytest
 
-from ansible_collections.netstack.tuning.plugins.module_utils import btf
-from ansible_collections.netstack.tuning.plugins.module_utils.common import NetstackError
+from ansible_collections.netstack.tuning.plugins.module_utils.bpf import btf
+from ansible_collections.netstack.tuning.plugins.module_utils.core.common import NetstackError
 
 
 def _blob():

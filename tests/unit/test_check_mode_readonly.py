@@ -8,9 +8,13 @@ import os
 
 import pytest
 
-from ansible_collections.netstack.tuning.plugins.module_utils import agent, bpf, journal, shm, tcppolicy
-from ansible_collections.netstack.tuning.plugins.module_utils import trafficcollect
-from ansible_collections.netstack.tuning.plugins.module_utils.common import NetstackError
+from ansible_collections.netstack.tuning.plugins.module_utils.agent import daemon as agent
+from ansible_collections.netstack.tuning.plugins.module_utils.bpf import program as bpf
+from ansible_collections.netstack.tuning.plugins.module_utils.core import journal
+from ansible_collections.netstack.tuning.plugins.module_utils.shm_path import path as shm
+from ansible_collections.netstack.tuning.plugins.module_utils.tcp_tuning import policy as tcppolicy
+from ansible_collections.netstack.tuning.plugins.module_utils.traffic import collect as trafficcollect
+from ansible_collections.netstack.tuning.plugins.module_utils.core.common import NetstackError
 from ansible_collections.netstack.tuning.plugins.modules import bpf_program, cpu_partition, shm_agent, tcp_policy
 
 
@@ -177,7 +181,7 @@ def test_check_mode_failure_also_writes_nothing(tmp_path):
 
 
 def _nic_with_irqs():
-    from ansible_collections.netstack.tuning.plugins.module_utils import amp
+    from ansible_collections.netstack.tuning.plugins.module_utils.amp import partition as amp
     for name in sorted(os.listdir("/sys/class/net")):
         try:
             if amp.nic_info([name])[name]["irqs"]:
@@ -191,7 +195,8 @@ def test_cpu_partition_check_mode_does_not_write_irq_affinities(tmp_path, monkey
     """The movability probe writes each IRQ's affinity back (EIO for kernel-managed ones);
     a write, so check mode skips it (irqbalance moving an IRQ between the read and the
     write-back would have been undone by a dry run)."""
-    from ansible_collections.netstack.tuning.plugins.module_utils import amp, kstate
+    from ansible_collections.netstack.tuning.plugins.module_utils.amp import partition as amp
+    from ansible_collections.netstack.tuning.plugins.module_utils.core import kstate
     nic = _nic_with_irqs()
     if nic is None:
         pytest.skip("no interface with IRQs here")

@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from ansible_collections.netstack.tuning.plugins.module_utils.cpus import (
+from ansible_collections.netstack.tuning.plugins.module_utils.core.cpus import (
     cpulist_to_mask, cpus_to_mask, format_cpulist, mask_to_cpulist, mask_to_cpus, parse_cpulist)
 
 

@@ -13,9 +13,9 @@ import time
 import pytest
 from conftest import text_of, throwaway_netns
 
-from ansible_collections.netstack.tuning.plugins.module_utils import kstate, sysctl
-from ansible_collections.netstack.tuning.plugins.module_utils.common import NetstackError
-from ansible_collections.netstack.tuning.plugins.module_utils.journal import Journal
+from ansible_collections.netstack.tuning.plugins.module_utils.core import kstate, sysctl
+from ansible_collections.netstack.tuning.plugins.module_utils.core.common import NetstackError
+from ansible_collections.netstack.tuning.plugins.module_utils.core.journal import Journal
 
 NS = "nstest-unit-%d" % os.getpid()
 
@@ -237,8 +237,8 @@ def test_recover_restores_a_transaction_whose_writer_was_killed(netns, tmp_path)
     code = r'''
 import os, sys, time
 sys.path.insert(0, sys.argv[1])
-from ansible_collections.netstack.tuning.plugins.module_utils import kstate
-from ansible_collections.netstack.tuning.plugins.module_utils.journal import Journal
+from ansible_collections.netstack.tuning.plugins.module_utils.core import kstate
+from ansible_collections.netstack.tuning.plugins.module_utils.core.journal import Journal
 j = Journal(sys.argv[2])
 item = kstate.Item("sysctl", "net.ipv4.tcp_syn_retries", sys.argv[3])
 orig_write = kstate.Item.write_raw

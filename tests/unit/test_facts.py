@@ -10,8 +10,8 @@ import time
 
 import pytest
 
-from ansible_collections.netstack.tuning.plugins.module_utils import facts
-from ansible_collections.netstack.tuning.plugins.module_utils.common import NetstackError
+from ansible_collections.netstack.tuning.plugins.module_utils.core import facts
+from ansible_collections.netstack.tuning.plugins.module_utils.core.common import NetstackError
 
 ROOT = os.geteuid() == 0
 needs_root = pytest.mark.skipif(not ROOT, reason="probe needs root")

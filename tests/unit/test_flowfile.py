@@ -9,8 +9,8 @@ import struct
 
 import pytest
 
-from ansible_collections.netstack.tuning.plugins.module_utils import flowfile, trafficdata
-from ansible_collections.netstack.tuning.plugins.module_utils.common import NetstackError
+from ansible_collections.netstack.tuning.plugins.module_utils.traffic import ingest as flowfile, data as trafficdata
+from ansible_collections.netstack.tuning.plugins.module_utils.core.common import NetstackError
 
 HEADER = ",".join(trafficdata.HEADER)
 T0 = 1700000000

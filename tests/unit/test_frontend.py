@@ -1,4 +1,4 @@
-"""Module front ends (plugins/module_utils/frontend.py and the modules' run()), each run in
+"""Module front ends (plugins/module_utils/core/frontend.py and the modules' run()), each run in
 the property suite's sandbox (tests/unit/modharness.py: private mount, network and PID
 namespaces, read-only root with throwaway layers), so nothing reaches the host."""
 import os

@@ -1,4 +1,4 @@
-"""Unit tests of the HTTP benchmark engine (plugins/module_utils/httpbench.py).
+"""Unit tests of the HTTP benchmark engine (plugins/module_utils/tuning/httpbench.py).
 
 Parsing uses wrk output recorded on this machine with the shipped Lua hook; aggregation,
 template rendering (Jinja2 and the minimal renderer) and validation are pure.  The lab
@@ -14,8 +14,9 @@ import time
 
 import pytest
 
-from ansible_collections.netstack.tuning.plugins.module_utils import httpbench as hb, nsutil, stats
-from ansible_collections.netstack.tuning.plugins.module_utils.common import NetstackError, which
+from ansible_collections.netstack.tuning.plugins.module_utils.tuning import httpbench as hb
+from ansible_collections.netstack.tuning.plugins.module_utils.core import nsutil, stats
+from ansible_collections.netstack.tuning.plugins.module_utils.core.common import NetstackError, which
 
 # ------------------------------------------------------------------ recorded wrk output
 

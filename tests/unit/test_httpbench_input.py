@@ -3,8 +3,8 @@ worker_processes is 'auto' or 1..1024; each refusal is a NetstackError naming th
 raised by validate() before anything starts (no namespace, no nginx, no wrk)."""
 import pytest
 
-from ansible_collections.netstack.tuning.plugins.module_utils import httpbench as hb
-from ansible_collections.netstack.tuning.plugins.module_utils.common import NetstackError
+from ansible_collections.netstack.tuning.plugins.module_utils.tuning import httpbench as hb
+from ansible_collections.netstack.tuning.plugins.module_utils.core.common import NetstackError
 from ansible_collections.netstack.tuning.plugins.modules import http_bench as http_bench_module
 
 HUGE = "9" * 5000

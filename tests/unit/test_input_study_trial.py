@@ -7,8 +7,10 @@ import os
 
 import pytest
 
-from ansible_collections.netstack.tuning.plugins.module_utils import amp, httpbench, journal, study, trial
-from ansible_collections.netstack.tuning.plugins.module_utils.common import NetstackError
+from ansible_collections.netstack.tuning.plugins.module_utils.amp import partition as amp
+from ansible_collections.netstack.tuning.plugins.module_utils.tuning import httpbench, study, trial
+from ansible_collections.netstack.tuning.plugins.module_utils.core import journal
+from ansible_collections.netstack.tuning.plugins.module_utils.core.common import NetstackError
 from ansible_collections.netstack.tuning.plugins.modules import cpu_partition, http_bench, sysctl_trial
 
 BIG = 10 ** 30
@@ -213,7 +215,7 @@ def test_http_bench_check_mode_accepts_well_shaped_server_sysctls(no_work):
 
 def inspect_host(keys):
     """sysctl_trial's inspect, read from this host's /proc/sys (no namespace made)."""
-    from ansible_collections.netstack.tuning.plugins.module_utils import kstate
+    from ansible_collections.netstack.tuning.plugins.module_utils.core import kstate
     missing = [k for k in keys if not os.path.exists(os.path.join(kstate.PROC_SYS, kstate.sysctl_path(k)))]
     current = dict((k, kstate.Item("sysctl", k).read()) for k in keys if k not in missing)
     return {"current": current, "missing": missing, "scopes": dict((k, "host") for k in current)}

@@ -4,8 +4,8 @@ once that many bytes were acknowledged; no flow reaches 2**48 bytes (256 TiB), a
 track_flows=false is the way to switch the counting off, so 1..2**48 is the range."""
 import pytest
 
-from ansible_collections.netstack.tuning.plugins.module_utils import tcppolicy
-from ansible_collections.netstack.tuning.plugins.module_utils.common import NetstackError
+from ansible_collections.netstack.tuning.plugins.module_utils.tcp_tuning import policy as tcppolicy
+from ansible_collections.netstack.tuning.plugins.module_utils.core.common import NetstackError
 
 
 @pytest.mark.parametrize("n", [2 ** 48 + 1, 10 ** 15, 2 ** 63, 2 ** 64 - 1, 9223372036854775807])

@@ -7,8 +7,9 @@ import os
 
 import pytest
 
-from ansible_collections.netstack.tuning.plugins.module_utils import traffic, trafficanalysis, zerocopy
-from ansible_collections.netstack.tuning.plugins.module_utils.common import NetstackError
+from ansible_collections.netstack.tuning.plugins.module_utils.traffic import profile as traffic, analysis as trafficanalysis
+from ansible_collections.netstack.tuning.plugins.module_utils.zerocopy import measure as zerocopy
+from ansible_collections.netstack.tuning.plugins.module_utils.core.common import NetstackError
 
 NAN, INF = float("nan"), float("inf")
 
@@ -123,7 +124,7 @@ def test_output_and_report_paths_are_checked_before_any_work(tmp_path, monkeypat
     src = _flows(tmp_path)
     (tmp_path / "file").write_text("x")
     path = where.replace("DIR", str(tmp_path)).replace("FILE", str(tmp_path / "file"))
-    from ansible_collections.netstack.tuning.plugins.module_utils import flowfile
+    from ansible_collections.netstack.tuning.plugins.module_utils.traffic import ingest as flowfile
 
     def no_reading(*a, **k):
         raise AssertionError("read the sources before checking %s" % key)
@@ -235,7 +236,7 @@ def test_serve_and_stop_refuse_before_anything_starts(monkeypatch):
 
 def _module(name, args, check_mode, setup=None):
     from modharness import module_runner, run_case
-    tripwires = {"zerocopy_test": ["zerocopy.make_helper"], "traffic_profile": []}[name]
+    tripwires = {"zerocopy_test": ["zerocopy.measure.make_helper"], "traffic_profile": []}[name]
     payload = run_case(module_runner(name, tripwires), args, check_mode=check_mode, setup=setup)
     assert not payload.get("timed_out") and not payload.get("harness_error"), payload
     out = payload["run"] if "run" in payload else payload

@@ -18,9 +18,9 @@ import pytest
 
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from ansible_collections.netstack.tuning.plugins.module_utils import kstate
-from ansible_collections.netstack.tuning.plugins.module_utils.common import NetstackError
-from ansible_collections.netstack.tuning.plugins.module_utils.journal import Journal, check_record, read_view
+from ansible_collections.netstack.tuning.plugins.module_utils.core import kstate
+from ansible_collections.netstack.tuning.plugins.module_utils.core.common import NetstackError
+from ansible_collections.netstack.tuning.plugins.module_utils.core.journal import Journal, check_record, read_view
 
 # The same cases every run (derandomized), so CI never meets a new case by chance;
 # NETSTACK_PROPS_RANDOM=1 draws new ones and NETSTACK_PROPS_SCALE multiplies the count.

@@ -20,10 +20,10 @@ import time
 import pytest
 from conftest import text_of, throwaway_netns
 
-from ansible_collections.netstack.tuning.plugins.module_utils import journal as journal_mod
-from ansible_collections.netstack.tuning.plugins.module_utils import kstate, sysctl
-from ansible_collections.netstack.tuning.plugins.module_utils.common import NetstackError
-from ansible_collections.netstack.tuning.plugins.module_utils.journal import Journal
+from ansible_collections.netstack.tuning.plugins.module_utils.core import journal as journal_mod
+from ansible_collections.netstack.tuning.plugins.module_utils.core import kstate, sysctl
+from ansible_collections.netstack.tuning.plugins.module_utils.core.common import NetstackError
+from ansible_collections.netstack.tuning.plugins.module_utils.core.journal import Journal
 from ansible_collections.netstack.tuning.plugins.modules import netstack_journal
 
 NS = "nstest-jsafe-%d" % os.getpid()
@@ -306,7 +306,7 @@ def test_state_dir_with_a_nul_byte_is_refused_naming_the_field(tmp_path):
 CRASHER = r'''
 import os, signal, sys
 sys.path.insert(0, sys.argv[1])
-from ansible_collections.netstack.tuning.plugins.module_utils import journal, kstate
+from ansible_collections.netstack.tuning.plugins.module_utils.core import journal, kstate
 state_dir, ns, step = sys.argv[2], sys.argv[3], sys.argv[4]
 die = lambda: os.kill(os.getpid(), signal.SIGKILL)
 calls = {"fsync": 0, "write_raw": 0, "os_write": 0}
@@ -388,7 +388,7 @@ def test_sigkill_at_each_step_of_apply_then_the_next_run_restores(netns, tmp_pat
 def test_the_agent_reverts_an_expired_change_when_its_watchdog_died(netns, tmp_path):
     """A running agent with a one-hour pass interval still reverts within seconds of the
     deadline: it wakes up for pending confirm deadlines."""
-    from ansible_collections.netstack.tuning.plugins.module_utils import agent
+    from ansible_collections.netstack.tuning.plugins.module_utils.agent import daemon as agent
     state = str(tmp_path / "state")
     cfg = tmp_path / "agent.json"
     cfg.write_text(json.dumps({"interval": 3600, "state_dir": state, "log": str(tmp_path / "agent.log"),

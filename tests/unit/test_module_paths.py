@@ -9,7 +9,7 @@ import importlib
 
 import pytest
 
-from ansible_collections.netstack.tuning.plugins.module_utils.common import NetstackError
+from ansible_collections.netstack.tuning.plugins.module_utils.core.common import NetstackError
 
 # Appended to a directory inside the test's tmp_path, so that a module that does not check
 # (the bug) makes its directories there and nowhere else.
@@ -21,7 +21,9 @@ BAD = [pytest.param("x\x00y", id="nul"), pytest.param("x\ny", id="newline"),
 def guard_the_host(monkeypatch):
     """A module that misses a check must fail here, not mount bpffs, load a program, signal
     the agent or write a sysctl on the test machine."""
-    from ansible_collections.netstack.tuning.plugins.module_utils import agent, bpf, journal
+    from ansible_collections.netstack.tuning.plugins.module_utils.agent import daemon as agent
+    from ansible_collections.netstack.tuning.plugins.module_utils.bpf import program as bpf
+    from ansible_collections.netstack.tuning.plugins.module_utils.core import journal
 
     def refuse(*a, **k):
         raise AssertionError("test guard: the module went on to change the host")
@@ -43,7 +45,7 @@ def argument_spec(mod, monkeypatch):
         spec.update(argument_spec)
         raise _Captured()
 
-    # Modules build NetstackModule (plugins/module_utils/frontend.py), an AnsibleModule.
+    # Modules build NetstackModule (plugins/module_utils/core/frontend.py), an AnsibleModule.
     monkeypatch.setattr(mod, "NetstackModule" if hasattr(mod, "NetstackModule") else "AnsibleModule", fake)
     with pytest.raises(_Captured):
         mod.main()

@@ -2,9 +2,12 @@
 property suite): each is a NetstackError naming the field, not a traceback."""
 import pytest
 
-from ansible_collections.netstack.tuning.plugins.module_utils import bpf, shm, sysctl, tcppolicy
-from ansible_collections.netstack.tuning.plugins.module_utils import httpbench as hb
-from ansible_collections.netstack.tuning.plugins.module_utils.common import NetstackError
+from ansible_collections.netstack.tuning.plugins.module_utils.bpf import program as bpf
+from ansible_collections.netstack.tuning.plugins.module_utils.shm_path import path as shm
+from ansible_collections.netstack.tuning.plugins.module_utils.core import sysctl
+from ansible_collections.netstack.tuning.plugins.module_utils.tcp_tuning import policy as tcppolicy
+from ansible_collections.netstack.tuning.plugins.module_utils.tuning import httpbench as hb
+from ansible_collections.netstack.tuning.plugins.module_utils.core.common import NetstackError
 
 
 @pytest.mark.parametrize("name", ["", 5, None])

@@ -11,8 +11,8 @@ import tempfile
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from ansible_collections.netstack.tuning.plugins.module_utils import netpath, netpath_src, scenario, searchspace, trial
-from ansible_collections.netstack.tuning.plugins.module_utils.common import NetstackError, which
+from ansible_collections.netstack.tuning.plugins.module_utils.tuning import netpath, netpath_src, scenario, searchspace, trial
+from ansible_collections.netstack.tuning.plugins.module_utils.core.common import NetstackError, which
 
 
 def test_validate_fills_both_directions():

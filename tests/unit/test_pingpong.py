@@ -1,4 +1,4 @@
-"""The request/response probe behind shm_probe (plugins/module_utils/pingpong.py), over real
+"""The request/response probe behind shm_probe (plugins/module_utils/shm_path/pingpong.py), over real
 loopback sockets (no BPF here: both ports are plain TCP; the main job's test runs it with
 the same-host path on)."""
 import os
@@ -6,8 +6,8 @@ import socket
 
 import pytest
 
-from ansible_collections.netstack.tuning.plugins.module_utils import pingpong
-from ansible_collections.netstack.tuning.plugins.module_utils.common import NetstackError
+from ansible_collections.netstack.tuning.plugins.module_utils.shm_path import pingpong
+from ansible_collections.netstack.tuning.plugins.module_utils.core.common import NetstackError
 
 
 def _free_ports(n):

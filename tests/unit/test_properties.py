@@ -134,7 +134,7 @@ def _seed_journal(args):
     """Three transactions in the case's state dir (net.* keys of the child's namespace):
     000001 applied, 000002 applied and waiting for confirmation (its watchdog dies with
     the sandbox), 000003 rolled back."""
-    from ansible_collections.netstack.tuning.plugins.module_utils import journal, kstate
+    from ansible_collections.netstack.tuning.plugins.module_utils.core import journal, kstate
     j = journal.Journal(H.STATE_DIR)
     j.apply([(kstate.Item("sysctl", "net.ipv4.tcp_keepalive_time"), "7201")], source="nsprop", reason="seed")
     real_spawn = journal.spawn_watchdog
@@ -198,7 +198,8 @@ def _seed_flows():
 def _seed_tcp_maps(pin_dir="/sys/fs/bpf/netstack/tcp_tuner"):
     """The maps of a loaded tcp_tuner, made and pinned with bpf(2) in the sandbox's own
     bpffs (no program, no bcc): tcp_policy then reads and writes real maps."""
-    from ansible_collections.netstack.tuning.plugins.module_utils import bpf, tcppolicy
+    from ansible_collections.netstack.tuning.plugins.module_utils.bpf import program as bpf
+    from ansible_collections.netstack.tuning.plugins.module_utils.tcp_tuning import policy as tcppolicy
     os.makedirs(pin_dir + "/maps", exist_ok=True)
     maps = {"rules": (2, 4, tcppolicy.RULE_SIZE, 64), "cfg": (2, 4, 24, 1), "hits": (6, 4, 16, 64),
             "peers": (9, 16, 24, 4096)}
@@ -289,7 +290,7 @@ _t("netstack_facts", why="light: reads only", hints={"netns": NETNS}, examples=3
 _t("shm_probe", why="heavy (forks an echo server and a client for seconds x rounds): check mode, or real mode with "
                     "a forced-invalid field; tripwire pingpong.run",
    base={"path_port": 16380, "tcp_port": 16480},
-   heavy=lambda a: True, tripwires=["pingpong.run"],
+   heavy=lambda a: True, tripwires=["shm_path.pingpong.run"],
    hints={"path_port": st.integers(-1, 70000), "tcp_port": st.integers(-1, 70000), "size": st.integers(0, 2 << 20),
           "seconds": st.floats(0, 100), "rounds": st.integers(0, 30),
           "cgroup": st.sampled_from(["/", "netstack-none", "../../etc", "/sys/fs/cgroup"]),
@@ -307,7 +308,7 @@ _t("traffic_profile", why="analyze is light (reads flow files, writes output/rep
                           "tripwires bpf.compile_and_load, trafficcollect.scrape_loop, agent.notify",
    base={"action": "analyze", "sources": [H.CASE_DIR + "/flows"]},
    heavy=lambda a: a.get("action") != "analyze",
-   tripwires=["bpf.compile_and_load", "trafficcollect.scrape_loop", "agent.notify"],
+   tripwires=["bpf.program.compile_and_load", "traffic.collect.scrape_loop", "agent.daemon.notify"],
    hints={"sources": st.lists(st.sampled_from([H.CASE_DIR + "/flows", H.CASE_DIR + "/flows/2025-09-07.csv",
                                                H.CASE_DIR + "/flows/*.csv", H.CASE_DIR + "/garbage.csv",
                                                H.CASE_DIR + "/missing.csv"]), min_size=1, max_size=2),
@@ -328,7 +329,7 @@ _t("bpf_program", why="present is heavy (compiles and loads with bcc; .venv's Py
                       "forced-invalid field; absent is light (pins and records of the sandbox)",
    base={"name": "nsprop", "source_text": TCP_SOURCE,
          "programs": [{"function": "tcp_tuner", "type": "sock_ops", "cgroup": "/sys/fs/cgroup/unified"}]},
-   heavy=lambda a: _state(a) != "absent", tripwires=["bpf.compile_and_load"],
+   heavy=lambda a: _state(a) != "absent", tripwires=["bpf.program.compile_and_load"],
    hints={"name": st.sampled_from(["nsprop", "tcp_tuner", "a-b_c"]),
           "source_text": st.sampled_from([TCP_SOURCE, "int x;", ""]),
           "src": st.sampled_from(["tcp_tuner.bpf.c", os.path.join(ROOT, "bpf", "tcp_tuner.bpf.c")]),
@@ -340,7 +341,7 @@ _t("bpf_program", why="present is heavy (compiles and loads with bcc; .venv's Py
 _t("shm_agent", why="present is heavy (loads BPF): check mode, or real mode with a forced-invalid field; "
                     "tripwires bpf.compile_and_load, agent.notify; absent is light",
    base={"policies": [{"name": "redis", "ports": "6379"}], "source_text": SHM_SOURCE},
-   heavy=lambda a: _state(a) != "absent", tripwires=["bpf.compile_and_load", "agent.notify"],
+   heavy=lambda a: _state(a) != "absent", tripwires=["bpf.program.compile_and_load", "agent.daemon.notify"],
    hints={"policies": st.lists(SHM_POLICY, max_size=3), "source_text": st.sampled_from([SHM_SOURCE, "int x;"]),
           "local_addresses": st.lists(CIDRS, max_size=3),
           "cgroup": st.sampled_from(["/", "/sys/fs/cgroup/unified", "nsprop.slice"]),
@@ -350,7 +351,7 @@ _t("cpu_partition", why="heavy (writes cgroups, IRQ affinity, RPS/XPS): check mo
                         "forced-invalid field; tripwires journal.Journal.apply, amp._irqbalance_restart, "
                         "agent.notify",
    base={"interfaces": ["lo"], "app_cgroups": ["nsprop.slice"]}, heavy=lambda a: True,
-   tripwires=["journal.Journal.apply", "amp._irqbalance_restart", "agent.notify"],
+   tripwires=["core.journal.Journal.apply", "amp.partition._irqbalance_restart", "agent.daemon.notify"],
    hints={"interfaces": st.lists(st.sampled_from(["lo", "eth0", "nsprop9"]), min_size=1, max_size=2),
           "net_cpus": st.sampled_from(["auto", 1, "1", "0", "0-1", [0], "1,3", 0]),
           "app_cgroups": st.lists(st.sampled_from(["nsprop.slice", "/sys/fs/cgroup/cpuset/x", "system.slice"]),
@@ -361,7 +362,7 @@ _t("cpu_partition", why="heavy (writes cgroups, IRQ affinity, RPS/XPS): check mo
    examples=40, budget=14)
 _t("http_bench", why="heavy (nginx + wrk in namespaces): check mode, or real mode with a forced-invalid field; "
                      "tripwires httpbench.Lab.__enter__, httpbench.run_benchmark",
-   heavy=lambda a: True, tripwires=["httpbench.Lab.__enter__", "httpbench.run_benchmark"],
+   heavy=lambda a: True, tripwires=["tuning.httpbench.Lab.__enter__", "tuning.httpbench.run_benchmark"],
    hints={"target_url": st.sampled_from(["http://127.0.0.1:8080/", "https://[::1]/x", "ftp://x", "127.0.0.1"]),
           "worker_processes": st.sampled_from(["auto", "1", "2"]), "server_sysctls": SYSCTL_DICT,
           "netns_prefix": st.sampled_from(["nsbench", "nsprop", "x" * 30]), "connections": st.integers(1, 64),
@@ -372,7 +373,7 @@ _t("http_bench", why="heavy (nginx + wrk in namespaces): check mode, or real mod
                   lambda v: isinstance(v, str) and bool(re.search(r"[0-9]{20,}", v)))], examples=40, budget=12)
 _t("zerocopy_test", why="heavy (builds a helper, sends traffic): check mode, or real mode with a forced-invalid "
                         "field; tripwire zerocopy.make_helper",
-   heavy=lambda a: True, tripwires=["zerocopy.make_helper"],
+   heavy=lambda a: True, tripwires=["zerocopy.measure.make_helper"],
    hints={"sizes": st.lists(st.sampled_from(["1K", "4K", 64, "1M", "64K"]), min_size=1, max_size=3),
           "peer": st.sampled_from(["198.18.0.2", "::1", "nsprop.invalid"]),
           "listen_address": st.sampled_from(["127.0.0.1", "::1", "198.18.0.1"]),
@@ -387,7 +388,7 @@ _t("sysctl_trial", why="action=run is heavy (applies sysctls in a lab and benchm
                        "with a forced-invalid field (confirm_timeout <= 0 and unknown bench keys are documented "
                        "refusals); tripwire httpbench.Lab.__enter__; action=inspect is light",
    base={"sysctls": {"net.core.somaxconn": 1024}},
-   heavy=lambda a: a.get("action", "run") != "inspect", tripwires=["httpbench.Lab.__enter__"],
+   heavy=lambda a: a.get("action", "run") != "inspect", tripwires=["tuning.httpbench.Lab.__enter__"],
    hints={"sysctls": SYSCTL_DICT, "keys": st.lists(st.sampled_from(NET_KEYS), max_size=3), "bench": BENCH,
           "confirm_timeout": st.integers(1, 600), "repeats": st.integers(1, 5),
           "prune_p99_above": st.floats(0.1, 100)},
@@ -400,7 +401,7 @@ _t("sysctl_study", why="an action plugin (the module file is documentation): its
                        "httpbench.Lab.__enter__ (the baseline benchmark's lab); the inspection reads the host's sysctls from a grandchild "
                        "back in the host's network namespace with /proc/sys/net read-only (the keys of the default "
                        "space are host-wide). Check mode, or real mode with a forced-invalid field",
-   heavy=lambda a: True, tripwires=["httpbench.Lab.__enter__"],
+   heavy=lambda a: True, tripwires=["tuning.httpbench.Lab.__enter__"],
    host_readonly={"sysctl_trial": lambda a: a.get("action") == "inspect"},
    hints={"space": st.sampled_from([None, SPACE_PATH, "nginx_latency.yml", "/nonexistent.yml"]) |
           st.just(_space_dict()), "bench": BENCH, "trials": st.integers(1, 50),

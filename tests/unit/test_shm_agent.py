@@ -7,8 +7,9 @@ import time
 
 import pytest
 
-from ansible_collections.netstack.tuning.plugins.module_utils import agent, shm
-from ansible_collections.netstack.tuning.plugins.module_utils.common import NetstackError
+from ansible_collections.netstack.tuning.plugins.module_utils.agent import daemon as agent
+from ansible_collections.netstack.tuning.plugins.module_utils.shm_path import path as shm
+from ansible_collections.netstack.tuning.plugins.module_utils.core.common import NetstackError
 
 
 def test_validate_normalises():

@@ -8,7 +8,7 @@ import pytest
 
 from ansible.errors import AnsibleFilterError
 from ansible_collections.netstack.tuning.plugins.filter import site as site_filters
-from ansible_collections.netstack.tuning.plugins.module_utils import sitereport as sr
+from ansible_collections.netstack.tuning.plugins.module_utils.report import site as sr
 
 FACTS = {
     "kernel": {"release": "6.1.0-28-amd64"},

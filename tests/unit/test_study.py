@@ -11,8 +11,9 @@ import random
 
 import pytest
 
-from ansible_collections.netstack.tuning.plugins.module_utils import searchspace, stats, study
-from ansible_collections.netstack.tuning.plugins.module_utils.common import NetstackError
+from ansible_collections.netstack.tuning.plugins.module_utils.tuning import searchspace, study
+from ansible_collections.netstack.tuning.plugins.module_utils.core import stats
+from ansible_collections.netstack.tuning.plugins.module_utils.core.common import NetstackError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 DEFAULT_SPACE = os.path.join(ROOT, "roles", "sysctl_tuner", "files", "spaces", "nginx_latency.yml")

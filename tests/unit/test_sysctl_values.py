@@ -11,8 +11,8 @@ import os
 import pytest
 from conftest import throwaway_netns
 
-from ansible_collections.netstack.tuning.plugins.module_utils import kstate, sysctl
-from ansible_collections.netstack.tuning.plugins.module_utils.common import NetstackError
+from ansible_collections.netstack.tuning.plugins.module_utils.core import kstate, sysctl
+from ansible_collections.netstack.tuning.plugins.module_utils.core.common import NetstackError
 
 NS = "nstest-values-%d" % os.getpid()
 KEY = "net.ipv4.tcp_syn_retries"
@@ -117,7 +117,7 @@ def test_kernel_u64_value_plans_as_an_integer(netns):
 
 @pytest.mark.parametrize("bad", [float("inf"), float("nan"), 1e400])
 def test_search_space_non_finite_value_names_the_parameter(bad):
-    from ansible_collections.netstack.tuning.plugins.module_utils import searchspace
+    from ansible_collections.netstack.tuning.plugins.module_utils.tuning import searchspace
     space = {"parameters": [{"name": "somax", "sysctl": "net.core.somaxconn", "index": None}]}
     with pytest.raises(NetstackError) as e:
         searchspace.to_sysctls(space, {"somax": bad}, {})

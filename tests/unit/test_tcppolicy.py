@@ -5,8 +5,9 @@ import struct
 
 import pytest
 
-from ansible_collections.netstack.tuning.plugins.module_utils import bpf, tcppolicy
-from ansible_collections.netstack.tuning.plugins.module_utils.common import NetstackError
+from ansible_collections.netstack.tuning.plugins.module_utils.bpf import program as bpf
+from ansible_collections.netstack.tuning.plugins.module_utils.tcp_tuning import policy as tcppolicy
+from ansible_collections.netstack.tuning.plugins.module_utils.core.common import NetstackError
 
 CCS = ["reno", "cubic", "bbr"]
 

@@ -1,12 +1,13 @@
-"""The traffic_profile front end (module_utils/traffic.py): sources, settings, the CLI."""
+"""The traffic_profile front end (module_utils/traffic/profile.py): sources, settings, the CLI."""
 import io
 import json
 import re
 
 import pytest
 
-from ansible_collections.netstack.tuning.plugins.module_utils import traffic, trafficgen
-from ansible_collections.netstack.tuning.plugins.module_utils.common import NetstackError
+from ansible_collections.netstack.tuning.plugins.module_utils.traffic import profile as traffic
+from ansible_collections.netstack.tuning.tools import trafficgen
+from ansible_collections.netstack.tuning.plugins.module_utils.core.common import NetstackError
 
 
 def test_sources_expand_dirs_files_and_globs(tmp_path):

@@ -4,9 +4,9 @@ import math
 import numpy as np
 import pytest
 
-from ansible_collections.netstack.tuning.plugins.module_utils import trafficanalysis as ta
-from ansible_collections.netstack.tuning.plugins.module_utils import trafficdata as td
-from ansible_collections.netstack.tuning.plugins.module_utils.common import NetstackError
+from ansible_collections.netstack.tuning.plugins.module_utils.traffic import analysis as ta
+from ansible_collections.netstack.tuning.plugins.module_utils.traffic import data as td
+from ansible_collections.netstack.tuning.plugins.module_utils.core.common import NetstackError
 
 STEP = 300
 T0 = 1788739200          # 2026-09-07 00:00 UTC, a Monday

@@ -8,8 +8,8 @@ takes a few seconds; the 1 M / 10 M row sizes are exercised by the benchmark.
 import numpy as np
 import pytest
 
-from ansible_collections.netstack.tuning.plugins.module_utils import trafficgen as tg
-from ansible_collections.netstack.tuning.plugins.module_utils.common import NetstackError
+from ansible_collections.netstack.tuning.tools import trafficgen as tg
+from ansible_collections.netstack.tuning.plugins.module_utils.core.common import NetstackError
 
 SMALL = dict(sites=2, days=14, step=900)
 

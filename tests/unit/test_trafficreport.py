@@ -12,8 +12,9 @@ import pytest
 
 np = pytest.importorskip("numpy")
 
-from ansible_collections.netstack.tuning.plugins.module_utils import svgplot, trafficreport as tr  # noqa: E402
-from ansible_collections.netstack.tuning.plugins.module_utils import trafficanalysis as ta, trafficdata as td  # noqa: E402
+from ansible_collections.netstack.tuning.plugins.module_utils.report import svgplot  # noqa: E402
+from ansible_collections.netstack.tuning.plugins.module_utils.traffic import report as tr
+from ansible_collections.netstack.tuning.plugins.module_utils.traffic import analysis as ta, data as td  # noqa: E402
 
 T0 = 1788739200          # 2026-09-07 00:00 UTC, a Monday
 STEP = 300
@@ -260,7 +261,7 @@ def test_log_axis():
 def test_axis_of_values_equal_to_float_resolution_terminates():
     """Two rates that differ in the last bit (a one-bin series: observed vs expected) once
     made the tick loop spin forever (the step did not move v) until memory ran out."""
-    from ansible_collections.netstack.tuning.plugins.module_utils import svgplot
+    from ansible_collections.netstack.tuning.plugins.module_utils.report import svgplot
     lo, hi, ticks = svgplot._nice(259.84, 259.8399999999999)
     assert lo <= 259.84 <= hi and 2 <= len(ticks) <= 100
     page = svgplot.line_chart({"a": [(1795579200, 259.84)], "b": [(1795579200, 259.8399999999999)]})

@@ -11,8 +11,8 @@ import threading
 
 import pytest
 
-from ansible_collections.netstack.tuning.plugins.module_utils import zcreport, zerocopy as z
-from ansible_collections.netstack.tuning.plugins.module_utils.common import NetstackError
+from ansible_collections.netstack.tuning.plugins.module_utils.zerocopy import report as zcreport, measure as z
+from ansible_collections.netstack.tuning.plugins.module_utils.core.common import NetstackError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SOURCE = open(os.path.join(ROOT, "src", "zc_bench.c")).read()

@@ -9,7 +9,7 @@ ROOT = Path(__file__).resolve().parents[3]
 sys.path.insert(0, str(ROOT / "tests" / "support"))
 sys.path.insert(0, str(ROOT / "collections"))
 import browser  # noqa: E402
-from ansible_collections.netstack.tuning.plugins.module_utils import svgplot  # noqa: E402
+from ansible_collections.netstack.tuning.plugins.module_utils.report import svgplot  # noqa: E402
 
 SVG = '<svg xmlns="http://www.w3.org/2000/svg" width="300" height="100" viewBox="0 0 300 100">%s</svg>'
 BG = '<rect width="100%" height="100%" fill="white"/><text x="4" y="14">title</text>'

@@ -112,7 +112,7 @@ def test_main_job_runs_every_capability_and_leaves_the_machine_as_found(tmp_path
     for key in before:
         assert after[key] == before[key], key
     journal = subprocess.run(["/usr/bin/python3", "-c", "import json,sys; sys.path.insert(0, 'collections');"
-                              "from ansible_collections.netstack.tuning.plugins.module_utils.journal import Journal, ACTIVE_STATES;"
+                              "from ansible_collections.netstack.tuning.plugins.module_utils.core.journal import Journal, ACTIVE_STATES;"
                               "print(json.dumps([t.id for t in Journal('/var/lib/netstack-lab').transactions()"
                               " if t.state in ACTIVE_STATES]))"], cwd=str(ROOT), capture_output=True, text=True, check=True)
     assert json.loads(journal.stdout) == []

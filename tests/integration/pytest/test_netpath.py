@@ -18,8 +18,9 @@ import tempfile
 
 import pytest
 
-from ansible_collections.netstack.tuning.plugins.module_utils import httpbench, journal, netpath, scenario, trial
-from ansible_collections.netstack.tuning.plugins.module_utils.common import which
+from ansible_collections.netstack.tuning.plugins.module_utils.tuning import httpbench, netpath, scenario, trial
+from ansible_collections.netstack.tuning.plugins.module_utils.core import journal
+from ansible_collections.netstack.tuning.plugins.module_utils.core.common import which
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0 or not all(which(t) for t in ("nginx", "wrk", "iperf3", "ping")),
                                 reason="needs root, nginx, wrk, iperf3 and ping")

@@ -23,8 +23,8 @@ COLLECTIONS = os.path.join(REPO, "collections")
 if COLLECTIONS not in sys.path:
     sys.path.insert(0, COLLECTIONS)
 
-from ansible_collections.netstack.tuning.plugins.module_utils import shm  # noqa: E402,F401 - for the tests
-from ansible_collections.netstack.tuning.plugins.module_utils import bpf  # noqa: E402
+from ansible_collections.netstack.tuning.plugins.module_utils.shm_path import path as shm  # noqa: E402,F401 - for the tests
+from ansible_collections.netstack.tuning.plugins.module_utils.bpf import program as bpf  # noqa: E402
 
 ON_LO, ON_HI = 20000, 24999
 OFF_LO, OFF_HI = 25000, 29999

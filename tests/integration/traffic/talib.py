@@ -22,10 +22,11 @@ COLLECTIONS = os.path.join(REPO, "collections")
 if COLLECTIONS not in sys.path:
     sys.path.insert(0, COLLECTIONS)
 
-from ansible_collections.netstack.tuning.plugins.module_utils import kstate, nsutil  # noqa: E402
+from ansible_collections.netstack.tuning.plugins.module_utils.core import kstate, nsutil  # noqa: E402
 # re-exported for the tests and conftest
-from ansible_collections.netstack.tuning.plugins.module_utils import bpf, trafficcollect  # noqa: E402,F401 pylint: disable=unused-import
-from ansible_collections.netstack.tuning.plugins.module_utils.common import NetstackError, run, which  # noqa: E402
+from ansible_collections.netstack.tuning.plugins.module_utils.bpf import program as bpf  # noqa: E402,F401 pylint: disable=unused-import
+from ansible_collections.netstack.tuning.plugins.module_utils.traffic import collect as trafficcollect
+from ansible_collections.netstack.tuning.plugins.module_utils.core.common import NetstackError, run, which  # noqa: E402
 
 PREFIX = "tatest"
 SRV4, CLI4 = "198.18.102.1", "198.18.102.2"

@@ -15,8 +15,9 @@ import pytest
 
 import talib
 from talib import CLI4, CLI6, UDP4_HDR, UDP6_HDR, bpf, one, rows_for, trafficcollect
-from ansible_collections.netstack.tuning.plugins.module_utils import agent, trafficdata
-from ansible_collections.netstack.tuning.plugins.module_utils.common import NetstackError
+from ansible_collections.netstack.tuning.plugins.module_utils.agent import daemon as agent
+from ansible_collections.netstack.tuning.plugins.module_utils.traffic import data as trafficdata
+from ansible_collections.netstack.tuning.plugins.module_utils.core.common import NetstackError
 
 LINK = "lab:" + talib.SRV_IF
 

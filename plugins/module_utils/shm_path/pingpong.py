@@ -1,0 +1,201 @@
+# -*- coding: utf-8 -*-
+# Copyright: netstack.tuning contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Request/response over loopback, on two ports side by side: one inside the same-host
+path's policy, one outside it (module shm_probe).
+
+An echo server (one process, both ports) and a client (another process, optionally moved
+into a cgroup first so that cgroup-scoped BPF programs see its sockets) exchange messages
+of ``size`` bytes, one in flight, for ``seconds`` per arm and round; the arms alternate and
+their order flips every round.  Each arm's result: round trips per second and the RTT
+percentiles of every round trip.  Nothing on the host changes; both processes are gone
+when ``run`` returns, also on error."""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import json
+import os
+import select
+import selectors
+import signal
+import socket
+import time
+
+from ansible_collections.netstack.tuning.plugins.module_utils.core.common import NetstackError
+
+HOST = "127.0.0.1"
+
+
+def _listen(port):
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        s.bind((HOST, port))
+    except OSError as e:
+        s.close()
+        raise NetstackError("cannot listen on %s:%d: %s" % (HOST, port, e.strerror), field="ports")
+    s.listen(64)
+    return s
+
+
+def _serve(listeners, ready):
+    """The echo server's loop (in its own process): echo whatever arrives."""
+    sel = selectors.DefaultSelector()
+    for s in listeners:
+        sel.register(s, selectors.EVENT_READ, None)
+    os.write(ready, b"+")
+    os.close(ready)
+    while True:
+        for key, _events in sel.select():
+            if key.data is None:
+                conn = key.fileobj.accept()[0]
+                conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                sel.register(conn, selectors.EVENT_READ, "conn")
+                continue
+            data = key.fileobj.recv(1 << 20)
+            if not data:
+                sel.unregister(key.fileobj)
+                key.fileobj.close()
+                continue
+            key.fileobj.sendall(data)
+
+
+def percentile(sorted_values, q):
+    if not sorted_values:
+        return None
+    i = min(len(sorted_values) - 1, max(0, int(round(q / 100.0 * (len(sorted_values) - 1)))))
+    return sorted_values[i]
+
+
+def _one_arm(port, size, seconds):
+    """Round trips of `size` bytes for `seconds` on one connection: (count, elapsed s, RTTs ns)."""
+    msg = b"x" * size
+    c = socket.create_connection((HOST, port), timeout=10)
+    try:
+        c.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        buf = bytearray(size)
+        view = memoryview(buf)
+        rtts = []
+        for warm in (True, False):
+            t_end = time.monotonic() + (0.1 if warm else seconds)
+            t0 = time.perf_counter()
+            while time.monotonic() < t_end:
+                a = time.perf_counter_ns()
+                c.sendall(msg)
+                got = 0
+                while got < size:
+                    n = c.recv_into(view[got:])
+                    if not n:
+                        raise NetstackError("the echo server closed the connection", field="ports")
+                    got += n
+                if not warm:
+                    rtts.append(time.perf_counter_ns() - a)
+            elapsed = time.perf_counter() - t0
+        return len(rtts), elapsed, rtts
+    finally:
+        c.close()
+
+
+def _client(arms, size, seconds, rounds, cgroup_procs, out):
+    """The client (in its own process): join the cgroup, run the rounds, write JSON to `out`."""
+    try:
+        if cgroup_procs:
+            with open(cgroup_procs, "w") as f:
+                f.write(str(os.getpid()))
+        res = dict((arm[0], {"count": 0, "elapsed": 0.0, "rtts": []}) for arm in arms)
+        for r in range(rounds):
+            for name, port in (arms if r % 2 == 0 else list(reversed(arms))):
+                n, el, rtts = _one_arm(port, size, seconds)
+                res[name]["count"] += n
+                res[name]["elapsed"] += el
+                res[name]["rtts"].extend(rtts)
+        payload = {"ok": True, "arms": dict((k, summarize(v)) for k, v in res.items())}
+    except Exception as e:  # pylint: disable=broad-except  # reported to the parent, which raises it
+        payload = {"ok": False, "error": "%s: %s" % (type(e).__name__, e)}
+    data = json.dumps(payload).encode()
+    while data:
+        data = data[os.write(out, data):]
+    os.close(out)
+
+
+def summarize(arm):
+    rtts = sorted(arm["rtts"])
+    us = [x / 1000.0 for x in rtts]
+    return {"round_trips": arm["count"],
+            "round_trips_per_s": round(arm["count"] / arm["elapsed"], 1) if arm["elapsed"] > 0 else 0.0,
+            "rtt_us": {"p50": _r(percentile(us, 50)), "p90": _r(percentile(us, 90)),
+                       "p99": _r(percentile(us, 99))}}
+
+
+def _r(v):
+    return None if v is None else round(v, 2)
+
+
+def _fork(fn, *args):
+    pid = os.fork()
+    if pid == 0:  # the child: run, never return into the caller's code
+        code = 0
+        try:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            fn(*args)
+        except BaseException:  # noqa: B902  # pylint: disable=broad-except
+            code = 1
+        os._exit(code)
+    return pid
+
+
+def _reap(pid, kill=True):
+    if kill:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except OSError:
+            pass
+    try:
+        os.waitpid(pid, 0)
+    except OSError:
+        pass
+
+
+def run(arms, size=64, seconds=1.0, rounds=3, cgroup_procs=None, timeout=None):
+    """arms: [(name, port), ...].  Returns {name: summary}; raises NetstackError."""
+    listeners = [_listen(arm[1]) for arm in arms]
+    server = client = None
+    try:
+        ready_r, ready_w = os.pipe()
+        server = _fork(_serve, listeners, ready_w)
+        os.close(ready_w)
+        if not select.select([ready_r], [], [], 10)[0] or os.read(ready_r, 1) != b"+":
+            raise NetstackError("the echo server did not start", field="ports")
+        os.close(ready_r)
+        out_r, out_w = os.pipe()
+        client = _fork(_client, arms, size, seconds, rounds, cgroup_procs, out_w)
+        os.close(out_w)
+        deadline = time.monotonic() + (timeout or (seconds + 0.2) * rounds * len(arms) + 30)
+        chunks = []
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([out_r], [], [], left)[0]:
+                os.close(out_r)
+                raise NetstackError("the client did not finish in time", field="seconds")
+            chunk = os.read(out_r, 65536)
+            if not chunk:
+                break
+            chunks.append(chunk)
+        os.close(out_r)
+        _reap(client, kill=False)
+        client = None
+        try:
+            payload = json.loads(b"".join(chunks).decode() or "{}")
+        except ValueError:
+            payload = {}
+        if not payload.get("ok"):
+            raise NetstackError("the client failed: %s" % payload.get("error", "no result"), field="ports")
+        return payload["arms"]
+    finally:
+        for pid in (client, server):
+            if pid:
+                _reap(pid)
+        for s in listeners:
+            s.close()

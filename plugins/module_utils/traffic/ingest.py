@@ -1,0 +1,1643 @@
+# -*- coding: utf-8 -*-
+# Copyright: netstack.tuning contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Flow data exported by others, read into traffic ``Records`` (capability 5).
+
+``read(path)`` takes one file and tells its kind from its content:
+
+CSV, two dialects told apart by the header line
+    native   exactly ``trafficdata.HEADER`` (the collector's on-host store is such a file);
+             every cell is checked.
+    generic  a flow log with at least src, dst, bytes and a time (end, ts or start) column
+             under common names (srcaddr, dst_ip, octets, nfdump's sa/da/ibyt/te, ...).
+             The remote side and the direction come from ``local_prefixes``; the remote
+             address is masked to ``prefix_v4``/``prefix_v6``.
+NetFlow v5, v9 (RFC 3954) and IPFIX (RFC 7011)
+    as a raw stream of export packets back to back, or as UDP datagrams in a classic
+    libpcap file (Ethernet, raw IP, Linux cooked v1/v2, BSD loopback).
+
+Errors are ``NetstackError`` naming the file, the line (CSV) or the packet and byte
+offset (binary) and the field; ``field`` is "<path>:<line or packet>:<field>".  The parser
+is pure: it reads the file and returns, nothing else happens on error.
+
+The encoders (``encode_v5``, ``encode_v9``, ``encode_ipfix``, ``pcap_bytes``,
+``write_pcap``) build export packets from simple flow dicts for tests and the evaluation
+data generator:
+
+    {"src": "198.51.100.7", "dst": "10.0.0.1", "sport": 443, "dport": 50000, "proto": 6,
+     "bytes": 1500, "packets": 1, "tos": 0, "end": 1700000000}
+
+optional keys: start (default end), input / output (ifindex, default 1 / 0), direction
+(0 ingress, 1 egress; v9 and IPFIX only), app (IPFIX variable-length field text).
+"""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import array
+import calendar
+import csv
+import datetime
+import gc
+import io
+import ipaddress
+import itertools
+import os
+import re
+import socket
+import struct
+import time
+
+try:
+    import numpy as np
+except ImportError:  # ansible-test sanity imports module_utils without numpy
+    np = None  # trafficdata.require_numpy() says so where it is needed
+
+from ansible_collections.netstack.tuning.plugins.module_utils.core.common import NetstackError
+from ansible_collections.netstack.tuning.plugins.module_utils.traffic import data as trafficdata
+
+FORMATS = ("auto", "csv", "netflow")
+CHUNK_ROWS = 200000            # rows per step of the csv-module reader
+CSV_BLOCK_BYTES = 128 << 10    # bytes per step of the fast CSV reader (small: stays in the CPU caches)
+
+PCAP_MAGICS = {
+    b"\xa1\xb2\xc3\xd4": ">", b"\xd4\xc3\xb2\xa1": "<",      # microseconds
+    b"\xa1\xb2\x3c\x4d": ">", b"\x4d\x3c\xb2\xa1": "<",      # nanoseconds
+}
+PCAPNG_MAGIC = b"\x0a\x0d\x0d\x0a"
+EXPORT_VERSIONS = (5, 9, 10)
+
+
+# ----------------------------------------------------------------------------- public API
+
+def read(path, fmt="auto", link=None, local_prefixes=(), prefix_v4=24, prefix_v6=48, stats=None):
+    """Read one flow file into ``Records``.
+
+    ``fmt``: "auto" (by content), "csv" or "netflow" (v5/v9/IPFIX raw stream or pcap).
+    ``link``: the link of generic CSV rows without a link column (default: the file's
+    basename) and the exporter name of raw NetFlow streams (default "netflow"; a pcap's
+    exporter is the datagram's source address).
+    ``local_prefixes``: networks of this side; a flow to a local address is "in" (remote =
+    source), one from a local address "out" (remote = destination); otherwise (or without
+    local prefixes) a NetFlow DIRECTION field decides (egress = "out"), else "in".
+    ``stats``: a dict, updated with counters (rows, packets, skipped_no_template, ...);
+    the same dict is also set as the returned batch's ``stats`` attribute.
+    """
+    trafficdata.require_numpy("reading flow files")
+    if fmt not in FORMATS:
+        raise NetstackError("fmt must be one of %s, not %r" % (", ".join(FORMATS), fmt), field="fmt")
+    loc = _Localizer(local_prefixes, prefix_v4, prefix_v6)
+    path = os.fspath(path)
+    try:
+        with open(path, "rb") as f:
+            head = f.read(4096)
+    except (IOError, OSError) as e:
+        raise NetstackError("%s: cannot read: %s" % (path, e.strerror or e), field=path)
+    if not head:
+        raise NetstackError("%s: empty file (no header line, no export packets)" % path, field=path)
+    kind = _sniff(head)
+    if fmt == "auto":
+        if kind is None:
+            raise NetstackError("%s: neither a text CSV flow log nor a NetFlow/IPFIX stream or pcap file (first bytes %s)"
+                                % (path, _hex(head[:8])), field="%s:1:version" % path)
+        fmt = "csv" if kind == "csv" else "netflow"
+    st = {"format": None, "rows": 0}
+    if fmt == "csv":
+        records = _read_csv(path, link, loc, st)
+    else:
+        if kind == "pcapng":
+            raise NetstackError("%s packet 1 (offset 0): field 'magic': pcapng is not supported, save it as classic pcap "
+                                "(editcap -F pcap in out)" % path, field="%s:1:magic" % path)
+        with open(path, "rb") as f:
+            data = f.read()
+        records = _read_netflow(path, data, link, loc, st)
+    if stats is not None:
+        stats.update(st)
+        st = stats
+    records.stats = st
+    return records
+
+
+def read_many(paths, **kw):
+    """``read`` each path and concatenate; ``stats`` (if given) gets summed counters and ``files``."""
+    stats = kw.pop("stats", None)
+    batches, total = [], {}
+    for p in paths:
+        st = {}
+        batches.append(read(p, stats=st, **kw))
+        for k, v in st.items():
+            if isinstance(v, int) and not isinstance(v, bool):
+                total[k] = total.get(k, 0) + v
+            elif k == "format":
+                total.setdefault("formats", []).append(v)
+    total["files"] = len(batches)
+    records = trafficdata.Records.concat(batches)
+    if stats is not None:
+        stats.update(total)
+        total = stats
+    records.stats = total
+    return records
+
+
+def _sniff(head):
+    """'pcap', 'pcapng', 'raw', 'csv' or None, from the first bytes."""
+    if head[:4] in PCAP_MAGICS:
+        return "pcap"
+    if head[:4] == PCAPNG_MAGIC:
+        return "pcapng"
+    if len(head) >= 2 and struct.unpack("!H", head[:2])[0] in EXPORT_VERSIONS:
+        return "raw"
+    first = head[3:4] if head.startswith(b"\xef\xbb\xbf") else head[:1]
+    if b"\x00" not in head and (b" " <= first <= b"~" or first == b"\t"):
+        return "csv"       # text with a header line (the CSV reader names any line that is not UTF-8)
+    return None
+
+
+def _hex(b):
+    return " ".join("%02x" % c for c in bytearray(b))
+
+
+# ----------------------------------------------------------------------------- common pieces
+
+class _Coder(object):
+    """Strings (or keys) to dense int codes; ``canon`` validates/normalises new values."""
+
+    def __init__(self, canon=None):
+        self.index = {}
+        self.cats = []
+        self.canon = canon
+        self._by_cat = {}
+
+    def add(self, raw, cat=None):
+        if cat is None:
+            cat = raw if self.canon is None else self.canon(raw)
+        code = self._by_cat.get(cat)
+        if code is None:
+            code = self._by_cat[cat] = len(self.cats)
+            self.cats.append(cat)
+        self.index[raw] = code
+        return code
+
+    def encode(self, values):
+        """An int32 array of codes; raises _BadValues(set of bad raw values) on invalid ones."""
+        index = self.index
+        try:        # usually every value is known already (few distinct links, classes, prefixes)
+            return np.fromiter(map(index.__getitem__, values), dtype=np.int32, count=len(values))
+        except KeyError:
+            pass
+        new = set(values).difference(index)
+        bad = {}
+        for v in new:
+            try:
+                self.add(v)
+            except ValueError as e:
+                bad[v] = str(e)
+        if bad:
+            raise _BadValues(bad)
+        return np.fromiter(map(index.__getitem__, values), dtype=np.int32, count=len(values))
+
+    def sorted(self, codes):
+        """(sorted cats, codes remapped to them)."""
+        order = sorted(range(len(self.cats)), key=self.cats.__getitem__)
+        remap = np.empty(len(order), dtype=np.int32)
+        remap[np.asarray(order, dtype=np.int64)] = np.arange(len(order), dtype=np.int32)
+        codes = np.asarray(codes, dtype=np.int32)
+        return [self.cats[i] for i in order], (remap[codes] if len(codes) else codes)
+
+
+class _BadValues(Exception):
+    def __init__(self, bad):
+        Exception.__init__(self, "bad values")
+        self.bad = bad
+
+
+class _Localizer(object):
+    """Which addresses are local, and an address masked to its remote prefix.
+
+    Addresses are ints: IPv4 as is, IPv6 with bit 128 set; -1 means "no address".
+    """
+
+    V6 = 1 << 128
+
+    def __init__(self, local_prefixes, prefix_v4, prefix_v6):
+        if isinstance(local_prefixes, str):
+            local_prefixes = [p for p in re.split(r"[,\s]+", local_prefixes) if p]
+        self.nets = []
+        for p in local_prefixes or ():
+            try:
+                net = ipaddress.ip_network(str(p).strip(), strict=False)
+            except ValueError as e:
+                raise NetstackError("local_prefixes: %r is not a network: %s" % (p, e), field="local_prefixes")
+            flag = self.V6 if net.version == 6 else 0
+            self.nets.append((int(net.netmask) | flag, int(net.network_address) | flag))
+        for name, value, top in (("prefix_v4", prefix_v4, 32), ("prefix_v6", prefix_v6, 128)):
+            if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= top:
+                raise NetstackError("%s must be an integer 0-%d, not %r" % (name, top, value), field=name)
+        self.mask4 = (0xFFFFFFFF << (32 - prefix_v4)) & 0xFFFFFFFF
+        self.mask6 = ((1 << 128) - 1) ^ ((1 << (128 - prefix_v6)) - 1)
+        self.len4, self.len6 = prefix_v4, prefix_v6
+        self._pref = {}
+
+    def is_local(self, key):
+        if key < 0:
+            return False
+        for mask, net in self.nets:
+            if key & (mask | self.V6) == net:
+                return True
+        return False
+
+    def prefix(self, key):
+        if key < 0:
+            return "-"
+        if key & self.V6:
+            masked = key & self.mask6
+            s = self._pref.get(masked | self.V6)
+            if s is None:
+                s = self._pref[masked | self.V6] = "%s/%d" % (ipaddress.IPv6Address(masked), self.len6)
+            return s
+        masked = key & self.mask4
+        s = self._pref.get(masked)
+        if s is None:
+            s = self._pref[masked] = "%s/%d" % (ipaddress.IPv4Address(masked), self.len4)
+        return s
+
+    def assemble(self, cols, addr_keys, link_coder):
+        """Records from decoded flow columns.
+
+        ``cols``: ts, link (codes), src, dst (indexes into addr_keys), dirflag (-1 unknown,
+        0 ingress, 1 egress), proto, sport, dport, dscp, bytes, packets.
+        """
+        n = len(cols["ts"])
+        keys = list(addr_keys) or [-1]
+        local = np.fromiter((self.is_local(k) for k in keys), dtype=bool, count=len(keys))
+        pcoder = _Coder()
+        pref = np.zeros(len(keys), dtype=np.int32)
+        for i, k in enumerate(keys):
+            p = self.prefix(k)
+            code = pcoder.index.get(p)
+            pref[i] = pcoder.add(p) if code is None else code
+        src = np.asarray(cols["src"], dtype=np.int64)
+        dst = np.asarray(cols["dst"], dtype=np.int64)
+        dst_local, src_local = local[dst], local[src]
+        out = ~dst_local & (src_local | (np.asarray(cols["dirflag"]) == 1))
+        prefix_codes = np.where(out, pref[dst], pref[src])
+        proto = np.asarray(cols["proto"], dtype=np.int64)
+        pclass = trafficdata.port_class_ids(proto, cols["sport"], cols["dport"]) if n else np.zeros(0, dtype=np.uint8)
+        ccoder = _Coder()
+        for name in trafficdata.CLASS_NAMES:
+            ccoder.add(name)
+        dcoder = _Coder()
+        for name in trafficdata.DIRECTIONS:
+            dcoder.add(name)
+        ints = {"ts": cols["ts"], "proto": proto, "dscp": cols["dscp"], "bytes": cols["bytes"], "packets": cols["packets"]}
+        codes, cats = {}, {}
+        cats["link"], codes["link"] = link_coder.sorted(cols["link"])
+        cats["prefix"], codes["prefix"] = pcoder.sorted(prefix_codes)
+        cats["direction"], codes["direction"] = dcoder.sorted(out.astype(np.int32))
+        cats["port_class"], codes["port_class"] = ccoder.sorted(pclass.astype(np.int32))
+        return _compact(trafficdata.Records(ints, codes, cats))
+
+
+def _compact(records):
+    """Drop categories no row uses (so cats are exactly the values present, sorted)."""
+    for k in trafficdata.STRING_COLUMNS:
+        codes, cats = records.codes[k], records.cats[k]
+        if not len(codes):
+            records.cats[k] = []
+            continue
+        used = np.zeros(len(cats), dtype=bool)
+        used[codes] = True
+        if used.all():
+            continue
+        remap = np.cumsum(used, dtype=np.int64) - 1
+        records.codes[k] = remap[codes].astype(np.int32)
+        records.cats[k] = [c for c, u in zip(cats, used) if u]
+    return records
+
+
+# ----------------------------------------------------------------------------- CSV
+
+# generic dialect: canonical name -> aliases (lower case, '-' and ' ' read as '_')
+_ALIASES = {
+    "src": ("src", "srcaddr", "src_addr", "src_ip", "srcip", "source", "source_ip", "source_address", "saddr", "sa",
+            "ipv4_src_addr", "ipv6_src_addr", "src_address", "sourceipv4address", "sourceipv6address"),
+    "dst": ("dst", "dstaddr", "dst_addr", "dst_ip", "dstip", "destination", "destination_ip", "destination_address",
+            "daddr", "da", "ipv4_dst_addr", "ipv6_dst_addr", "dst_address", "destinationipv4address",
+            "destinationipv6address"),
+    "sport": ("sport", "srcport", "src_port", "source_port", "sp", "l4_src_port", "sourcetransportport"),
+    "dport": ("dport", "dstport", "dst_port", "destination_port", "dp", "l4_dst_port", "destinationtransportport"),
+    "proto": ("proto", "protocol", "prot", "pr", "ip_proto", "ip_protocol", "protocolidentifier"),
+    "packets": ("packets", "pkts", "ipkt", "in_pkts", "dpkts", "npackets", "packet_count", "packetdeltacount"),
+    "dscp": ("dscp",),
+    "tos": ("tos", "stos", "src_tos", "ip_tos", "ipclassofservice"),
+    "link": ("link", "interface", "iface", "ifname"),
+    "end": ("end", "end_time", "endtime", "te", "last", "last_switched", "flow_end", "ts_end", "end_ts", "stop",
+            "flowendseconds"),
+    "ts": ("ts", "time", "timestamp", "t"),
+    "start": ("start", "start_time", "starttime", "first", "first_switched", "flow_start", "ts_start", "start_ts",
+              "flowstartseconds"),
+}
+# the bytes column, with the unit its header names
+_BYTES_UNITS = (
+    (1, ("bytes", "octets", "byt", "ibyt", "in_bytes", "doctets", "nbytes", "byte_count", "octetdeltacount")),
+    (1000, ("kbytes", "kb", "kilobytes")),
+    (1000000, ("mbytes", "mb", "megabytes")),
+)
+_BYTES_ALIASES = dict((a, scale) for scale, names in _BYTES_UNITS for a in names)
+_ALIAS = dict((a, canon) for canon, names in _ALIASES.items() for a in names)
+_TIME_ORDER = ("end", "ts", "start")   # a record's ts is the end of the flow
+
+_PROTO_NAMES = {"icmp": 1, "igmp": 2, "ipip": 4, "tcp": 6, "egp": 8, "udp": 17, "ipv6": 41, "rsvp": 46, "gre": 47,
+                "esp": 50, "ah": 51, "icmp6": 58, "icmpv6": 58, "ipv6-icmp": 58, "ospf": 89, "pim": 103, "vrrp": 112,
+                "l2tp": 115, "sctp": 132, "udplite": 136, "udp-lite": 136}
+
+_UINT_RE = re.compile(r"[0-9]{1,18}\Z")
+_INT64_MAX = (1 << 63) - 1
+_DECIMAL_RE = re.compile(r"[0-9]{1,15}(\.[0-9]{1,9})?\Z")
+_ISO_RE = re.compile(r"(\d{4})-(\d\d)-(\d\d)[T ](\d\d):(\d\d)(?::(\d\d)(?:[.,](\d+))?)?\s*(Z|z|UTC|[+-]\d\d(?::?\d\d)?)?\Z")
+_UNIT_TEXT = re.compile(r"\s*[0-9.]+\s*[A-Za-z]+\s*\Z")
+
+
+class _CellError(Exception):
+    """A bad cell at row ``index`` of the chunk being converted."""
+
+    def __init__(self, index, column, msg):
+        Exception.__init__(self, msg)
+        self.index, self.column, self.msg = index, column, msg
+
+
+def _first_bad(values, bad):
+    """The row index of the first value in ``bad`` (a dict value -> reason), and its reason."""
+    first = min(values.index(v) for v in bad)
+    return first, bad[values[first]]
+
+
+def _uint_column(values, column, what):
+    """Non-negative integers (digits only) -> int64 array; _CellError on the first bad cell."""
+    joined = "\n".join(values)
+    try:
+        plain = not joined.encode("ascii").translate(None, b"0123456789\n") and "" not in values
+    except UnicodeEncodeError:
+        plain = False
+    if plain:
+        try:
+            out = np.fromstring(joined, dtype=np.int64, sep="\n")
+            if len(out) == len(values) and not (out == _INT64_MAX).any():     # saturated: too big
+                return out
+        except (ValueError, DeprecationWarning):
+            pass
+    for i, v in enumerate(values):
+        if not _UINT_RE.match(v):
+            raise _CellError(i, column, "%r is not %s" % (v, what))
+    return np.array([int(v) for v in values], dtype=np.int64)
+
+
+def _check_range(arr, values, column, lo, hi):
+    bad = (arr < lo) | (arr > hi)
+    if bad.any():
+        i = int(np.argmax(bad))
+        raise _CellError(i, column, "%r is out of range %d-%d" % (values[i], lo, hi))
+
+
+def _byte_count_what(v):
+    if _UNIT_TEXT.match(v):
+        return "an integer byte count (the column wants a plain integer count of bytes, no unit text)"
+    return "an integer byte count (the column wants a plain integer count of bytes)"
+
+
+def _bytes_column(values, column, scale):
+    if scale == 1:
+        try:
+            return _uint_column(values, column, "an integer byte count")
+        except _CellError as e:
+            raise _CellError(e.index, column, "%r is not %s" % (values[e.index], _byte_count_what(values[e.index])))
+    cache, bad = {}, {}
+    for v in set(values):
+        if _DECIMAL_RE.match(v):
+            cache[v] = int(round(float(v) * scale))
+        else:
+            bad[v] = "%r is not a number of %s (the column wants a plain number, no unit text)" % (
+                v, "kilobytes" if scale == 1000 else "megabytes")
+    if bad:
+        i, msg = _first_bad(values, bad)
+        raise _CellError(i, column, msg)
+    return np.fromiter(map(cache.__getitem__, values), dtype=np.int64, count=len(values))
+
+
+def _mapped_column(values, column, conv, cache=None):
+    """Per distinct value conversion (conv raises ValueError with the reason) -> int64 array.
+    ``cache`` (value -> int) may be kept across calls."""
+    if cache is None:
+        cache = {}
+    elif len(cache) > 1000000:
+        cache.clear()
+    try:
+        return np.fromiter(map(cache.__getitem__, values), dtype=np.int64, count=len(values))
+    except KeyError:
+        pass
+    bad = {}
+    for v in set(values).difference(cache):
+        try:
+            cache[v] = conv(v)
+        except ValueError as e:
+            bad[v] = "%r %s" % (v, e)
+    if bad:
+        i, msg = _first_bad(values, bad)
+        raise _CellError(i, column, msg)
+    return np.fromiter(map(cache.__getitem__, values), dtype=np.int64, count=len(values))
+
+
+def _small_int_column(values, column, lo, hi, conv, cache):
+    """Integers lo-hi: plain digits the fast way, anything else (names, '-') through ``conv``."""
+    try:
+        arr = _uint_column(values, column, "")
+    except _CellError:
+        return _mapped_column(values, column, conv, cache)
+    _check_range(arr, values, column, lo, hi)
+    return arr
+
+
+def _parse_time(v):
+    s = v.strip()
+    if _DECIMAL_RE.match(s):
+        return int(float(s)) if "." in s else int(s)
+    m = _ISO_RE.match(s)
+    if not m:
+        raise ValueError("is not a time (UNIX seconds or ISO-8601 like 2026-11-24T10:00:00Z)")
+    y, mo, d, h, mi, sec, _frac, tz = m.groups()
+    try:
+        when = datetime.datetime(int(y), int(mo), int(d), int(h), int(mi), min(int(sec or 0), 59))
+    except ValueError:
+        raise ValueError("is not a valid date and time")
+    ts = calendar.timegm(when.timetuple())
+    if tz and tz.upper() not in ("Z", "UTC"):
+        sign = -1 if tz[0] == "-" else 1
+        digits = tz[1:].replace(":", "")
+        offset = int(digits[:2]) * 3600 + int(digits[2:4] or 0) * 60
+        ts -= sign * offset
+    if ts < 0:
+        raise ValueError("is before 1970")
+    return ts
+
+
+def _parse_proto(v):
+    s = v.strip().lower()
+    if s.isdigit():
+        n = int(s)
+        if n > 255:
+            raise ValueError("is out of range 0-255")
+        return n
+    if s in _PROTO_NAMES:
+        return _PROTO_NAMES[s]
+    raise ValueError("is not an IP protocol (a number 0-255 or a name: tcp, udp, icmp, ...)")
+
+
+def _parse_port(v):
+    s = v.strip()
+    if s in ("", "-"):
+        return 0
+    if not _UINT_RE.match(s) or int(s) > 65535:
+        raise ValueError("is not a port number 0-65535")
+    return int(s)
+
+
+def _int_in(lo, hi, what):
+    def conv(v):
+        s = v.strip()
+        if not _UINT_RE.match(s) or not lo <= int(s) <= hi:
+            raise ValueError("is not %s %d-%d" % (what, lo, hi))
+        return int(s)
+    return conv
+
+
+def _addr_key(v):
+    try:
+        a = ipaddress.ip_address(v.strip())
+    except ValueError:
+        raise ValueError("not an IP address")
+    return int(a) | (_Localizer.V6 if a.version == 6 else 0)
+
+
+def _canon_prefix(v):
+    if v == "-":
+        return v
+    try:
+        return str(ipaddress.ip_network(v, strict=True))
+    except ValueError as e:
+        raise ValueError("is not '-' or a network in CIDR form (%s)" % e)
+
+
+def _canon_in(allowed, what):
+    def canon(v):
+        if v not in allowed:
+            raise ValueError("is not %s (%s)" % (what, ", ".join(allowed)))
+        return v
+    return canon
+
+
+def _canon_link(v):
+    if not v:
+        raise ValueError("is empty (a link name is required)")
+    return v
+
+
+def _norm_header(name):
+    return re.sub(r"[\s\-]+", "_", name.strip().strip("\ufeff").strip().lower())
+
+
+def _read_csv(path, link, loc, st):
+    """Blocks of whole lines go the fast way (split on the delimiter, columns by slicing)
+    while every line has exactly the header's number of fields and no quotes; from the
+    first block that does not, the csv module reads the rest of the file."""
+    try:
+        with open(path, "rb") as f:
+            header_bytes = f.readline()
+            try:
+                header_line = header_bytes.decode("utf-8-sig")
+            except UnicodeDecodeError:
+                raise NetstackError("%s line 1: field 'header': not UTF-8 text" % path, field="%s:1:header" % path)
+            delim = _delimiter(header_line)
+            header = next(csv.reader([header_line], delimiter=delim), [])
+            parser = _csv_dialect(path, [_norm_header(h) for h in header], link, loc, st)
+            parser.delim = delim
+            offset, line, rest = len(header_bytes), 2, b""
+            while True:
+                data = f.read(CSV_BLOCK_BYTES)
+                buf = rest + data
+                cut = buf.rfind(b"\n") + 1 if data else len(buf)
+                block, rest = buf[:cut], buf[cut:]
+                if not block:
+                    if data:
+                        continue
+                    break
+                if not parser.fast_block(block, line):
+                    f.seek(offset)
+                    _read_csv_module(path, f, offset, line, delim, parser)
+                    break
+                offset += len(block)
+                line += block.count(b"\n")
+    except (IOError, OSError) as e:
+        raise NetstackError("%s: cannot read: %s" % (path, e.strerror or e), field=path)
+    return parser.finish()
+
+
+def _read_csv_module(path, f, offset, first_line, delim, parser):
+    """The rest of the file (from ``offset``, which is line ``first_line``) through the csv module."""
+    f.seek(0, 2)
+    size = f.tell()
+    f.seek(max(size - 1, 0))
+    ends_with_newline = f.read(1) in (b"\n", b"\r")
+    f.seek(offset)
+    text = io.TextIOWrapper(f, encoding="utf-8", newline="")
+    enabled = gc.isenabled()
+    gc.disable()    # millions of short-lived row lists: the cyclic collector only slows this down
+    try:
+        reader = csv.reader(text, delimiter=delim)
+        base = 0
+        chunk = _csv_chunk(path, reader, first_line)
+        while chunk:
+            following = _csv_chunk(path, reader, first_line)
+            try:
+                parser.chunk(chunk, not following and not ends_with_newline)
+            except _CellError as e:
+                line = _csv_line(path, delim, offset, first_line, base + e.index)
+                raise NetstackError("%s line %d: field '%s': %s" % (path, line, e.column, e.msg),
+                                    field="%s:%d:%s" % (path, line, e.column))
+            base += len(chunk)
+            chunk = following
+    except UnicodeDecodeError:
+        f.seek(offset)
+        raw = f.read()
+        try:
+            raw.decode("utf-8")
+            line = first_line
+        except UnicodeDecodeError as e:
+            line = first_line + raw.count(b"\n", 0, e.start)
+        raise NetstackError("%s line %d: field 'row': not UTF-8 text" % (path, line), field="%s:%d:row" % (path, line))
+    finally:
+        if enabled:
+            gc.enable()
+        text.detach()
+
+
+def _csv_chunk(path, reader, first_line):
+    try:
+        return list(itertools.islice(reader, CHUNK_ROWS))
+    except csv.Error as e:
+        line = first_line + reader.line_num - 1
+        raise NetstackError("%s line %d: field 'row': not valid CSV: %s" % (path, line, e), field="%s:%d:row" % (path, line))
+
+
+def _delimiter(header_line):
+    counts = [(header_line.count(d), d) for d in (",", "\t", ";", "|")]
+    best = max(counts)
+    return best[1] if best[0] else ","
+
+
+def _csv_line(path, delim, offset, first_line, row_index):
+    """The line where data row ``row_index`` (0-based from ``offset``, blank rows counted) starts."""
+    with open(path, "rb") as f:
+        f.seek(offset)
+        text = io.TextIOWrapper(f, encoding="utf-8", newline="")
+        reader = csv.reader(text, delimiter=delim)
+        prev = 0
+        for i, _row in enumerate(reader):
+            if i == row_index:
+                break
+            prev = reader.line_num
+        text.detach()
+    return first_line + prev
+
+
+def _csv_dialect(path, names, link, loc, st):
+    if not names or names == [""]:
+        raise NetstackError("%s line 1: field 'header': empty header line (expected the native columns %s or a flow log "
+                            "header with src, dst, bytes and a time column)" % (path, ",".join(trafficdata.HEADER)),
+                            field="%s:1:header" % path)
+    if tuple(names) == trafficdata.HEADER:
+        st["format"] = "csv-native"
+        return _NativeCsv(path, st)
+    if sorted(names) == sorted(trafficdata.HEADER):
+        raise NetstackError("%s line 1: field 'header': the native columns in another order; the native header is "
+                            "exactly %s" % (path, ",".join(trafficdata.HEADER)), field="%s:1:header" % path)
+    cols, scale = {}, None
+    for i, n in enumerate(names):
+        canon = _ALIAS.get(n)
+        if canon is None and n in _BYTES_ALIASES:
+            if "bytes" not in cols:
+                cols["bytes"], scale = i, _BYTES_ALIASES[n]
+            continue
+        if canon is not None and canon not in cols:
+            cols[canon] = i
+    if not cols:
+        raise NetstackError("%s line 1: field 'header': unknown header %r: neither the native columns (%s) nor a flow log "
+                            "with src, dst, bytes and end/ts/start columns" % (path, ",".join(names), ",".join(trafficdata.HEADER)),
+                            field="%s:1:header" % path)
+    for need, aliases in (("src", _ALIASES["src"][:6]), ("dst", _ALIASES["dst"][:6]), ("bytes", ("octets", "kbytes", "mbytes"))):
+        if need not in cols:
+            raise NetstackError("%s line 1: field '%s': the header has no %s column (also read as %s); columns: %s"
+                                % (path, need, need, ", ".join(aliases), ",".join(names)), field="%s:1:%s" % (path, need))
+    time_col = next((t for t in _TIME_ORDER if t in cols), None)
+    if time_col is None:
+        raise NetstackError("%s line 1: field 'ts': the header has no time column (end, ts or start, also read as end_time, "
+                            "timestamp, start_time, ...); columns: %s" % (path, ",".join(names)), field="%s:1:ts" % path)
+    st["format"] = "csv-generic"
+    return _GenericCsv(path, names, cols, scale, time_col, link, loc, st)
+
+
+# Plausible record times: Unix seconds before 2100 (a millisecond time is around 1.7e12
+# and would make the analysis allocate bins for thousands of years), and within MAX_SPAN of
+# the first rows of the file (a record ten years ahead, a typo in one row).
+TS_MIN, TS_MAX = 0, 4102444800              # 1970, 2100-01-01 UTC
+MAX_SPAN = 3 * 366 * 86400
+
+
+def _time_error(v, ref):
+    if v > 1e11:
+        return "%d is not a Unix time in seconds (%s?)" % (v, "microseconds" if v > 1e14 else "milliseconds")
+    if not TS_MIN <= v < TS_MAX:
+        return "%d is after 2100 as a Unix time in seconds" % v
+    return "%d (%s) is %d days away from the file's first records (around %s): a wrong time, or split the file" % (
+        v, time.strftime("%Y-%m-%d", time.gmtime(v)), abs(v - ref) // 86400, time.strftime("%Y-%m-%d", time.gmtime(ref)))
+
+
+class _CsvBase(object):
+    """Reads blocks of lines or chunks of csv rows; subclasses ``convert`` columns and ``finish``."""
+
+    def __init__(self, path, names, st):
+        self.path, self.names, self.st = path, names, st
+        self.ncol = len(names)
+        self.delim = ","
+        self.parts = []
+        self.ref_ts = None           # median time of the first chunk: what "far away" is measured from
+
+    def check_times(self, ts, column):
+        """_CellError at the first implausible time of a chunk (see TS_MIN, MAX_SPAN)."""
+        if not len(ts):
+            return
+        if self.ref_ts is None:
+            ok = ts[(ts >= TS_MIN) & (ts < TS_MAX)]
+            self.ref_ts = int(np.median(ok)) if len(ok) else None
+        bad = (ts < TS_MIN) | (ts >= TS_MAX)
+        if self.ref_ts is not None:
+            bad |= np.abs(ts - self.ref_ts) > MAX_SPAN
+        if bad.any():
+            i = int(np.flatnonzero(bad)[0])
+            raise _CellError(i, column, _time_error(int(ts[i]), self.ref_ts or 0))
+
+    def chunk(self, chunk, truncated_last):
+        """Convert one chunk of csv rows (blank rows are skipped) and keep the result."""
+        index = self.check_rows(chunk, truncated_last)
+        rows = chunk if index is None else [chunk[i] for i in index]
+        if not rows:
+            return
+        try:
+            self.parts.append(self.convert(list(zip(*rows))))
+        except _CellError as e:
+            if index is not None:
+                e.index = index[e.index]
+            raise
+        self.st["rows"] += len(rows)
+
+    def fast_block(self, block, first_line):
+        """Convert a block of whole lines (bytes; only the file's last line may lack its newline)
+        without the csv module, if it has no quotes (and no bare CR).  False: let the csv
+        module read the rest of the file."""
+        if b'"' in block:
+            return False
+        if b"\r" in block:
+            block = block.replace(b"\r\n", b"\n")
+            if b"\r" in block:
+                return False
+        try:
+            text = block.decode("utf-8")
+        except UnicodeDecodeError as e:
+            line = first_line + block.count(b"\n", 0, e.start)
+            raise NetstackError("%s line %d: field 'row': not UTF-8 text" % (self.path, line),
+                                field="%s:%d:row" % (self.path, line))
+        raw = np.frombuffer(block, dtype=np.uint8)
+        ends = np.flatnonzero(raw == 10)
+        seps = np.flatnonzero(raw == ord(self.delim))
+        keep = None
+        if block[-1:] == b"\n" and (np.diff(np.searchsorted(seps, ends), prepend=0) == self.ncol - 1).all():
+            body = text[:-1]                     # the usual case: every line complete and plain
+        else:
+            lines = text.split("\n")
+            newline_at_end = not lines[-1]
+            if newline_at_end:
+                lines.pop()
+            keep = []
+            for i, row in enumerate(lines):
+                if not row:
+                    continue                     # blank lines are skipped
+                have = row.count(self.delim) + 1
+                if have != self.ncol:
+                    e = self.count_error(have, i == len(lines) - 1 and not newline_at_end)
+                    line = first_line + i
+                    raise NetstackError("%s line %d: field '%s': %s" % (self.path, line, e.column, e.msg),
+                                        field="%s:%d:%s" % (self.path, line, e.column))
+                keep.append(i)
+            if not keep:
+                return True
+            body = "\n".join([lines[i] for i in keep])
+        cells = body.replace("\n", self.delim).split(self.delim)
+        cols = [cells[i::self.ncol] for i in range(self.ncol)]
+        del cells
+        try:
+            self.parts.append(self.convert(cols))
+        except _CellError as e:
+            line = first_line + (e.index if keep is None else keep[e.index])
+            raise NetstackError("%s line %d: field '%s': %s" % (self.path, line, e.column, e.msg),
+                                field="%s:%d:%s" % (self.path, line, e.column))
+        self.st["rows"] += len(cols[0])
+        return True
+
+    def count_error(self, have, truncated_last):
+        """The error of a row with ``have`` fields."""
+        if have < self.ncol:
+            missing = self.names[have:]
+            if truncated_last:
+                return _CellError(0, missing[0], "truncated last line (no newline at the end of the file): %d of %d fields, "
+                                  "missing %s" % (have, self.ncol, ", ".join(missing)))
+            return _CellError(0, missing[0], "row has %d fields, the header has %d (missing %s)" % (have, self.ncol, ", ".join(missing)))
+        return _CellError(0, "columns", "row has %d fields, the header has %d" % (have, self.ncol))
+
+    def check_rows(self, chunk, truncated_last):
+        """None if every row has all fields, else the indexes of the non-blank rows;
+        _CellError on a row with the wrong number of fields."""
+        lens = set(map(len, chunk))
+        if lens == {self.ncol}:
+            return None
+        for i, row in enumerate(chunk):
+            if len(row) != self.ncol and row:
+                e = self.count_error(len(row), truncated_last and i == len(chunk) - 1)
+                e.index = i
+                raise e
+        return [i for i, row in enumerate(chunk) if row]
+
+
+class _NativeCsv(_CsvBase):
+
+    def __init__(self, path, st):
+        _CsvBase.__init__(self, path, list(trafficdata.HEADER), st)
+        self.coders = {
+            "link": _Coder(_canon_link),
+            "direction": _Coder(_canon_in(trafficdata.DIRECTIONS, "a direction")),
+            "prefix": _Coder(_canon_prefix),
+            "port_class": _Coder(_canon_in(trafficdata.CLASS_NAMES, "a port class")),
+        }
+
+    def convert(self, cols):
+        h = trafficdata.HEADER
+        out = {}
+        for name, lo, hi, what in (("ts", 0, None, "a UNIX time in whole seconds (a non-negative integer)"),
+                                   ("proto", 0, 255, "an IP protocol number 0-255"),
+                                   ("dscp", 0, 63, "a DSCP value 0-63"),
+                                   ("bytes", 0, None, "an integer byte count"),
+                                   ("packets", 0, None, "an integer packet count")):
+            values = cols[h.index(name)]
+            try:
+                arr = _uint_column(values, name, what)
+            except _CellError as e:
+                if name == "bytes":
+                    e.msg = "%r is not %s" % (values[e.index], _byte_count_what(values[e.index]))
+                raise
+            if hi is not None:
+                _check_range(arr, values, name, lo, hi)
+            out[name] = arr
+        for name, coder in self.coders.items():
+            values = cols[h.index(name)]
+            try:
+                out[name] = coder.encode(values)
+            except _BadValues as e:
+                i, reason = _first_bad(values, e.bad)
+                raise _CellError(i, name, "%r %s" % (values[i], reason))
+        self.check_times(out["ts"], "ts")       # last: a malformed cell is named first
+        return out
+
+    def finish(self):
+        if not self.parts:
+            return trafficdata.Records.empty()
+        ints = dict((k, np.concatenate([p[k] for p in self.parts])) for k in trafficdata.INT_COLUMNS)
+        codes, cats = {}, {}
+        for k, coder in self.coders.items():
+            cats[k], codes[k] = coder.sorted(np.concatenate([p[k] for p in self.parts]))
+        return _compact(trafficdata.Records(ints, codes, cats))
+
+
+class _GenericCsv(_CsvBase):
+
+    def __init__(self, path, names, cols, scale, time_col, link, loc, st):
+        _CsvBase.__init__(self, path, names, st)
+        self.cols, self.scale, self.time_col, self.loc = cols, scale, time_col, loc
+        self.default_link = link if link else os.path.basename(path)
+        self.links = _Coder()
+        self.addrs = _Coder(_addr_key)
+        self.caches = dict((k, {}) for k in ("ts", "proto", "sport", "dport", "dscp", "tos"))
+
+    def convert(self, cols):
+        c = self.cols
+        n = len(cols[0])
+        name = self.names
+        out = {}
+        tvals = cols[c[self.time_col]]
+        try:
+            out["ts"] = _uint_column(tvals, name[c[self.time_col]], "")
+        except _CellError:
+            out["ts"] = _mapped_column(tvals, name[c[self.time_col]], _parse_time, self.caches["ts"])
+        out["bytes"] = _bytes_column(cols[c["bytes"]], name[c["bytes"]], self.scale)
+        if "packets" in c:
+            out["packets"] = _uint_column(cols[c["packets"]], name[c["packets"]], "an integer packet count")
+        else:
+            out["packets"] = np.ones(n, dtype=np.int64)
+        for key, lo, hi, conv in (("proto", 0, 255, _parse_proto), ("sport", 0, 65535, _parse_port),
+                                  ("dport", 0, 65535, _parse_port), ("dscp", 0, 63, _int_in(0, 63, "a DSCP value")),
+                                  ("tos", 0, 255, _int_in(0, 255, "a TOS byte"))):
+            if key in c:
+                out[key] = _small_int_column(cols[c[key]], name[c[key]], lo, hi, conv, self.caches[key])
+            else:
+                out[key] = np.zeros(n, dtype=np.int64)
+        if "dscp" not in c:
+            out["dscp"] = out["tos"] >> 2
+        for side in ("src", "dst"):
+            values = cols[c[side]]
+            try:
+                out[side] = self.addrs.encode(values)
+            except _BadValues as e:
+                i, reason = _first_bad(values, e.bad)
+                raise _CellError(i, name[c[side]], "%r is %s" % (values[i], reason))
+        if "link" in c:
+            values = [v if v.strip() else self.default_link for v in cols[c["link"]]]
+            out["link"] = self.links.encode(values)
+        else:
+            out["link"] = np.full(n, self.links.add(self.default_link) if self.default_link not in self.links.index
+                                  else self.links.index[self.default_link], dtype=np.int32)
+        out["dirflag"] = np.full(n, -1, dtype=np.int8)
+        self.check_times(out["ts"], name[c[self.time_col]])     # last: a malformed cell is named first
+        return out
+
+    def finish(self):
+        keys = _FLOW_COLUMNS
+        if self.parts:
+            cols = dict((k, np.concatenate([p[k] for p in self.parts])) for k in keys)
+        else:
+            cols = dict((k, np.zeros(0, dtype=np.int64)) for k in keys)
+        return self.loc.assemble(cols, self.addrs.cats, self.links)
+
+
+# ----------------------------------------------------------------------------- NetFlow / IPFIX
+
+class _BinError(Exception):
+    def __init__(self, offset, field, msg):
+        Exception.__init__(self, msg)
+        self.offset, self.field, self.msg = offset, field, msg
+
+
+_V5_HEADER = struct.Struct("!HHIIIIBBH")
+_V5_RECORD = struct.Struct("!IIIHHIIIIHHBBBBHHBBH")
+_V9_HEADER = struct.Struct("!HHIIII")
+_IPFIX_HEADER = struct.Struct("!HHIII")
+_U16 = struct.Struct("!H")
+_U16X2 = struct.Struct("!HH")
+_U32 = struct.Struct("!I")
+
+# decoded fields, in the order of a compiled template's output tuple (+ defaults)
+_SEM = ("bytes", "packets", "proto", "tos", "sport", "dport", "src4", "dst4", "src6", "dst6", "in_if", "out_if",
+        "direction", "last_up", "first_up", "end_s", "end_ms", "start_s", "start_ms")
+_SEM_DEFAULT = (0, 1, 0, 0, 0, 0, -1, -1, -1, -1, 0, None, -1, None, None, None, None, None, None)
+_SEM_POS = dict((s, i) for i, s in enumerate(_SEM))
+_COMMON_IE = {1: "bytes", 2: "packets", 4: "proto", 5: "tos", 7: "sport", 8: "src4", 10: "in_if", 11: "dport",
+              12: "dst4", 14: "out_if", 27: "src6", 28: "dst6", 61: "direction"}
+_V9_IE = dict(list(_COMMON_IE.items()) + [(21, "last_up"), (22, "first_up")])
+_IPFIX_IE = dict(list(_COMMON_IE.items()) + [(150, "start_s"), (151, "end_s"), (152, "start_ms"), (153, "end_ms")])
+_ADDR_LEN = {"src4": 4, "dst4": 4, "src6": 16, "dst6": 16}
+_INT_CODE = {1: "B", 2: "H", 4: "I", 8: "Q"}
+VARLEN = 65535
+
+
+class _Template(object):
+    """A compiled (v9 or IPFIX) data template: segments of fixed fields between variable-length ones."""
+
+    def __init__(self, tid, fields, ie_map):
+        self.tid = tid
+        self.fields = fields
+        seg_codes, self.segments = [], []   # segments: (struct, [(tuple index, converter)]), None = varlen field
+        self.positions = {}
+        slots = []
+        out_index = 0
+        self.min_size = 0
+        for ie, length in fields:
+            if length == VARLEN:
+                self.segments.append(struct.Struct("!" + "".join(seg_codes)))
+                self.segments.append(None)
+                seg_codes = []
+                self.min_size += 1
+                continue
+            self.min_size += length
+            sem = ie_map.get(ie)
+            if sem is not None and sem not in self.positions:
+                want = _ADDR_LEN.get(sem)
+                if want is not None and length != want:
+                    raise ValueError("field %d (%s) has length %d, expected %d" % (ie, sem, length, want))
+                if sem in ("src6", "dst6"):
+                    seg_codes.append("16s")
+                    slots.append((out_index, _v6_key))
+                elif length in _INT_CODE:
+                    seg_codes.append(_INT_CODE[length])
+                elif 0 < length <= 16:
+                    seg_codes.append("%ds" % length)
+                    slots.append((out_index, _be_int))
+                else:
+                    seg_codes.append("%dx" % length)
+                    continue
+                self.positions[sem] = out_index
+                out_index += 1
+            elif length:
+                seg_codes.append("%dx" % length)
+        self.segments.append(struct.Struct("!" + "".join(seg_codes)))
+        self.converters = slots
+        self.fixed = len(self.segments) == 1
+        self.size = self.segments[0].size if self.fixed else None
+        # tuple index of each _SEM field in (unpacked values + defaults)
+        self.take = [self.positions.get(s, out_index + i) for i, s in enumerate(_SEM)]
+
+
+def _v6_key(b):
+    return int.from_bytes(b, "big") | _Localizer.V6
+
+
+def _be_int(b):
+    return int.from_bytes(b, "big")
+
+
+_FLOW_COLUMNS = ("ts", "link", "src", "dst", "dirflag", "proto", "sport", "dport", "dscp", "bytes", "packets")
+
+
+class _FlowSink(object):
+    """Decoded flows, column-wise in compact arrays."""
+
+    def __init__(self):
+        self.cols = dict((k, array.array("q")) for k in _FLOW_COLUMNS)
+        self.links = _Coder()
+        self.addr_index = {}
+        self.addr_keys = []
+
+    def link_code(self, exporter, ifindex):
+        key = (exporter, ifindex)
+        code = self.links.index.get(key)
+        if code is None:
+            code = self.links.add(key, "%s:%d" % (exporter, ifindex))
+        return code
+
+    def addr(self, key):
+        i = self.addr_index.get(key)
+        if i is None:
+            i = self.addr_index[key] = len(self.addr_keys)
+            self.addr_keys.append(key)
+        return i
+
+    def records(self, loc):
+        cols = dict((k, np.frombuffer(v, dtype=np.int64).copy() if len(v) else np.zeros(0, dtype=np.int64))
+                    for k, v in self.cols.items())
+        return loc.assemble(cols, self.addr_keys, self.links)
+
+
+class _Exporter(object):
+    """Parse state over one file: templates per (exporter, version, domain), counters."""
+
+    def __init__(self, st):
+        self.templates = {}
+        self.st = st
+        self.sink = _FlowSink()
+        for k in ("packets", "flows", "templates", "skipped_no_template", "skipped_no_template_bytes", "options_sets"):
+            st.setdefault(k, 0)
+
+    # -- one export packet at buf[off:end]; returns its end offset
+    def packet(self, buf, off, end, exporter, stream):
+        if end - off < 4:
+            raise _BinError(off, "version", "%d bytes left, too short for an export header" % (end - off))
+        version = _U16.unpack_from(buf, off)[0]
+        if version == 5:
+            return self.v5(buf, off, end, exporter)
+        if version == 9:
+            return self.v9(buf, off, end, exporter, stream)
+        if version == 10:
+            return self.ipfix(buf, off, end, exporter)
+        raise _BinError(off, "version", "unknown export version %d (expected 5, 9 or 10 for NetFlow v5, v9, IPFIX)" % version)
+
+    def v5(self, buf, off, end, exporter):
+        if end - off < _V5_HEADER.size:
+            raise _BinError(off, "header", "v5 header needs %d bytes, %d present (truncated)" % (_V5_HEADER.size, end - off))
+        _v, count, uptime, unix_secs, _ns, _seq, _et, _ei, _si = _V5_HEADER.unpack_from(buf, off)
+        present = (end - off - _V5_HEADER.size) // _V5_RECORD.size
+        if present < count:
+            raise _BinError(off, "count", "header says %d records, %d present (truncated)" % (count, present))
+        sink, cols = self.sink, self.sink.cols
+        p = off + _V5_HEADER.size
+        stop = p + count * _V5_RECORD.size
+        for rec in _V5_RECORD.iter_unpack(memoryview(buf)[p:stop]):
+            src, dst, _nh, in_if, _out, pkts, octets, _first, last, sport, dport, _p1, _fl, prot, tos = rec[:15]
+            cols["ts"].append(_uptime_ts(unix_secs, uptime, last))
+            cols["link"].append(sink.link_code(exporter, in_if))
+            cols["src"].append(sink.addr(src))
+            cols["dst"].append(sink.addr(dst))
+            cols["dirflag"].append(-1)
+            cols["proto"].append(prot)
+            cols["sport"].append(sport)
+            cols["dport"].append(dport)
+            cols["dscp"].append(tos >> 2)
+            cols["bytes"].append(octets)
+            cols["packets"].append(pkts)
+        self.st["packets"] += 1
+        self.st["flows"] += count
+        return stop
+
+    def v9(self, buf, off, end, exporter, stream):
+        if end - off < _V9_HEADER.size:
+            raise _BinError(off, "header", "v9 header needs %d bytes, %d present (truncated)" % (_V9_HEADER.size, end - off))
+        _v, _count, uptime, unix_secs, _seq, source_id = _V9_HEADER.unpack_from(buf, off)
+        hdr = ("v9", uptime, unix_secs)
+        scope = (exporter, 9, source_id)
+        p = off + _V9_HEADER.size
+        while end - p >= 4:
+            fsid, length = _U16X2.unpack_from(buf, p)
+            if fsid == 0 and length == 0:
+                break              # zero padding at the end
+            if 1 < fsid < 256:
+                if stream:
+                    break          # the next export packet's header (flowset ids 2-255 are reserved)
+                raise _BinError(p, "flowset_id", "reserved flowset id %d" % fsid)
+            if length < 4:
+                raise _BinError(p, "length", "flowset length %d is less than its 4-byte header" % length)
+            if p + length > end:
+                raise _BinError(p, "length", "flowset says %d bytes, %d present (truncated)" % (length, end - p))
+            if fsid == 0:
+                self.v9_templates(buf, p + 4, p + length, scope)
+            elif fsid == 1:
+                self.options_template(buf, p + 4, p + length, scope, 9)
+            else:
+                self.data(buf, p, p + length, scope, fsid, hdr, exporter)
+            p += length
+        if not stream:
+            p = end
+        self.st["packets"] += 1
+        return p
+
+    def ipfix(self, buf, off, end, exporter):
+        if end - off < _IPFIX_HEADER.size:
+            raise _BinError(off, "header", "IPFIX header needs %d bytes, %d present (truncated)" % (_IPFIX_HEADER.size, end - off))
+        _v, length, export_time, _seq, domain = _IPFIX_HEADER.unpack_from(buf, off)
+        if length < _IPFIX_HEADER.size:
+            raise _BinError(off, "length", "message length %d is less than the 16-byte header" % length)
+        if off + length > end:
+            raise _BinError(off, "length", "message says %d bytes, %d present (truncated)" % (length, end - off))
+        end = off + length
+        hdr = ("ipfix", 0, export_time)
+        scope = (exporter, 10, domain)
+        p = off + _IPFIX_HEADER.size
+        while p < end:
+            if end - p < 4:
+                raise _BinError(p, "length", "%d bytes left in the message, too short for a set header" % (end - p))
+            sid, slen = _U16X2.unpack_from(buf, p)
+            if slen < 4:
+                raise _BinError(p, "length", "set length %d is less than its 4-byte header" % slen)
+            if p + slen > end:
+                raise _BinError(p, "length", "set says %d bytes, %d present in the message (truncated)" % (slen, end - p))
+            if sid == 2:
+                self.ipfix_templates(buf, p + 4, p + slen, scope)
+            elif sid == 3:
+                self.options_template(buf, p + 4, p + slen, scope, 10)
+            elif sid >= 256:
+                self.data(buf, p, p + slen, scope, sid, hdr, exporter)
+            else:
+                raise _BinError(p, "set_id", "reserved set id %d" % sid)
+            p += slen
+        self.st["packets"] += 1
+        return end
+
+    def v9_templates(self, buf, p, end, scope):
+        while end - p >= 4:
+            tid, nfields = _U16X2.unpack_from(buf, p)
+            if tid == 0 and nfields == 0:
+                break                              # padding
+            if p + 4 + 4 * nfields > end:
+                raise _BinError(p, "field_count", "template %d says %d fields, %d present (truncated)"
+                                % (tid, nfields, (end - p - 4) // 4))
+            fields = [_U16X2.unpack_from(buf, p + 4 + 4 * i) for i in range(nfields)]
+            self.add_template(scope, tid, fields, _V9_IE, p)
+            p += 4 + 4 * nfields
+
+    def ipfix_templates(self, buf, p, end, scope):
+        while end - p >= 4:
+            tid, nfields = _U16X2.unpack_from(buf, p)
+            q = p + 4
+            if nfields == 0:                       # withdrawal (tid 2: all templates)
+                if tid == 2:
+                    for k in [k for k in self.templates if k[0] == scope]:
+                        del self.templates[k]
+                else:
+                    self.templates.pop((scope, tid), None)
+                p = q
+                continue
+            fields = []
+            for _i in range(nfields):
+                if end - q < 4:
+                    raise _BinError(p, "field_count", "template %d says %d fields, %d present (truncated)"
+                                    % (tid, nfields, len(fields)))
+                ie, length = _U16X2.unpack_from(buf, q)
+                q += 4
+                if ie & 0x8000:                    # enterprise-specific: skip by length
+                    if end - q < 4:
+                        raise _BinError(p, "field_count", "template %d: enterprise number cut off (truncated)" % tid)
+                    q += 4
+                    ie = -1
+                fields.append((ie, length))
+            self.add_template(scope, tid, fields, _IPFIX_IE, p)
+            p = q
+
+    def add_template(self, scope, tid, fields, ie_map, offset):
+        if tid < 256:
+            raise _BinError(offset, "template_id", "template id %d (data template ids start at 256)" % tid)
+        try:
+            self.templates[(scope, tid)] = _Template(tid, fields, ie_map)
+        except ValueError as e:
+            raise _BinError(offset, "template", "template %d: %s" % (tid, e))
+        self.st["templates"] += 1
+
+    def options_template(self, buf, p, end, scope, version):
+        """Options templates describe exporter metadata: remember their ids so their data is skipped."""
+        while end - p >= 6:
+            tid = _U16.unpack_from(buf, p)[0]
+            if version == 9:
+                scope_len, opt_len = _U16X2.unpack_from(buf, p + 2)
+                size = 6 + scope_len + opt_len
+            else:
+                nfields, nscope = _U16X2.unpack_from(buf, p + 2)
+                if nfields == 0:
+                    self.templates.pop((scope, tid), None)
+                    p += 4
+                    continue
+                q, size = p + 6, 6
+                for _i in range(nfields):
+                    if end - q < 4:
+                        break
+                    ie = _U16.unpack_from(buf, q)[0]
+                    step = 8 if ie & 0x8000 else 4
+                    q += step
+                    size += step
+            if tid < 256 or p + size > end:
+                break                              # padding
+            self.templates[(scope, tid)] = "options"
+            p += size
+
+    def data(self, buf, p, end, scope, sid, hdr, exporter):
+        tpl = self.templates.get((scope, sid))
+        if tpl is None:
+            self.st["skipped_no_template"] += 1
+            self.st["skipped_no_template_bytes"] += end - p - 4
+            return
+        if tpl == "options":
+            self.st["options_sets"] += 1
+            return
+        p += 4
+        sink, cols = self.sink, self.sink.cols
+        kind, uptime, secs = hdr
+        take, conv = tpl.take, tpl.converters
+        records = []
+        if tpl.fixed:
+            size = tpl.size
+            if size == 0:
+                return
+            n = (end - p) // size
+            if n:
+                records = tpl.segments[0].iter_unpack(memoryview(buf)[p:p + n * size])
+        else:
+            records = self.varlen_records(buf, p, end, tpl)
+        count = 0
+        for vals in records:
+            if conv:
+                vals = list(vals)
+                for i, f in conv:
+                    vals[i] = f(vals[i])
+                vals = tuple(vals)
+            v = vals + _SEM_DEFAULT
+            (nbytes, pkts, proto, tos, sport, dport, src4, dst4, src6, dst6, in_if, out_if, direction,
+             last_up, first_up, end_s, end_ms, start_s, start_ms) = [v[i] for i in take]
+            if kind == "v9":
+                up = last_up if last_up is not None else first_up
+                ts = secs if up is None else _uptime_ts(secs, uptime, up)
+            elif end_s is not None:
+                ts = end_s
+            elif end_ms is not None:
+                ts = end_ms // 1000
+            elif start_s is not None:
+                ts = start_s
+            elif start_ms is not None:
+                ts = start_ms // 1000
+            else:
+                ts = secs
+            if direction not in (0, 1):
+                direction = -1
+            ifindex = out_if if direction == 1 and out_if is not None else in_if
+            cols["ts"].append(ts)
+            cols["link"].append(sink.link_code(exporter, ifindex))
+            cols["src"].append(sink.addr(src4 if src4 != -1 else src6))
+            cols["dst"].append(sink.addr(dst4 if dst4 != -1 else dst6))
+            cols["dirflag"].append(direction)
+            cols["proto"].append(proto)
+            cols["sport"].append(sport)
+            cols["dport"].append(dport)
+            cols["dscp"].append((tos >> 2) & 63)
+            cols["bytes"].append(nbytes)
+            cols["packets"].append(pkts)
+            count += 1
+        self.st["flows"] += count
+
+    @staticmethod
+    def varlen_records(buf, p, end, tpl):
+        while end - p >= tpl.min_size:
+            vals = ()
+            for seg in tpl.segments:
+                if seg is None:
+                    n = buf[p]
+                    p += 1
+                    if n == 255:
+                        if end - p < 2:
+                            raise _BinError(p, "length", "variable-length field length cut off (truncated)")
+                        n = _U16.unpack_from(buf, p)[0]
+                        p += 2
+                    if p + n > end:
+                        raise _BinError(p, "length", "variable-length field says %d bytes, %d present (truncated)" % (n, end - p))
+                    p += n
+                    continue
+                if p + seg.size > end:
+                    raise _BinError(p, "length", "record of template %d cut off (truncated)" % tpl.tid)
+                vals += seg.unpack_from(buf, p)
+                p += seg.size
+            yield vals
+
+
+def _uptime_ts(unix_secs, uptime, switched):
+    """UNIX seconds (floor) of a sysUptime (ms) timestamp, given the header's uptime and time."""
+    delta = (uptime - switched) & 0xFFFFFFFF
+    if delta >= 0x80000000:        # switched after the header's uptime (exporter clock skew)
+        delta -= 0x100000000
+    ts = unix_secs - (-(-delta // 1000))
+    return ts if ts > 0 else 0
+
+
+def _read_netflow(path, data, link, loc, st):
+    ex = _Exporter(st)
+    exporter = link or "netflow"
+    number, off = 1, 0
+    if data[:4] in PCAP_MAGICS:
+        st["format"] = "pcap"
+        try:
+            _read_pcap(data, ex, st)
+        except _PcapError as e:
+            raise NetstackError("%s packet %d (offset %d): field '%s': %s" % (path, e.number, e.offset, e.field, e.msg),
+                                field="%s:%d:%s" % (path, e.number, e.field))
+    else:
+        st["format"] = "netflow"
+        try:
+            while off < len(data):
+                off = ex.packet(data, off, len(data), exporter, True)
+                number += 1
+        except _BinError as e:
+            raise NetstackError("%s packet %d (offset %d): field '%s': %s" % (path, number, e.offset, e.field, e.msg),
+                                field="%s:%d:%s" % (path, number, e.field))
+    st["rows"] = st["flows"]
+    return ex.sink.records(loc)
+
+
+class _PcapError(Exception):
+    def __init__(self, number, offset, field, msg):
+        Exception.__init__(self, msg)
+        self.number, self.offset, self.field, self.msg = number, offset, field, msg
+
+
+def _read_pcap(data, ex, st):
+    order = PCAP_MAGICS[data[:4]]
+    if len(data) < 24:
+        raise _PcapError(0, 0, "header", "pcap file header needs 24 bytes, %d present (truncated)" % len(data))
+    linktype = struct.unpack_from(order + "I", data, 20)[0] & 0x0FFFFFFF
+    if linktype not in _LINK_OFFSETS:
+        raise _PcapError(0, 20, "linktype", "link type %d is not supported (Ethernet 1, raw IP 101/228/229, "
+                         "Linux cooked 113/276, BSD loopback 0)" % linktype)
+    rec = struct.Struct(order + "IIII")
+    for k in ("ignored_packets", "fragments", "pcap_packets"):
+        st.setdefault(k, 0)
+    off, number, n = 24, 0, len(data)
+    while off < n:
+        number += 1
+        if n - off < rec.size:
+            raise _PcapError(number, off, "record_header", "packet record header needs 16 bytes, %d present (truncated)" % (n - off))
+        _s, _us, incl, _orig = rec.unpack_from(data, off)
+        start = off + rec.size
+        if start + incl > n:
+            raise _PcapError(number, off, "incl_len", "record says %d bytes, %d present (truncated)" % (incl, n - start))
+        st["pcap_packets"] += 1
+        found = _udp_payload(data, start, start + incl, linktype, order)
+        off = start + incl
+        if found is None:
+            st["ignored_packets"] += 1
+            continue
+        if found == "fragment":
+            st["fragments"] += 1
+            continue
+        exporter, p, end = found
+        if end - p < 4 or _U16.unpack_from(data, p)[0] not in EXPORT_VERSIONS:
+            st["ignored_packets"] += 1
+            continue
+        try:
+            ex.packet(data, p, end, exporter, False)
+        except _BinError as e:
+            raise _PcapError(number, e.offset, e.field, e.msg)
+
+
+# link type -> (header length, offset of the ethertype/family, kind)
+_LINK_OFFSETS = {1: (14, 12, "ether"), 101: (0, None, "raw"), 228: (0, None, "raw"), 229: (0, None, "raw"),
+                 113: (16, 14, "ether"), 276: (20, 0, "ether"), 0: (4, 0, "null")}
+
+
+def _udp_payload(data, p, end, linktype, order):
+    """(exporter address, payload start, payload end) of a UDP datagram, "fragment", or None."""
+    hlen, at, kind = _LINK_OFFSETS[linktype]
+    if end - p < hlen:
+        return None
+    if kind == "ether":
+        etype = _U16.unpack_from(data, p + at)[0]
+        q = p + hlen
+        while etype in (0x8100, 0x88A8) and end - q >= 4:
+            etype = _U16.unpack_from(data, q + 2)[0]
+            q += 4
+        ipver = {0x0800: 4, 0x86DD: 6}.get(etype)
+        p = q
+    elif kind == "null":
+        fam = struct.unpack_from(order + "I", data, p)[0]
+        ipver = 4 if fam == 2 else 6 if fam in (10, 24, 28, 30) else None
+        p += 4
+    else:
+        ipver = (data[p] >> 4) if end > p else None
+    if ipver == 4:
+        if end - p < 20 or data[p] >> 4 != 4:
+            return None
+        ihl = (data[p] & 15) * 4
+        if ihl < 20:
+            return None
+        total, frag = struct.unpack_from("!H2xH", data, p + 2)
+        if data[p + 9] != 17:
+            return None
+        if frag & 0x3FFF:
+            return "fragment"
+        src = socket.inet_ntoa(data[p + 12:p + 16])
+        end = min(end, p + total) if total >= ihl else end
+        p += ihl
+    elif ipver == 6:
+        if end - p < 40:
+            return None
+        nxt = data[p + 6]
+        src = str(ipaddress.IPv6Address(data[p + 8:p + 24]))
+        plen = _U16.unpack_from(data, p + 4)[0]
+        end = min(end, p + 40 + plen) if plen else end
+        p += 40
+        while nxt in (0, 43, 60) and end - p >= 8:     # hop-by-hop, routing, destination options
+            nxt, hl = data[p], data[p + 1]
+            p += 8 + hl * 8
+        if nxt == 44:
+            return "fragment"
+        if nxt != 17:
+            return None
+    else:
+        return None
+    if end - p < 8:
+        return None
+    ulen = _U16.unpack_from(data, p + 4)[0]
+    if ulen >= 8:
+        end = min(end, p + ulen)
+    return src, p + 8, end
+
+
+# ----------------------------------------------------------------------------- encoders
+
+def _flow(f, unix_secs):
+    g = {"sport": 0, "dport": 0, "proto": 6, "packets": 1, "tos": 0, "end": unix_secs, "input": 1, "output": 0}
+    g.update(f)
+    g.setdefault("start", g["end"])
+    g["src_ip"] = ipaddress.ip_address(g["src"])
+    g["dst_ip"] = ipaddress.ip_address(g["dst"])
+    if g["src_ip"].version != g["dst_ip"].version:
+        raise ValueError("a flow's addresses must be of one family: %s -> %s" % (g["src"], g["dst"]))
+    return g
+
+
+def encode_v5(flows, unix_secs, sys_uptime=86400000, sequence=0):
+    """One NetFlow v5 export packet (IPv4 flows only); flow "end"/"start" are UNIX seconds."""
+    out = [_V5_HEADER.pack(5, len(flows), sys_uptime, unix_secs, 0, sequence, 0, 0, 0)]
+    for f in flows:
+        g = _flow(f, unix_secs)
+        if g["src_ip"].version != 4 or g["dst_ip"].version != 4:
+            raise ValueError("NetFlow v5 carries IPv4 flows only: %s -> %s" % (g["src"], g["dst"]))
+        last = _uptime_of(sys_uptime, unix_secs, g["end"])
+        first = _uptime_of(sys_uptime, unix_secs, g["start"])
+        out.append(_V5_RECORD.pack(int(g["src_ip"]), int(g["dst_ip"]), 0, g["input"], g["output"], g["packets"], g["bytes"],
+                                   first, last, g["sport"], g["dport"], 0, 0, g["proto"], g["tos"], 0, 0, 0, 0, 0))
+    return b"".join(out)
+
+
+def _uptime_of(sys_uptime, unix_secs, when):
+    """The sysUptime (ms, 32-bit) of UNIX time ``when``, given the header's uptime and time."""
+    return int(round(sys_uptime - (unix_secs - when) * 1000)) & 0xFFFFFFFF
+
+
+def _pad4(b):
+    return b + b"\x00" * (-len(b) % 4)
+
+
+def _int_bytes(value, length):
+    return int(value).to_bytes(length, "big")
+
+
+def encode_v9(flows, unix_secs, sys_uptime=86400000, source_id=0, sequence=0, template=True, data=True,
+              counter_length=4, template_id=256, options=False):
+    """One NetFlow v9 export packet: the template flowset (templates template_id for IPv4 and
+    template_id + 1 for IPv6 flows) if ``template``, the data flowsets if ``data``, and an
+    options template + options data flowset if ``options``."""
+    def fields(v):
+        a = 4 if v == 4 else 16
+        return [(1, counter_length), (2, counter_length), (4, 1), (5, 1), (7, 2), (11, 2), (8 if v == 4 else 27, a),
+                (12 if v == 4 else 28, a), (10, 2), (14, 2), (21, 4), (22, 4), (61, 1)]
+    flowsets, count = [], 0
+    if template:
+        body = b""
+        for v, tid in ((4, template_id), (6, template_id + 1)):
+            fl = fields(v)
+            body += _U16X2.pack(tid, len(fl)) + b"".join(_U16X2.pack(t, n) for t, n in fl)
+            count += 1
+        flowsets.append(_U16X2.pack(0, 4 + len(body)) + body)
+    if options:
+        body = struct.pack("!HHH", template_id + 2, 4, 4) + _U16X2.pack(1, 4) + _U16X2.pack(34, 4)
+        flowsets.append(_pad4(_U16X2.pack(1, 4 + len(body) + (-(4 + len(body)) % 4)) + body))
+        body = struct.pack("!II", source_id, 100)
+        flowsets.append(_U16X2.pack(template_id + 2, 4 + len(body)) + body)
+        count += 2
+    if data:
+        for v, tid in ((4, template_id), (6, template_id + 1)):
+            recs = []
+            for f in flows:
+                g = _flow(f, unix_secs)
+                if g["src_ip"].version != v:
+                    continue
+                last = _uptime_of(sys_uptime, unix_secs, g["end"])
+                first = _uptime_of(sys_uptime, unix_secs, g["start"])
+                recs.append(_int_bytes(g["bytes"], counter_length) + _int_bytes(g["packets"], counter_length) +
+                            struct.pack("!BBHH", g["proto"], g["tos"], g["sport"], g["dport"]) +
+                            g["src_ip"].packed + g["dst_ip"].packed +
+                            struct.pack("!HHIIB", g["input"], g["output"], last, first, g.get("direction", 0)))
+            if recs:
+                body = b"".join(recs)
+                flowsets.append(_pad4(_U16X2.pack(tid, 4 + len(body) + (-(4 + len(body)) % 4)) + body))
+                count += len(recs)
+    return _V9_HEADER.pack(9, count, sys_uptime, unix_secs, sequence, source_id) + b"".join(flowsets)
+
+
+def encode_ipfix(flows, export_time, observation_domain=0, sequence=0, template=True, data=True, counter_length=8,
+                 time_ie=151, template_id=256, enterprise=False, varlen=False, options=False):
+    """One IPFIX message: template set (template_id for IPv4, template_id + 1 for IPv6), data
+    sets.  ``time_ie``: 151 flowEndSeconds, 153 flowEndMilliseconds, 150 flowStartSeconds or
+    None (no time field: records get the export time).  ``enterprise`` adds an enterprise-
+    specific 4-byte field, ``varlen`` a variable-length applicationName (the flow's "app"),
+    ``options`` an options template set and one options data record."""
+    def fields(v):
+        a = 4 if v == 4 else 16
+        fl = [(1, counter_length), (2, counter_length), (4, 1), (5, 1), (7, 2), (11, 2), (8 if v == 4 else 27, a),
+              (12 if v == 4 else 28, a), (10, 4), (14, 4), (61, 1)]
+        if time_ie is not None:
+            fl.append((time_ie, 8 if time_ie in (152, 153) else 4))
+        if enterprise:
+            fl.append((0x8001, 4))
+        if varlen:
+            fl.append((96, VARLEN))
+        return fl
+    sets = []
+    if template:
+        body = b""
+        for v, tid in ((4, template_id), (6, template_id + 1)):
+            fl = fields(v)
+            body += _U16X2.pack(tid, len(fl))
+            for ie, n in fl:
+                body += _U16X2.pack(ie, n) + (_U32.pack(29305) if ie & 0x8000 else b"")
+        sets.append(_U16X2.pack(2, 4 + len(body)) + body)
+    if options:
+        body = struct.pack("!HHH", template_id + 2, 2, 1) + _U16X2.pack(149, 4) + _U16X2.pack(160, 8)
+        sets.append(_U16X2.pack(3, 4 + len(body)) + body)
+        body = struct.pack("!IQ", observation_domain, export_time * 1000)
+        sets.append(_U16X2.pack(template_id + 2, 4 + len(body)) + body)
+    if data:
+        for v, tid in ((4, template_id), (6, template_id + 1)):
+            recs = []
+            for f in flows:
+                g = _flow(f, export_time)
+                if g["src_ip"].version != v:
+                    continue
+                r = (_int_bytes(g["bytes"], counter_length) + _int_bytes(g["packets"], counter_length) +
+                     struct.pack("!BBHH", g["proto"], g["tos"], g["sport"], g["dport"]) + g["src_ip"].packed +
+                     g["dst_ip"].packed + struct.pack("!IIB", g["input"], g["output"], g.get("direction", 0)))
+                if time_ie in (151, 150):
+                    r += _U32.pack(int(g["end"] if time_ie == 151 else g["start"]))
+                elif time_ie in (153, 152):
+                    r += struct.pack("!Q", int(round((g["end"] if time_ie == 153 else g["start"]) * 1000)))
+                if enterprise:
+                    r += _U32.pack(0xDEADBEEF)
+                if varlen:
+                    app = g.get("app", "app").encode("utf-8")
+                    r += (struct.pack("!B", len(app)) if len(app) < 255 else struct.pack("!BH", 255, len(app))) + app
+                recs.append(r)
+            if recs:
+                body = b"".join(recs)
+                sets.append(_U16X2.pack(tid, 4 + len(body)) + body)
+    body = b"".join(sets)
+    return _IPFIX_HEADER.pack(10, 16 + len(body), export_time, sequence, observation_domain) + body
+
+
+def _checksum(b):
+    if len(b) % 2:
+        b += b"\x00"
+    s = sum(struct.unpack("!%dH" % (len(b) // 2), b))
+    while s >> 16:
+        s = (s & 0xFFFF) + (s >> 16)
+    return ~s & 0xFFFF
+
+
+def pcap_bytes(datagrams, src_ip="192.0.2.10", dst_ip="192.0.2.1", dport=2055, sport=50000, linktype=1,
+               big_endian=False, ts=1700000000):
+    """A classic pcap file (bytes) with one UDP datagram per payload in ``datagrams``."""
+    order = ">" if big_endian else "<"
+    src, dst = ipaddress.ip_address(src_ip), ipaddress.ip_address(dst_ip)
+    out = [struct.pack(order + "IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 262144, linktype)]
+    for i, payload in enumerate(datagrams):
+        udp = struct.pack("!HHHH", sport, dport, 8 + len(payload), 0) + payload
+        if src.version == 4:
+            hdr = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(udp), i & 0xFFFF, 0x4000, 64, 17, 0, src.packed, dst.packed)
+            ip = hdr[:10] + struct.pack("!H", _checksum(hdr)) + hdr[12:] + udp
+            etype = 0x0800
+        else:
+            ip = struct.pack("!IHBB16s16s", 0x60000000, len(udp), 17, 64, src.packed, dst.packed) + udp
+            etype = 0x86DD
+        if linktype == 1:
+            frame = b"\x02\x00\x00\x00\x00\x01\x02\x00\x00\x00\x00\x02" + _U16.pack(etype) + ip
+        elif linktype == 113:
+            frame = struct.pack("!HHH8sH", 0, 1, 6, b"\x02\x00\x00\x00\x00\x02\x00\x00", etype) + ip
+        elif linktype in (101, 228, 229):
+            frame = ip
+        else:
+            raise ValueError("pcap_bytes writes link types 1, 101 and 113, not %r" % linktype)
+        out.append(struct.pack(order + "IIII", ts + i, 0, len(frame), len(frame)) + frame)
+    return b"".join(out)
+
+
+def write_pcap(path, datagrams, src_ip="192.0.2.10", dst_ip="192.0.2.1", dport=2055, **kw):
+    """Write ``pcap_bytes(datagrams, ...)`` to ``path``."""
+    with open(path, "wb") as f:
+        f.write(pcap_bytes(datagrams, src_ip=src_ip, dst_ip=dst_ip, dport=dport, **kw))
