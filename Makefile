@@ -76,7 +76,7 @@ bench-tcp:        ## per-connection TCP tuning: sockops overhead, and short-flow
 	/usr/bin/python3 benchmarks/tcp_tuning_gain.py
 
 bench-shm:        ## same-host path vs TCP loopback vs Unix sockets, per client (sockperf, iperf3, redis, wrk, pgbench; ~14 min)
-	/usr/bin/python3 benchmarks/shm_bench.py
+	/usr/bin/python3 benchmarks/shm_path_bench.py
 
 bench-amp:        ## AMP: redis + redis-benchmark under stress-ng: default / irqbalance / static / dynamic partition
 	/usr/bin/python3 benchmarks/amp_bench.py

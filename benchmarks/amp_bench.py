@@ -68,7 +68,7 @@ REDIS_PORT = 6379
 KEYSPACE = 100000
 DATA_SIZE = 64
 HZ = os.sysconf("SC_CLK_TCK")
-AGENT_CODE = ("import sys; from ansible_collections.netstack.tuning.plugins.module_utils.agent.daemon import main; "
+AGENT_CODE = ("import sys; from ansible_collections.netstack.tuning.plugins.module_utils.agent.cli import main; "
               "sys.exit(main())")
 ENV_FLAG = "NETSTACK_AMP_BENCH_UNSHARED"
 

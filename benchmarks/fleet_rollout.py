@@ -14,7 +14,7 @@ Arms (benchmarks/fleet/*.yml), run on the same lab and the same hosts:
      play 2 = the netstack.tuning.tcp_tuning role as shipped (so with its bcc_runtime
      dependency), one loopback rule, per host its own cgroup
      (netstack-bench/<host> under the cgroup v2 root), pin name (/sys/fs/bpf/netstack/<host>)
-     and state dir.  bpf_program has no compile cache: every host compiles tcp_tuner.bpf.c
+     and state dir.  bpf_program has no compile cache: every host compiles tcp_tuning.bpf.c
      with bcc itself.  bcc_runtime proves the toolchain once per host (package check,
      headers, smoke compile) and records the proof in the state dir; later runs check the
      record with one script and skip the rest.
@@ -554,7 +554,7 @@ CAVEATS = [
     "The machine is shared with other work, so the numbers are noisy; the 1-minute load before every run "
     "is in the JSON (`load1_before`). Compare arms within a size (interleaved, order alternating), not "
     "absolute seconds across sessions.",
-    "BPF compile: `bpf_program` has no compile cache. Every host compiles tcp_tuner.bpf.c with bcc (clang) "
+    "BPF compile: `bpf_program` has no compile cache. Every host compiles tcp_tuning.bpf.c with bcc (clang) "
     "itself; hosts 2..N do not reuse the first compile (each is a separate process on a separate host). "
     "A no-op run compiles nothing (the record's digest and the kernel's attached program match). The role's "
     "dependency bcc_runtime proves the toolchain on a host's first run (apt check, header stats, a smoke "

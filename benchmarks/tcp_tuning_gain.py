@@ -4,7 +4,7 @@
 Lab (everything made here and removed at the end, also on failure):
 
 * two network namespaces joined by a veth pair, client 198.18.60.1/30, server 198.18.60.2/30;
-* loss: bpf/loss_emulator.bpf.c (tc, loaded with the bpf_program engine) on the ingress of
+* loss: bpf/netpath.bpf.c (tc, loaded with the bpf_program engine) on the ingress of
   *both* veth ends, so client->server (data, SYN, ACK) and server->client (SYN-ACK, ACK,
   reply) each lose ``--loss`` of their TCP packets at random.  GSO is limited to one
   segment per skb on both ends, so a "packet" is one MSS-sized segment, as on a wire.  This host's kernel has no
@@ -13,7 +13,7 @@ Lab (everything made here and removed at the end, also on failure):
   is emulated (veth RTT is tens of microseconds; the Molecule/lab VMs have netem);
 * a server in the server namespace: port 5001 reads a ``--size`` request, writes a 64 B reply
   and closes; port 5002 is a sink for bulk senders;
-* two sibling cgroups v2 for the client: ``on`` has bpf/tcp_tuner.bpf.c attached with the
+* two sibling cgroups v2 for the client: ``on`` has bpf/tcp_tuning.bpf.c attached with the
   rules below, ``off`` has nothing (kernel defaults).  Per run, one client process tree is
   started in the client namespace inside one of them: ``--long`` bulk senders to 5002
   (paced with SO_MAX_PACING_RATE to ``--long-mbit`` each, so they do not eat the 2 CPUs)
@@ -355,12 +355,12 @@ def main():
         for d in cg.values():
             os.makedirs(d, exist_ok=True)
         # loss emulators: ingress of both veth ends
-        lsrc = open(os.path.join(ROOT, "bpf", "loss_emulator.bpf.c")).read()
+        lsrc = open(os.path.join(ROOT, "bpf", "netpath.bpf.c")).read()
         for name, (ns, dev) in LOSS_SETS.items():
             eng.present(name, lsrc, [{"function": "loss_emulator", "type": "sched_cls", "interface": dev,
                                       "direction": "ingress", "netns": ns}])
         # tcp_tuner on the `on` cgroup
-        tsrc = open(os.path.join(ROOT, "bpf", "tcp_tuner.bpf.c")).read()
+        tsrc = open(os.path.join(ROOT, "bpf", "tcp_tuning.bpf.c")).read()
         eng.present(TUNER, tsrc, [{"function": "tcp_tuner", "type": "sock_ops", "cgroup": cg["on"]}])
         pol = tcppolicy.Policy(os.path.join(bpf.PIN_ROOT, TUNER))
         norm, enc, flags = tcppolicy.plan([rule], 1 << 20, None, tcppolicy.kernel_hz() or 250)
@@ -471,7 +471,7 @@ def report(a, losses, runs, loss_stats, hits, rule, default_cc):
     md = ["# tcp_tuning_gain: short-flow completion time on a lossy path, tcp_tuner rules vs defaults", "",
           "Run %s on kernel %s, %d CPUs (shared with other work on this VM). Two netns joined by a veth pair "
           "(198.18.60.1 -> .2), no added delay (veth RTT ~tens of us; this kernel has no netem). Loss: "
-          "bpf/loss_emulator.bpf.c on the ingress of both veth ends (each direction, TCP packets, independent). "
+          "bpf/netpath.bpf.c on the ingress of both veth ends (each direction, TCP packets, independent). "
           "Short flows: fresh connection, %d B request, 64 B reply, server closes; %d client processes back to back "
           "for %.0f s per run. Long flows: %d bulk senders to another port, %s, running through the window. "
           "Client default congestion control: %s. Arm `on`: tcp_tuner on the client's cgroup with rule `%s` "

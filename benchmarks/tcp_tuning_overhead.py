@@ -1,7 +1,7 @@
 #!/usr/bin/python3
 """Benchmark: cost of the tcp_tuner sockops program on short connections, side by side.
 
-Two sibling cgroups in one run: ``on`` has bpf/tcp_tuner.bpf.c attached with a rule that
+Two sibling cgroups in one run: ``on`` has bpf/tcp_tuning.bpf.c attached with a rule that
 matches loopback (flow tracking on, so every callback path runs), ``off`` has nothing.
 A client process is started in one cgroup at a time (arms interleaved, order alternating)
 and does connect / 64-byte request / 64-byte reply / close against a loopback server that
@@ -27,7 +27,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "collections"))
 
 from ansible_collections.netstack.tuning.plugins.module_utils.bpf import program as bpf  # noqa: E402
-from ansible_collections.netstack.tuning.plugins.module_utils.tcp_tuning import policy as tcppolicy
+from ansible_collections.netstack.tuning.plugins.module_utils.tcp_tuning import policy as tcppolicy  # noqa: E402
 
 STATE = "/tmp/netstack-bench-overhead"
 NAME = "bench_overhead"
@@ -98,7 +98,7 @@ def main():
     port = port_q.get(timeout=10)
     rates = {"on": [], "off": []}
     try:
-        src = open(os.path.join(ROOT, "bpf", "tcp_tuner.bpf.c")).read()
+        src = open(os.path.join(ROOT, "bpf", "tcp_tuning.bpf.c")).read()
         eng.present(NAME, src, [{"function": "tcp_tuner", "type": "sock_ops", "cgroup": cg["on"]}])
         pol = tcppolicy.Policy(os.path.join(bpf.PIN_ROOT, NAME))
         _n, enc, _f = tcppolicy.plan([{"name": "lo", "match": {"remote": "127.0.0.0/8"},

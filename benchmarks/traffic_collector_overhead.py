@@ -4,7 +4,7 @@
 Two throwaway namespaces joined by a veth pair (198.18.104.0/30); iperf3 server in one, client
 in the other (server CPU 1, client CPU 0).  Each repeat runs, in rotating order, the same test
 with the collector detached and attached (tc clsact ingress + egress on the server's veth end,
-the program of bpf/traffic_acct.bpf.c loaded through trafficcollect.Collector, a scrape every
+the program of bpf/traffic.bpf.c loaded through trafficcollect.Collector, a scrape every
 second into a temporary store, as the agent would):
 
   * TCP bulk, 3 s (Gbit/s): few, large (GSO) packets per byte;
@@ -34,7 +34,7 @@ sys.path.insert(0, os.path.join(REPO, "collections"))
 sys.path.insert(0, HERE)
 
 from ansible_collections.netstack.tuning.plugins.module_utils.core import nsutil  # noqa: E402
-from ansible_collections.netstack.tuning.plugins.module_utils.traffic import collect as trafficcollect
+from ansible_collections.netstack.tuning.plugins.module_utils.traffic import collect as trafficcollect  # noqa: E402
 from figures import fmt_ratio, fmt_spread, spread  # noqa: E402
 
 RESULTS = os.path.join(HERE, "results")

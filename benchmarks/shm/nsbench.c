@@ -1,5 +1,5 @@
 // nsbench: one tiny tool that drives TCP and Unix domain stream sockets identically, for
-// benchmarks/shm_bench.py (sockperf 3.7 and iperf3 have no Unix-socket mode, wrk neither).
+// benchmarks/shm_path_bench.py (sockperf 3.7 and iperf3 have no Unix-socket mode, wrk neither).
 //
 //   nsbench server ADDR                          echo ('P' connections) or sink ('B')
 //   nsbench pp   ADDR -c CONNS -m SIZE -t SECS   ping-pong: CONNS connections, one message

@@ -1,7 +1,7 @@
 # -*- coding: utf-8 -*-
 # Copyright: netstack.tuning contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""Action plugin: ship bpf/shm_redirect.bpf.c from the controller to the shm_agent module."""
+"""Action plugin: ship bpf/shm_path.bpf.c from the controller to the shm_agent module."""
 
 from __future__ import absolute_import, division, print_function
 
@@ -10,7 +10,7 @@ __metaclass__ = type
 from ansible.plugins.action import ActionBase
 from ansible_collections.netstack.tuning.plugins.action.bpf_program import find_source, read_source
 
-SOURCE = "shm_redirect.bpf.c"
+SOURCE = "shm_path.bpf.c"
 
 
 class ActionModule(ActionBase):

@@ -1,7 +1,7 @@
 # -*- coding: utf-8 -*-
 # Copyright: netstack.tuning contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""Action plugin: ship bpf/traffic_acct.bpf.c from the controller to the traffic_profile
+"""Action plugin: ship bpf/traffic.bpf.c from the controller to the traffic_profile
 module when it collects (analysis needs no BPF source)."""
 
 from __future__ import absolute_import, division, print_function
@@ -11,7 +11,7 @@ __metaclass__ = type
 from ansible.plugins.action import ActionBase
 from ansible_collections.netstack.tuning.plugins.action.bpf_program import find_source, read_source
 
-SOURCE = "traffic_acct.bpf.c"
+SOURCE = "traffic.bpf.c"
 
 
 class ActionModule(ActionBase):

@@ -41,7 +41,7 @@ options:
   src:
     description:
       - File name of a source in the collection's C(bpf/) directory (for example
-        C(tcp_tuner.bpf.c)) or a path on the controller; read by the action plugin.
+        C(tcp_tuning.bpf.c)) or a path on the controller; read by the action plugin.
       - With O(remote_src=true), an absolute path on the managed host.
     type: str
   remote_src:
@@ -135,7 +135,7 @@ EXAMPLES = r"""
 - name: Per-connection TCP tuning on a cgroup
   netstack.tuning.bpf_program:
     name: tcp_tuner
-    src: tcp_tuner.bpf.c
+    src: tcp_tuning.bpf.c
     programs:
       - function: tcp_tuner
         type: sock_ops

@@ -194,7 +194,7 @@ import os
 
 from ansible_collections.netstack.tuning.plugins.module_utils.core.frontend import NetstackModule
 from ansible_collections.netstack.tuning.plugins.module_utils.core.common import NetstackError, check_path_options
-from ansible_collections.netstack.tuning.plugins.module_utils.agent import daemon as agent_engine
+from ansible_collections.netstack.tuning.plugins.module_utils.agent import control as agent_engine
 from ansible_collections.netstack.tuning.plugins.module_utils.amp import partition as amp, controller as ampctl
 
 
@@ -227,9 +227,9 @@ def run(module):
         spec = amp.validate(spec_of(p))
         if p["controller"] is not None:
             ctl = dict(p["controller"])
-            bad = sorted(set(ctl) - set(agent_engine.CONTROLLER_KEYS))
+            bad = sorted(set(ctl) - set(ampctl.CONTROLLER_KEYS))
             if bad:
-                raise NetstackError("unknown key %s; known: %s" % (bad[0], ", ".join(sorted(agent_engine.CONTROLLER_KEYS))),
+                raise NetstackError("unknown key %s; known: %s" % (bad[0], ", ".join(sorted(ampctl.CONTROLLER_KEYS))),
                                     field="controller")
             ampctl.settings(ctl)
             section = {"state": "present", "partition": spec, "controller": ctl}

@@ -83,7 +83,7 @@ options:
   source_text:
     description:
       - The BPF C source. Filled in by the action plugin from the collection's
-        C(bpf/shm_redirect.bpf.c); set it only to test another build of the program.
+        C(bpf/shm_path.bpf.c); set it only to test another build of the program.
     type: str
 attributes:
   check_mode:
@@ -95,7 +95,7 @@ attributes:
 notes:
   - Needs bcc on the host (role C(netstack.tuning.bcc_runtime)) and a cgroup v2 hierarchy.
   - The peer's receive queue has no per-socket limit on this path (the kernel bounds it by
-    C(net.ipv4.tcp_mem) only); see docs/shm.md.
+    C(net.ipv4.tcp_mem) only); see docs/shm_path.md.
 seealso:
   - module: netstack.tuning.bpf_program
 """
@@ -146,7 +146,7 @@ import os
 
 from ansible_collections.netstack.tuning.plugins.module_utils.core.frontend import NetstackModule
 from ansible_collections.netstack.tuning.plugins.module_utils.core.common import NetstackError, check_path_options
-from ansible_collections.netstack.tuning.plugins.module_utils.agent import daemon as agent_engine
+from ansible_collections.netstack.tuning.plugins.module_utils.agent import control as agent_engine
 from ansible_collections.netstack.tuning.plugins.module_utils.shm_path import path as shm
 
 

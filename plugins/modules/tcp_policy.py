@@ -13,7 +13,7 @@ module: tcp_policy
 short_description: Declarative per-connection TCP rules for the tcp_tuner eBPF program
 version_added: 0.1.0
 description:
-  - Writes a list of rules to the pinned maps of C(bpf/tcp_tuner.bpf.c) (loaded with
+  - Writes a list of rules to the pinned maps of C(bpf/tcp_tuning.bpf.c) (loaded with
     M(netstack.tuning.bpf_program)). Each new TCP connection in the program's cgroup is
     matched against the rules, first match wins, and gets the rule's settings.
   - Rules match on the remote prefix, remote and local port ranges, and on what the

@@ -13,7 +13,7 @@ module: traffic_profile
 short_description: Traffic insight - collect traffic with eBPF, analyse it (profile, anomalies, 95th percentile, projection)
 version_added: 0.1.0
 description:
-  - O(action=collect) attaches the tc clsact program C(bpf/traffic_acct.bpf.c) on ingress and
+  - O(action=collect) attaches the tc clsact program C(bpf/traffic.bpf.c) on ingress and
     egress of O(interfaces). It counts bytes and packets per direction, remote prefix
     (O(prefix_v4) / O(prefix_v6) bits), IP protocol, port class and DSCP in a per-CPU map.
     Scrapes turn the counters into rows of an on-host time-series store (O(store), one CSV file
@@ -159,7 +159,7 @@ options:
   source_text:
     description:
       - The BPF C source. Filled in by the action plugin from the collection's
-        C(bpf/traffic_acct.bpf.c); set it only to test another build of the program.
+        C(bpf/traffic.bpf.c); set it only to test another build of the program.
     type: str
 attributes:
   check_mode:

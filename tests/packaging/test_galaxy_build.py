@@ -102,7 +102,7 @@ def test_tarball_contents(built):
         "plugins/modules/%s" % p.name for p in (REPO / "plugins" / "modules").glob("*.py") if p.name != "__init__.py")
     assert members(built, r"roles/\w+/meta/argument_specs\.yml") == sorted(
         str(p.relative_to(REPO)) for p in REPO.glob("roles/*/meta/argument_specs.yml"))
-    for must in ("meta/runtime.yml", "README.md", "plugins/module_utils/core/journal.py", "bpf/tcp_tuner.bpf.c",
+    for must in ("meta/runtime.yml", "README.md", "plugins/module_utils/core/journal.py", "bpf/tcp_tuning.bpf.c",
                  "src/zc_bench.c", "awx/job_templates.yml", "execution-environment.yml"):
         assert must in names
     for junk in JUNK:

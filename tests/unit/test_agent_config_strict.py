@@ -4,12 +4,12 @@
 Both with and without the jsonschema package."""
 import json
 import os
-import sys
 
 import pytest
 import yaml
 
-from ansible_collections.netstack.tuning.plugins.module_utils.agent import daemon as agent
+from ansible_collections.netstack.tuning.plugins.module_utils.agent import config as agent_config, control
+from ansible_collections.netstack.tuning.plugins.module_utils.agent import daemon
 from ansible_collections.netstack.tuning.plugins.module_utils.amp import controller as ampctl
 from ansible_collections.netstack.tuning.plugins.module_utils.core.common import NetstackError
 
@@ -20,15 +20,6 @@ NAN, INF = float("nan"), float("inf")
 AMP_SEC = {"state": "present",
            "partition": {"name": "amp", "interfaces": ["eth0"], "app_cgroups": ["apps.slice"], "net_cpus": 2},
            "controller": {"high": 0.7, "low": 0.2, "max_cores": 4, "probe": {"port": 6379}}}
-
-
-@pytest.fixture(params=["jsonschema", "without-jsonschema"])
-def schema_mode(request, monkeypatch):
-    if request.param == "without-jsonschema":
-        monkeypatch.setitem(sys.modules, "jsonschema", None)  # import jsonschema -> ImportError
-    else:
-        import jsonschema  # noqa: F401
-    return request.param
 
 
 def _amp(**controller):
@@ -53,18 +44,18 @@ NON_FINITE = [pytest.param(NAN, id="nan"), pytest.param(INF, id="inf"), pytest.p
     (lambda v: {"shm": {"state": "present", "policy": {"policies": [{"name": "r", "ports": v}]}}},
      "shm.policy.policies[0].ports"),
 ])
-def test_non_finite_numbers_are_refused_naming_the_field(schema_mode, cfg, field, bad):
+def test_non_finite_numbers_are_refused_naming_the_field(cfg, field, bad):
     with pytest.raises(NetstackError) as e:
-        agent.validate(cfg(bad), origin="agent.json")
-    assert e.value.field == field, (schema_mode, e.value.field, e.value.msg)
+        agent_config.validate(cfg(bad), origin="agent.json")
+    assert e.value.field == field, (e.value.field, e.value.msg)
     assert "finite" in e.value.msg and "agent.json" in str(e.value)
 
 
 @pytest.mark.parametrize("literal", ["NaN", "Infinity", "-Infinity", "1e400"])
-def test_nan_in_the_config_file_is_refused(tmp_path, schema_mode, literal):
+def test_nan_in_the_config_file_is_refused(tmp_path, literal):
     (tmp_path / "agent.json").write_text('{"interval": %s}' % literal)
     with pytest.raises(NetstackError) as e:
-        agent.load(str(tmp_path / "agent.json"), None)
+        agent_config.load(str(tmp_path / "agent.json"), None)
     assert e.value.field == "interval"
 
 
@@ -78,30 +69,30 @@ def test_controller_settings_refuse_nan(key):
 
 @pytest.mark.parametrize("listen", ["0.0.0.0", "::", "10.1.2.3", "198.18.0.1", "2001:db8::1", "metrics.example.com",
                                     "::ffff:10.0.0.1"])
-def test_metrics_on_a_non_loopback_address_needs_allow_remote(schema_mode, listen):
+def test_metrics_on_a_non_loopback_address_needs_allow_remote(listen):
     with pytest.raises(NetstackError) as e:
-        agent.validate({"metrics": {"listen": listen}}, origin="agent.json")
+        agent_config.validate({"metrics": {"listen": listen}}, origin="agent.json")
     assert e.value.field == "metrics.listen"
     assert "allow_remote" in e.value.msg
-    out = agent.validate({"metrics": {"listen": listen, "allow_remote": True}})
+    out = agent_config.validate({"metrics": {"listen": listen, "allow_remote": True}})
     assert out["metrics"]["listen"] == listen and out["metrics"]["allow_remote"] is True
 
 
 @pytest.mark.parametrize("listen", ["127.0.0.1", "127.0.0.53", "::1", "localhost", "::ffff:127.0.0.1"])
-def test_metrics_on_loopback_needs_nothing(schema_mode, listen):
-    out = agent.validate({"metrics": {"listen": listen}})
+def test_metrics_on_loopback_needs_nothing(listen):
+    out = agent_config.validate({"metrics": {"listen": listen}})
     assert out["metrics"]["listen"] == listen and out["metrics"]["allow_remote"] is False
 
 
-def test_metrics_defaults_are_loopback_and_no_remote(schema_mode):
-    out = agent.validate({})
+def test_metrics_defaults_are_loopback_and_no_remote():
+    out = agent_config.validate({})
     assert out["metrics"]["listen"] == "127.0.0.1" and out["metrics"]["allow_remote"] is False
 
 
 @pytest.mark.parametrize("bad", ["yes", 1, None])
-def test_allow_remote_is_a_boolean(schema_mode, bad):
+def test_allow_remote_is_a_boolean(bad):
     with pytest.raises(NetstackError) as e:
-        agent.validate({"metrics": {"listen": "0.0.0.0", "allow_remote": bad}})
+        agent_config.validate({"metrics": {"listen": "0.0.0.0", "allow_remote": bad}})
     assert e.value.field == "metrics.allow_remote"
 
 
@@ -119,18 +110,18 @@ def _render(**overrides):
         return json.loads(env.from_string(f.read()).render(**variables))
 
 
-def test_role_renders_allow_remote_and_the_agent_accepts_the_defaults(schema_mode):
+def test_role_renders_allow_remote_and_the_agent_accepts_the_defaults():
     cfg = _render()
     assert cfg["metrics"]["allow_remote"] is False
-    agent.validate(cfg)
+    agent_config.validate(cfg)
 
 
-def test_role_with_a_remote_listen_address_needs_the_opt_in(schema_mode):
+def test_role_with_a_remote_listen_address_needs_the_opt_in():
     with pytest.raises(NetstackError) as e:
-        agent.validate(_render(netstack_agent_metrics_listen="0.0.0.0"))
+        agent_config.validate(_render(netstack_agent_metrics_listen="0.0.0.0"))
     assert e.value.field == "metrics.listen"
     assert "netstack_agent_metrics_allow_remote" in e.value.msg or "allow_remote" in e.value.msg
-    agent.validate(_render(netstack_agent_metrics_listen="0.0.0.0", netstack_agent_metrics_allow_remote=True))
+    agent_config.validate(_render(netstack_agent_metrics_listen="0.0.0.0", netstack_agent_metrics_allow_remote=True))
 
 
 def test_role_documents_allow_remote():
@@ -156,7 +147,7 @@ def test_metrics_endpoint_serves_on_ipv6_loopback(tmp_path):
     except OSError:
         pytest.skip("no IPv6 loopback here")
     (tmp_path / "agent.json").write_text(json.dumps({"metrics": {"listen": "::1", "port": port}, "log": None}))
-    a = agent.Agent(config=str(tmp_path / "agent.json"), confd=str(tmp_path / "agent.d"),
+    a = daemon.Agent(config=str(tmp_path / "agent.json"), confd=str(tmp_path / "agent.d"),
                     pidfile=str(tmp_path / "agent.pid"), status=str(tmp_path / "status.json"))
     server = a.serve_metrics()
     try:
@@ -174,7 +165,7 @@ def test_metrics_endpoint_serves_on_ipv6_loopback(tmp_path):
     ({"probe": {"port": 6379, "count": NAN}}, "controller.probe.count"),
     ({"probe": {"port": 6379, "bogus": 1}}, "controller.probe"),
 ])
-def test_cpu_partition_refuses_a_controller_the_agent_would_refuse(tmp_path, monkeypatch, schema_mode,
+def test_cpu_partition_refuses_a_controller_the_agent_would_refuse(tmp_path, monkeypatch,
                                                                    controller, field):
     """The module writes the controller into the agent's amp.json: a value the agent's own
     validation refuses must fail the task (naming the option) before anything is written,
@@ -193,7 +184,7 @@ def test_cpu_partition_refuses_a_controller_the_agent_would_refuse(tmp_path, mon
             pass
 
     monkeypatch.setattr(amp.Partition, "present", lambda *a, **k: pytest.fail("the partition was applied"))
-    monkeypatch.setattr(agent, "write_section", lambda *a, **k: pytest.fail("the agent config was written"))
+    monkeypatch.setattr(control, "write_section", lambda *a, **k: pytest.fail("the agent config was written"))
     p = {"name": "amp", "state": "present", "net_cpus": 1, "interfaces": ["lo"], "app_cgroups": ["apps.slice"],
          "app_units": [], "rfs": False, "rps_sock_flow_entries": 32768, "xps": True, "irqbalance": "ban",
          "controller": controller, "config_dir": str(tmp_path / "conf"), "notify_agent": False,
@@ -201,3 +192,20 @@ def test_cpu_partition_refuses_a_controller_the_agent_would_refuse(tmp_path, mon
     with pytest.raises(NetstackError) as e:
         cpu_partition.run(FakeModule(p))
     assert (e.value.field or "").startswith(field), (e.value.field, e.value.msg)
+
+
+def test_the_command_line(tmp_path, capsys):
+    """netstack-agent's argparse CLI: check-config names the bad field and exits 1, a good
+    file prints its digest, no command is a usage error (2), --help exits 0."""
+    from ansible_collections.netstack.tuning.plugins.module_utils.agent import cli
+    good, bad = tmp_path / "good.json", tmp_path / "bad.json"
+    good.write_text(json.dumps({"interval": 5}))
+    bad.write_text(json.dumps({"interval": 0}))
+    assert cli.main(["check-config", str(good), "--no-confd"]) == 0
+    assert capsys.readouterr().out.startswith("ok ")
+    assert cli.main(["check-config", str(bad), "--no-confd"]) == 1
+    assert "interval" in capsys.readouterr().err
+    assert cli.main([]) == 2
+    assert cli.main(["--help"]) == 0
+    assert "check-config" in capsys.readouterr().out
+    assert cli.main(["frobnicate"]) == 2

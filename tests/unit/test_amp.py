@@ -10,11 +10,10 @@ import json
 import os
 import random
 import statistics
-import sys
 
 import pytest
 
-from ansible_collections.netstack.tuning.plugins.module_utils.agent import daemon as agent
+from ansible_collections.netstack.tuning.plugins.module_utils.agent import config as agent_config
 from ansible_collections.netstack.tuning.plugins.module_utils.amp import partition as amp, controller as ampctl
 from ansible_collections.netstack.tuning.plugins.module_utils.core.common import NetstackError
 from ansible_collections.netstack.tuning.plugins.module_utils.core.cpus import format_cpulist, mask_to_cpus, parse_cpulist
@@ -883,15 +882,6 @@ AMP_SEC = {"state": "present",
            "controller": {"high": 0.7, "low": 0.2, "max_cores": 4, "probe": {"port": 6379}}}
 
 
-@pytest.fixture(params=["jsonschema", "without-jsonschema"])
-def schema_mode(request, monkeypatch):
-    if request.param == "without-jsonschema":
-        monkeypatch.setitem(sys.modules, "jsonschema", None)  # import jsonschema -> ImportError
-    else:
-        import jsonschema
-    return request.param
-
-
 def _with(**kw):
     sec = json.loads(json.dumps(AMP_SEC))
     for k, v in kw.items():
@@ -903,10 +893,10 @@ def _with(**kw):
     return {"amp": sec}
 
 
-def test_agent_accepts_a_good_amp_section(schema_mode):
-    out = agent.validate({"amp": AMP_SEC})
-    assert out["amp"] == AMP_SEC and out["interval"] == agent.DEFAULTS["interval"]
-    assert agent.validate({"amp": {"state": "absent", "partition": {"name": "amp"}}})["amp"]["state"] == "absent"
+def test_agent_accepts_a_good_amp_section():
+    out = agent_config.validate({"amp": AMP_SEC})
+    assert out["amp"] == AMP_SEC and out["interval"] == agent_config.DEFAULTS["interval"]
+    assert agent_config.validate({"amp": {"state": "absent", "partition": {"name": "amp"}}})["amp"]["state"] == "absent"
 
 
 @pytest.mark.parametrize("cfg,field", [
@@ -921,18 +911,18 @@ def test_agent_accepts_a_good_amp_section(schema_mode):
     ({"amp": {"state": "present"}}, "amp"),
     ({"amp": {"state": "on", "partition": {"name": "amp"}}}, "amp"),
 ])
-def test_agent_refuses_a_bad_amp_section_naming_the_field(schema_mode, cfg, field):
+def test_agent_refuses_a_bad_amp_section_naming_the_field(cfg, field):
     with pytest.raises(NetstackError) as e:
-        agent.validate(cfg, origin="agent.d/amp.json")
-    assert (e.value.field or "").startswith(field), (schema_mode, e.value.field, e.value.msg)
+        agent_config.validate(cfg, origin="agent.d/amp.json")
+    assert (e.value.field or "").startswith(field), (e.value.field, e.value.msg)
     assert "agent.d/amp.json" in str(e.value)
 
 
-def test_agent_loads_the_amp_drop_in(tmp_path, schema_mode):
+def test_agent_loads_the_amp_drop_in(tmp_path):
     d = tmp_path / "agent.d"
     d.mkdir()
     (d / "amp.json").write_text(json.dumps({"amp": AMP_SEC}))
-    cfg, sources, _digest = agent.load(str(tmp_path / "agent.json"), str(d))
+    cfg, sources, _digest = agent_config.load(str(tmp_path / "agent.json"), str(d))
     assert cfg["amp"]["partition"]["interfaces"] == ["eth0"] and sources == [str(d / "amp.json")]
 
 

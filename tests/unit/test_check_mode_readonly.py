@@ -8,7 +8,7 @@ import os
 
 import pytest
 
-from ansible_collections.netstack.tuning.plugins.module_utils.agent import daemon as agent
+from ansible_collections.netstack.tuning.plugins.module_utils.agent import control as agent
 from ansible_collections.netstack.tuning.plugins.module_utils.bpf import program as bpf
 from ansible_collections.netstack.tuning.plugins.module_utils.core import journal
 from ansible_collections.netstack.tuning.plugins.module_utils.shm_path import path as shm

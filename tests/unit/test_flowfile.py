@@ -11,6 +11,7 @@ import pytest
 
 from ansible_collections.netstack.tuning.plugins.module_utils.traffic import ingest as flowfile, data as trafficdata
 from ansible_collections.netstack.tuning.plugins.module_utils.core.common import NetstackError
+from ansible_collections.netstack.tuning.tools import flowencode
 
 HEADER = ",".join(trafficdata.HEADER)
 T0 = 1700000000
@@ -268,12 +269,12 @@ def test_v5_encoder_stream_matches_hand_packed(tmp_path):
     flows = [dict(src="203.0.113.9", dst="10.1.2.3", sport=443, dport=51000, proto=6, bytes=14000, packets=10, tos=0xB8,
                   end=T0 - 1.5, start=T0 - 10, input=3, output=4),
              dict(src="10.1.2.3", dst="198.51.100.77", sport=5353, dport=53, proto=17, bytes=80, input=4, output=3, end=T0)]
-    stream = flowfile.encode_v5(flows[:1], T0, sys_uptime=100000) + flowfile.encode_v5(flows[1:], T0, sys_uptime=100000)
+    stream = flowencode.encode_v5(flows[:1], T0, sys_uptime=100000) + flowencode.encode_v5(flows[1:], T0, sys_uptime=100000)
     records = flowfile.read(_write(tmp_path, "s.bin", stream), local_prefixes=["10.0.0.0/8"])
     assert _rows(records) == V5_EXPECTED
-    assert flowfile.encode_v5(flows, T0, sys_uptime=100000, sequence=7)[24:] == _v5_packet()[24:]
+    assert flowencode.encode_v5(flows, T0, sys_uptime=100000, sequence=7)[24:] == _v5_packet()[24:]
     with pytest.raises(ValueError):
-        flowfile.encode_v5([dict(src="2001:db8::1", dst="2001:db8::2", bytes=1)], T0)
+        flowencode.encode_v5([dict(src="2001:db8::1", dst="2001:db8::2", bytes=1)], T0)
 
 
 def test_v5_uptime_wrap(tmp_path):
@@ -286,8 +287,8 @@ def test_v5_uptime_wrap(tmp_path):
 
 
 def test_v5_truncated_and_unknown_version_name_packet_offset_field(tmp_path):
-    one = flowfile.encode_v5([dict(src="192.0.2.1", dst="192.0.2.2", bytes=1)], T0)
-    three = flowfile.encode_v5([dict(src="192.0.2.1", dst="192.0.2.2", bytes=1)] * 3, T0)
+    one = flowencode.encode_v5([dict(src="192.0.2.1", dst="192.0.2.2", bytes=1)], T0)
+    three = flowencode.encode_v5([dict(src="192.0.2.1", dst="192.0.2.2", bytes=1)] * 3, T0)
     path = _write(tmp_path, "export.bin", one + three[:24 + 48 + 10])
     err = _error(path)
     assert err.msg == "%s packet 2 (offset 72): field 'count': header says 3 records, 1 present (truncated)" % path
@@ -322,7 +323,7 @@ def _expected(exporter, **changes):
 
 def test_v9_round_trip_v4_v6_8_byte_counters_options_and_padding(tmp_path):
     stats = {}
-    pkt = flowfile.encode_v9(FLOWS, T0 + 5, counter_length=8, options=True)
+    pkt = flowencode.encode_v9(FLOWS, T0 + 5, counter_length=8, options=True)
     records = flowfile.read(_write(tmp_path, "v9.bin", pkt + pkt), local_prefixes=["10.0.0.0/8"], stats=stats)
     assert _rows(records) == _sorted(_expected("netflow") * 2)
     assert stats["packets"] == 2 and stats["flows"] == 6 and stats["options_sets"] == 2 and stats["skipped_no_template"] == 0
@@ -330,23 +331,23 @@ def test_v9_round_trip_v4_v6_8_byte_counters_options_and_padding(tmp_path):
 
 def test_v9_and_ipfix_counters_beyond_32_bits(tmp_path):
     flows = [dict(src="192.0.2.1", dst="192.0.2.2", bytes=10 ** 13, packets=2 ** 33, end=T0)]
-    for pkt in (flowfile.encode_v9(flows, T0, counter_length=8), flowfile.encode_ipfix(flows, T0, counter_length=8)):
+    for pkt in (flowencode.encode_v9(flows, T0, counter_length=8), flowencode.encode_ipfix(flows, T0, counter_length=8)):
         records = flowfile.read(_write(tmp_path, "big.bin", pkt))
         assert records.ints["bytes"].tolist() == [10 ** 13] and records.ints["packets"].tolist() == [2 ** 33]
 
 
 def test_v9_two_byte_counters(tmp_path):
     flows = [dict(src="192.0.2.1", dst="192.0.2.2", bytes=65000, packets=300, end=T0)]
-    records = flowfile.read(_write(tmp_path, "c2.bin", flowfile.encode_v9(flows, T0, counter_length=2)))
+    records = flowfile.read(_write(tmp_path, "c2.bin", flowencode.encode_v9(flows, T0, counter_length=2)))
     assert records.ints["bytes"].tolist() == [65000] and records.ints["packets"].tolist() == [300]
 
 
 def test_v9_data_before_template_is_skipped_and_counted(tmp_path):
     stats = {}
-    data_only = flowfile.encode_v9(FLOWS, T0 + 5, data=True, template=False)
-    other_source = flowfile.encode_v9(FLOWS, T0 + 5, template=False, source_id=1)
-    with_template = flowfile.encode_v9(FLOWS, T0 + 5)
-    later = flowfile.encode_v9(FLOWS[:1], T0 + 5, template=False)
+    data_only = flowencode.encode_v9(FLOWS, T0 + 5, data=True, template=False)
+    other_source = flowencode.encode_v9(FLOWS, T0 + 5, template=False, source_id=1)
+    with_template = flowencode.encode_v9(FLOWS, T0 + 5)
+    later = flowencode.encode_v9(FLOWS[:1], T0 + 5, template=False)
     path = _write(tmp_path, "v9.bin", data_only + with_template + other_source + later)
     records = flowfile.read(path, local_prefixes=["10.0.0.0/8"], stats=stats)
     assert stats["skipped_no_template"] == 2 + 2        # v4 and v6 data flowsets of packets 1 and 3
@@ -367,7 +368,7 @@ def test_v9_hand_packed_with_first_switched_only_and_unknown_fields(tmp_path):
 
 
 def test_v9_truncated_flowset(tmp_path):
-    pkt = flowfile.encode_v9(FLOWS, T0)
+    pkt = flowencode.encode_v9(FLOWS, T0)
     path = _write(tmp_path, "t9.bin", pkt[:-10])
     err = _error(path)
     assert err.msg.startswith("%s packet 1 (offset " % path)
@@ -379,7 +380,7 @@ def test_v9_truncated_flowset(tmp_path):
 @pytest.mark.parametrize("time_ie", [151, 153, 150, None])
 def test_ipfix_round_trip_time_fields(tmp_path, time_ie):
     flows = [dict(f, start=f["end"] - 30) for f in FLOWS]
-    msg = flowfile.encode_ipfix(flows, T0 + 5, time_ie=time_ie)
+    msg = flowencode.encode_ipfix(flows, T0 + 5, time_ie=time_ie)
     records = flowfile.read(_write(tmp_path, "ipfix.bin", msg), local_prefixes=["10.0.0.0/8"])
     shift = {151: 0, 153: 0, 150: -30}.get(time_ie)
     expected = _sorted([dict(e, ts=T0 + 5 if shift is None else e["ts"] + shift) for e in _expected("netflow")])
@@ -389,10 +390,10 @@ def test_ipfix_round_trip_time_fields(tmp_path, time_ie):
 def test_ipfix_enterprise_varlen_options_and_withdrawal(tmp_path):
     stats = {}
     flows = [dict(FLOWS[0], app="x" * 300), FLOWS[1], dict(FLOWS[2], app="ntp")]
-    msg = flowfile.encode_ipfix(flows, T0 + 5, enterprise=True, varlen=True, options=True, counter_length=8)
+    msg = flowencode.encode_ipfix(flows, T0 + 5, enterprise=True, varlen=True, options=True, counter_length=8)
     # withdraw template 256 (IPv4), then send IPv4 data again: skipped
     withdraw = struct.pack("!HHIII", 10, 16 + 8, T0 + 6, 2, 0) + struct.pack("!HHHH", 2, 8, 256, 0)
-    again = flowfile.encode_ipfix(flows, T0 + 7, template=False, enterprise=True, varlen=True)
+    again = flowencode.encode_ipfix(flows, T0 + 7, template=False, enterprise=True, varlen=True)
     path = _write(tmp_path, "e.bin", msg + withdraw + again)
     records = flowfile.read(path, local_prefixes=["10.0.0.0/8"], stats=stats)
     assert _rows(records)[:3] == _expected("netflow")
@@ -417,7 +418,7 @@ def test_ipfix_hand_packed_message(tmp_path):
 
 
 def test_ipfix_truncated_message_and_bad_set(tmp_path):
-    msg = flowfile.encode_ipfix(FLOWS, T0)
+    msg = flowencode.encode_ipfix(FLOWS, T0)
     path = _write(tmp_path, "t.ipfix", msg + msg[:30])
     err = _error(path)
     assert err.msg.startswith("%s packet 2 (offset %d): field 'length': message says %d bytes, 30 present (truncated)"
@@ -435,9 +436,9 @@ def test_ipfix_truncated_message_and_bad_set(tmp_path):
                                                           (1, False, "2001:db8::10")])
 def test_pcap_of_v5_v9_ipfix(tmp_path, linktype, big_endian, src_ip):
     stats = {}
-    datagrams = [flowfile.encode_v9(FLOWS, T0 + 5), b"\x12\x34 not an export", flowfile.encode_ipfix(FLOWS, T0 + 5),
-                 flowfile.encode_v5(FLOWS[:2], T0 + 5)]
-    path = _write(tmp_path, "export.pcap", flowfile.pcap_bytes(datagrams, src_ip=src_ip, linktype=linktype, big_endian=big_endian))
+    datagrams = [flowencode.encode_v9(FLOWS, T0 + 5), b"\x12\x34 not an export", flowencode.encode_ipfix(FLOWS, T0 + 5),
+                 flowencode.encode_v5(FLOWS[:2], T0 + 5)]
+    path = _write(tmp_path, "export.pcap", flowencode.pcap_bytes(datagrams, src_ip=src_ip, linktype=linktype, big_endian=big_endian))
     records = flowfile.read(path, local_prefixes=["10.0.0.0/8"], link="ignored", stats=stats)
     v5 = [r for r in _expected(src_ip) if ":" not in r["prefix"]]          # the IPv4 flows (the link arg is not used)
     expected = _sorted(_expected(src_ip) * 2 + v5)
@@ -446,9 +447,9 @@ def test_pcap_of_v5_v9_ipfix(tmp_path, linktype, big_endian, src_ip):
 
 
 def test_pcap_truncated_record_and_truncated_export(tmp_path):
-    v5 = flowfile.encode_v5([dict(src="192.0.2.1", dst="192.0.2.2", bytes=1)] * 30, T0)
-    small = flowfile.encode_v5([dict(src="192.0.2.1", dst="192.0.2.2", bytes=1)], T0)
-    data = flowfile.pcap_bytes([small, small, v5[:24 + 48 * 12]])
+    v5 = flowencode.encode_v5([dict(src="192.0.2.1", dst="192.0.2.2", bytes=1)] * 30, T0)
+    small = flowencode.encode_v5([dict(src="192.0.2.1", dst="192.0.2.2", bytes=1)], T0)
+    data = flowencode.pcap_bytes([small, small, v5[:24 + 48 * 12]])
     # the 3rd datagram says 30 records but carries 12
     path = _write(tmp_path, "export.pcap", data)
     frame1 = 14 + 20 + 8 + len(small)
@@ -456,7 +457,7 @@ def test_pcap_truncated_record_and_truncated_export(tmp_path):
     err = _error(path)
     assert err.msg == "%s packet 3 (offset %d): field 'count': header says 30 records, 12 present (truncated)" % (path, offset)
     assert err.field == "%s:3:count" % path
-    cut = flowfile.pcap_bytes([small, small, small])[:-5]
+    cut = flowencode.pcap_bytes([small, small, small])[:-5]
     err = _error(_write(tmp_path, "cut.pcap", cut))
     assert "packet 3 (offset %d): field 'incl_len': record says %d bytes" % (24 + 2 * (16 + frame1), frame1) in err.msg
 
@@ -494,11 +495,11 @@ def test_read_many_concatenates_and_sums_stats(tmp_path):
 
 def test_encoders_reject_mixed_families():
     with pytest.raises(ValueError):
-        flowfile.encode_ipfix([dict(src="192.0.2.1", dst="2001:db8::1", bytes=1)], T0)
+        flowencode.encode_ipfix([dict(src="192.0.2.1", dst="2001:db8::1", bytes=1)], T0)
 
 
 def test_written_pcap_file(tmp_path):
     path = str(tmp_path / "w.pcap")
-    flowfile.write_pcap(path, [flowfile.encode_v5(FLOWS[:1], T0 + 5)], src_ip="198.18.0.1")
+    flowencode.write_pcap(path, [flowencode.encode_v5(FLOWS[:1], T0 + 5)], src_ip="198.18.0.1")
     assert os.path.getsize(path) == 24 + 16 + 14 + 20 + 8 + 24 + 48
     assert flowfile.read(path).rows()[0]["link"] == "198.18.0.1:5"

@@ -388,7 +388,7 @@ def test_sigkill_at_each_step_of_apply_then_the_next_run_restores(netns, tmp_pat
 def test_the_agent_reverts_an_expired_change_when_its_watchdog_died(netns, tmp_path):
     """A running agent with a one-hour pass interval still reverts within seconds of the
     deadline: it wakes up for pending confirm deadlines."""
-    from ansible_collections.netstack.tuning.plugins.module_utils.agent import daemon as agent
+    from ansible_collections.netstack.tuning.plugins.module_utils.agent import daemon
     state = str(tmp_path / "state")
     cfg = tmp_path / "agent.json"
     cfg.write_text(json.dumps({"interval": 3600, "state_dir": state, "log": str(tmp_path / "agent.log"),
@@ -402,7 +402,7 @@ def test_the_agent_reverts_an_expired_change_when_its_watchdog_died(netns, tmp_p
     if pid == 0:
         code = 1
         try:
-            code = agent.Agent(str(cfg), None, pidfile=str(pidfile), status=str(tmp_path / "status.json")).run()
+            code = daemon.Agent(str(cfg), None, pidfile=str(pidfile), status=str(tmp_path / "status.json")).run()
         finally:
             os._exit(code)
     try:

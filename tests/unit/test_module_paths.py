@@ -21,7 +21,7 @@ BAD = [pytest.param("x\x00y", id="nul"), pytest.param("x\ny", id="newline"),
 def guard_the_host(monkeypatch):
     """A module that misses a check must fail here, not mount bpffs, load a program, signal
     the agent or write a sysctl on the test machine."""
-    from ansible_collections.netstack.tuning.plugins.module_utils.agent import daemon as agent
+    from ansible_collections.netstack.tuning.plugins.module_utils.agent import control as agent
     from ansible_collections.netstack.tuning.plugins.module_utils.bpf import program as bpf
     from ansible_collections.netstack.tuning.plugins.module_utils.core import journal
 

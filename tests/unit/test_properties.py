@@ -90,9 +90,9 @@ SYSCTL_DICT = st.dictionaries(st.sampled_from(NET_KEYS), NET_VALUES, min_size=1,
 JOURNAL_IDS = st.sampled_from(["000001", "000002", "000003", "000004", "000099", "1", "../000001", "latest"])
 NETNS = st.sampled_from(["nsprop0", "nsprop-missing", "a" * 64, "lo"])
 DIRS = st.sampled_from([H.STATE_DIR, H.CASE_DIR + "/d", H.CASE_DIR + "/new/sub", H.WORK_DIR])
-TCP_SOURCE = _read("bpf/tcp_tuner.bpf.c")
-SHM_SOURCE = _read("bpf/shm_redirect.bpf.c")
-TRAFFIC_SOURCE = _read("bpf/traffic_acct.bpf.c")
+TCP_SOURCE = _read("bpf/tcp_tuning.bpf.c")
+SHM_SOURCE = _read("bpf/shm_path.bpf.c")
+TRAFFIC_SOURCE = _read("bpf/traffic.bpf.c")
 BENCH_KEYS = ["nginx_mode", "payload_bytes", "connections", "threads", "duration", "warmup", "repeats",
               "worker_processes", "timeout"]
 BENCH = st.fixed_dictionaries({}, optional={
@@ -308,7 +308,7 @@ _t("traffic_profile", why="analyze is light (reads flow files, writes output/rep
                           "tripwires bpf.compile_and_load, trafficcollect.scrape_loop, agent.notify",
    base={"action": "analyze", "sources": [H.CASE_DIR + "/flows"]},
    heavy=lambda a: a.get("action") != "analyze",
-   tripwires=["bpf.program.compile_and_load", "traffic.collect.scrape_loop", "agent.daemon.notify"],
+   tripwires=["bpf.program.compile_and_load", "traffic.collect.scrape_loop", "agent.control.notify"],
    hints={"sources": st.lists(st.sampled_from([H.CASE_DIR + "/flows", H.CASE_DIR + "/flows/2025-09-07.csv",
                                                H.CASE_DIR + "/flows/*.csv", H.CASE_DIR + "/garbage.csv",
                                                H.CASE_DIR + "/missing.csv"]), min_size=1, max_size=2),
@@ -332,7 +332,7 @@ _t("bpf_program", why="present is heavy (compiles and loads with bcc; .venv's Py
    heavy=lambda a: _state(a) != "absent", tripwires=["bpf.program.compile_and_load"],
    hints={"name": st.sampled_from(["nsprop", "tcp_tuner", "a-b_c"]),
           "source_text": st.sampled_from([TCP_SOURCE, "int x;", ""]),
-          "src": st.sampled_from(["tcp_tuner.bpf.c", os.path.join(ROOT, "bpf", "tcp_tuner.bpf.c")]),
+          "src": st.sampled_from(["tcp_tuning.bpf.c", os.path.join(ROOT, "bpf", "tcp_tuning.bpf.c")]),
           "programs.function": st.sampled_from(["tcp_tuner", "nosuch"]),
           "programs.cgroup": st.sampled_from(["/sys/fs/cgroup/unified", "/", "nsprop.slice"]),
           "programs.interface": st.sampled_from(["lo", "eth0"]), "programs.netns": NETNS,
@@ -341,7 +341,7 @@ _t("bpf_program", why="present is heavy (compiles and loads with bcc; .venv's Py
 _t("shm_agent", why="present is heavy (loads BPF): check mode, or real mode with a forced-invalid field; "
                     "tripwires bpf.compile_and_load, agent.notify; absent is light",
    base={"policies": [{"name": "redis", "ports": "6379"}], "source_text": SHM_SOURCE},
-   heavy=lambda a: _state(a) != "absent", tripwires=["bpf.program.compile_and_load", "agent.daemon.notify"],
+   heavy=lambda a: _state(a) != "absent", tripwires=["bpf.program.compile_and_load", "agent.control.notify"],
    hints={"policies": st.lists(SHM_POLICY, max_size=3), "source_text": st.sampled_from([SHM_SOURCE, "int x;"]),
           "local_addresses": st.lists(CIDRS, max_size=3),
           "cgroup": st.sampled_from(["/", "/sys/fs/cgroup/unified", "nsprop.slice"]),
@@ -351,7 +351,7 @@ _t("cpu_partition", why="heavy (writes cgroups, IRQ affinity, RPS/XPS): check mo
                         "forced-invalid field; tripwires journal.Journal.apply, amp._irqbalance_restart, "
                         "agent.notify",
    base={"interfaces": ["lo"], "app_cgroups": ["nsprop.slice"]}, heavy=lambda a: True,
-   tripwires=["core.journal.Journal.apply", "amp.partition._irqbalance_restart", "agent.daemon.notify"],
+   tripwires=["core.journal.Journal.apply", "amp.partition._irqbalance_restart", "agent.control.notify"],
    hints={"interfaces": st.lists(st.sampled_from(["lo", "eth0", "nsprop9"]), min_size=1, max_size=2),
           "net_cpus": st.sampled_from(["auto", 1, "1", "0", "0-1", [0], "1,3", 0]),
           "app_cgroups": st.lists(st.sampled_from(["nsprop.slice", "/sys/fs/cgroup/cpuset/x", "system.slice"]),

@@ -7,7 +7,9 @@ import time
 
 import pytest
 
-from ansible_collections.netstack.tuning.plugins.module_utils.agent import daemon as agent
+from ansible_collections.netstack.tuning.plugins.module_utils.agent import config as agent_config, control
+from ansible_collections.netstack.tuning.plugins.module_utils.agent import daemon
+from ansible_collections.netstack.tuning.plugins.module_utils.agent import supervisor
 from ansible_collections.netstack.tuning.plugins.module_utils.shm_path import path as shm
 from ansible_collections.netstack.tuning.plugins.module_utils.core.common import NetstackError
 
@@ -96,7 +98,7 @@ def test_agent_config_merge_and_defaults(tmp_path):
     d = tmp_path / "agent.d"
     d.mkdir()
     _write(d / "shm.json", {"shm": {"state": "present", "policy": {"policies": [{"name": "r", "ports": 6379}]}}})
-    cfg, sources, digest = agent.load(str(tmp_path / "agent.json"), str(d))
+    cfg, sources, digest = agent_config.load(str(tmp_path / "agent.json"), str(d))
     assert cfg["interval"] == 3 and cfg["metrics"]["port"] == 0 and cfg["metrics"]["listen"] == "127.0.0.1"
     assert cfg["shm"]["policy"]["policies"][0]["ports"] == 6379
     assert len(sources) == 2 and len(digest) == 16
@@ -112,7 +114,7 @@ def test_agent_config_merge_and_defaults(tmp_path):
 def test_agent_config_refused_with_field(tmp_path, data, field):
     _write(tmp_path / "agent.json", data)
     with pytest.raises(NetstackError) as e:
-        agent.load(str(tmp_path / "agent.json"), None)
+        agent_config.load(str(tmp_path / "agent.json"), None)
     assert (e.value.field or "").startswith(field), e.value.field
     assert "agent.json" in str(e.value)
 
@@ -120,12 +122,12 @@ def test_agent_config_refused_with_field(tmp_path, data, field):
 def test_write_section_is_idempotent_and_check_mode_writes_nothing(tmp_path):
     d = str(tmp_path / "agent.d")
     sec = {"state": "absent", "name": "shm"}
-    assert agent.write_section(d, "shm", sec, check_mode=True)
+    assert control.write_section(d, "shm", sec, check_mode=True)
     assert not os.path.exists(d)
-    assert agent.write_section(d, "shm", sec)
-    assert not agent.write_section(d, "shm", sec)
+    assert control.write_section(d, "shm", sec)
+    assert not control.write_section(d, "shm", sec)
     assert json.load(open(os.path.join(d, "shm.json"))) == {"shm": sec}
-    assert agent.write_section(d, "shm", None)
+    assert control.write_section(d, "shm", None)
     assert not os.path.exists(os.path.join(d, "shm.json"))
 
 
@@ -138,7 +140,7 @@ def test_supervisor_restarts_a_dying_child(tmp_path):
     pid = os.fork()
     if pid == 0:
         try:
-            agent.supervise([sys.executable, str(script)], pidfile=pidfile, sleep=lambda s: time.sleep(0.05))
+            supervisor.supervise([sys.executable, str(script)], pidfile=pidfile, sleep=lambda s: time.sleep(0.05))
         finally:
             os._exit(0)
     deadline = time.time() + 20
@@ -163,7 +165,7 @@ def test_agent_stops_after_a_storm_of_signals(tmp_path):
     if pid == 0:
         code = 1
         try:
-            code = agent.Agent(str(cfg), None, pidfile=str(pidfile), status=str(tmp_path / "status.json")).run()
+            code = daemon.Agent(str(cfg), None, pidfile=str(pidfile), status=str(tmp_path / "status.json")).run()
         finally:
             os._exit(code)
     done, status = 0, None

@@ -13,7 +13,7 @@ CCS = ["reno", "cubic", "bbr"]
 
 
 def test_rule_layout_matches_the_c_struct():
-    # struct rule in bpf/tcp_tuner.bpf.c: 4 + 16 + 16 + 4*2 + 10*4 + 16
+    # struct rule in bpf/tcp_tuning.bpf.c: 4 + 16 + 16 + 4*2 + 10*4 + 16
     assert tcppolicy.RULE_SIZE == 100
     assert struct.calcsize(tcppolicy.CFG_FMT) == 24
 

@@ -13,7 +13,7 @@ import pytest
 np = pytest.importorskip("numpy")
 
 from ansible_collections.netstack.tuning.plugins.module_utils.report import svgplot  # noqa: E402
-from ansible_collections.netstack.tuning.plugins.module_utils.traffic import report as tr
+from ansible_collections.netstack.tuning.plugins.module_utils.traffic import report as tr  # noqa: E402
 from ansible_collections.netstack.tuning.plugins.module_utils.traffic import analysis as ta, data as td  # noqa: E402
 
 T0 = 1788739200          # 2026-09-07 00:00 UTC, a Monday

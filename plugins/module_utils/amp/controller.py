@@ -35,6 +35,7 @@ import time
 
 from ansible_collections.netstack.tuning.plugins.module_utils.core.common import NetstackError, read_text
 from ansible_collections.netstack.tuning.plugins.module_utils.core.cpus import parse_cpulist
+from ansible_collections.netstack.tuning.plugins.module_utils.core import metrics as prom
 
 DEFAULTS = {
     "interval": 2.0,        # seconds between samples
@@ -156,6 +157,28 @@ def signals(prev, cur, net, app):
 
 
 # ------------------------------------------------------------------ the decision
+
+# The ``controller`` keys of the agent's ``amp`` section (cpu_partition checks its
+# ``controller`` option against them).
+CONTROLLER_KEYS = {
+    "enabled": {"type": "boolean"},
+    "interval": {"type": "number", "minimum": 0.2, "maximum": 3600},
+    "high": {"type": "number", "minimum": 0, "maximum": 1},
+    "low": {"type": "number", "minimum": 0, "maximum": 1},
+    "grow_after": {"type": "integer", "minimum": 1},
+    "shrink_after": {"type": "integer", "minimum": 1},
+    "cooldown": {"type": "number", "minimum": 0},
+    "min_cores": {"type": "integer", "minimum": 1},
+    "max_cores": {"type": ["integer", "null"], "minimum": 1},
+    "min_app_cores": {"type": "integer", "minimum": 1},
+    "app_high": {"type": ["number", "null"], "minimum": 0},
+    "squeeze_per_s": {"type": ["number", "null"], "minimum": 0},
+    "latency_high_us": {"type": ["number", "null"], "minimum": 0},
+    "probe": {"type": ["object", "null"], "additionalProperties": False, "required": ["port"],
+              "properties": {"host": {"type": "string"}, "port": {"type": "integer", "minimum": 1, "maximum": 65535},
+                             "count": {"type": "integer", "minimum": 1, "maximum": 100}}},
+}
+
 
 def settings(cfg):
     s = dict(DEFAULTS)
@@ -310,6 +333,34 @@ class AmpController(object):
 
     section = "amp"
 
+    @staticmethod
+    def schema():
+        return {
+            "type": "object",
+            "additionalProperties": False,
+            "required": ["state", "partition"],
+            "properties": {
+                "state": {"enum": ["present", "absent"]},
+                "partition": {"type": "object", "required": ["name"],
+                              "properties": {"name": {"type": "string", "pattern": r"^[A-Za-z0-9_-]{1,40}$"}}},
+                "controller": {"type": "object", "additionalProperties": False, "properties": CONTROLLER_KEYS},
+            },
+        }
+
+    @staticmethod
+    def check(section, cfg):
+        if section["state"] != "present":
+            return
+        from ansible_collections.netstack.tuning.plugins.module_utils.amp import partition as amp
+        try:
+            amp.validate(section["partition"])
+        except NetstackError as e:
+            raise NetstackError(e.msg, field="amp.partition.%s" % e.field)
+        try:
+            settings(section.get("controller"))
+        except NetstackError as e:
+            raise NetstackError(e.msg, field="amp.%s" % e.field)
+
     def __init__(self, agent):
         self.agent = agent
         self.thread = None
@@ -430,24 +481,16 @@ class AmpController(object):
         sec = cfg.get("amp")
         if not sec or sec["state"] != "present":
             return []
-        lines = []
-
-        def gauge(name, help_text, value, kind="gauge"):
-            if value is None:
-                return
-            lines.extend(["# HELP netstack_amp_%s %s" % (name, help_text), "# TYPE netstack_amp_%s %s" % (name, kind),
-                          "netstack_amp_%s %s" % (name, value)])
-
-        gauge("net_cpus", "CPUs in the network set", len(parse_cpulist(self.net_cpus)) if self.net_cpus else None)
+        p = "netstack_amp_"
+        lines = prom.one(p + "net_cpus", "gauge", "CPUs in the network set",
+                         len(parse_cpulist(self.net_cpus)) if self.net_cpus else None)
         for k, h in (("net_util", "softirq+irq share of the network CPUs' time"),
                      ("app_util", "busy share of the application CPUs' time"),
                      ("squeeze_per_s", "time_squeeze events per second on the network CPUs"),
                      ("drops_per_s", "softnet backlog drops per second"),
                      ("latency_us", "latency probe, median TCP connect time")):
-            gauge(k, h, self.last.get(k))
-        lines += ["# HELP netstack_amp_resizes_total Network set resizes by the controller",
-                  "# TYPE netstack_amp_resizes_total counter",
-                  'netstack_amp_resizes_total{direction="grow"} %d' % self.counts["grow"],
-                  'netstack_amp_resizes_total{direction="shrink"} %d' % self.counts["shrink"]]
-        gauge("controller_errors_total", "Failed controller passes", self.counts["errors"], "counter")
+            lines += prom.one(p + k, "gauge", h, self.last.get(k))
+        lines += prom.family(p + "resizes_total", "counter", "Network set resizes by the controller",
+                             [({"direction": d}, self.counts[d]) for d in ("grow", "shrink")])
+        lines += prom.one(p + "controller_errors_total", "counter", "Failed controller passes", self.counts["errors"])
         return lines

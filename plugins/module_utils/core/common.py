@@ -48,10 +48,21 @@ def collection_file(*parts):
     """A path inside the collection (``bpf/``, ``roles/``): this file is
     plugins/module_utils/core/common.py, four levels below the collection's root, in a checkout,
     an installed collection and the agent's engine tree alike."""
-    here = os.path.abspath(__file__)
-    for _ in range(4):
-        here = os.path.dirname(here)
-    return os.path.join(here, *parts)
+    root = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", ".."))
+    return os.path.join(root, *parts)
+
+
+def schema_error(schema, instance):
+    """The first JSON Schema (draft 2020-12) error of ``instance`` in path order, or None.
+    jsonschema is a requirement on the controller and on hosts (Debian: python3-jsonschema,
+    installed by the bcc_runtime and netstack_agent roles); its absence is a clear error."""
+    try:
+        import jsonschema
+    except ImportError:
+        raise NetstackError("the jsonschema Python package is required on this host (Debian: python3-jsonschema)",
+                            field="jsonschema")
+    errors = sorted(jsonschema.Draft202012Validator(schema).iter_errors(instance), key=lambda e: list(e.absolute_path))
+    return errors[0] if errors else None
 
 
 def read_text(path, default=None):

@@ -2,7 +2,7 @@
 # Copyright: netstack.tuning contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """The transparent same-host path (capability 4): policy, encoding, and the pinned maps of
-bpf/shm_redirect.bpf.c.
+bpf/shm_path.bpf.c.
 
 A policy says which same-host TCP connections take the path:
 
@@ -28,7 +28,7 @@ grows it for a reader that reads, up to its tcp_rmem[2]).  Past it the direction
 TCP, whose flow control stops the sender, and comes back once TCP has drained.  The program
 reads the reader's queue at offsets of the running kernel (``kernel_cflags``, from BTF).
 
-Encoding (must match shm_redirect.bpf.c):
+Encoding (must match shm_path.bpf.c):
     policy  <IHHI>    flags, port_lo, port_hi, max_queue
     prefix  <16s16s>  addr, mask (network order, IPv4 as ::ffff:a.b.c.d)
     config  <IIIIII>  active_set, npolicies[2], nprefixes[2], flags
@@ -46,7 +46,8 @@ import os
 import re
 import struct
 
-from ansible_collections.netstack.tuning.plugins.module_utils.core.common import NetstackError, collection_file
+from ansible_collections.netstack.tuning.plugins.module_utils.core.common import NetstackError, collection_file, schema_error
+from ansible_collections.netstack.tuning.plugins.module_utils.core import metrics as prom
 from ansible_collections.netstack.tuning.plugins.module_utils.bpf import program as bpf, btf
 from ansible_collections.netstack.tuning.plugins.module_utils.tcp_tuning import policy as tcppolicy
 
@@ -62,7 +63,7 @@ STATS_FIELDS = ("captured", "capture_errors", "shm_conns", "tcp_conns", "shm_msg
                 "tcp_msgs", "tcp_bytes", "overflows", "resumes", "grows")
 P_VALID = 1
 C_ENABLED = 1
-SOURCE_NAME = "shm_redirect.bpf.c"
+SOURCE_NAME = "shm_path.bpf.c"
 MAPS = ("socks", "policies", "prefixes", "cfg", "stats")
 DEFAULT_LOCAL = ["127.0.0.0/8", "::1/128"]
 MIN_QUEUE, MAX_QUEUE = 16384, 1 << 30
@@ -97,7 +98,7 @@ SCHEMA = {
 
 
 def default_source():
-    """Path of bpf/shm_redirect.bpf.c next to this engine (a collection checkout or the
+    """Path of bpf/shm_path.bpf.c next to this engine (a collection checkout or the
     agent's installed copy), or None."""
     cand = collection_file("bpf", SOURCE_NAME)
     return cand if os.path.isfile(cand) else None
@@ -127,19 +128,13 @@ def _sub(field, key):
 
 
 def validate(config, field="shm"):
-    """Validate a policy (JSON Schema where jsonschema is importable, plus the checks a
+    """Validate a policy (its JSON Schema, plus the checks a
     schema cannot express); returns it normalised.  NetstackError names the field."""
     if not isinstance(config, dict):
         raise NetstackError("must be a dict with policies, local_addresses, cgroup", field=field)
-    try:
-        import jsonschema
-    except ImportError:
-        jsonschema = None
-    if jsonschema is not None:
-        errors = sorted(jsonschema.Draft202012Validator(SCHEMA).iter_errors(config),
-                        key=lambda e: list(e.absolute_path))
-        if errors:
-            raise NetstackError(errors[0].message, field=_path(field, errors[0]).lstrip("."))
+    err = schema_error(SCHEMA, config)
+    if err:
+        raise NetstackError(err.message, field=_path(field, err).lstrip("."))
     pols = config.get("policies")
     if not isinstance(pols, list) or len(pols) > MAX_POLICIES:
         raise NetstackError("a list of at most %d policies is required" % MAX_POLICIES, field=_sub(field, "policies"))
@@ -516,17 +511,11 @@ def metrics(counters, prefix="netstack_shm"):
         "resumes": ("counter", "Connection directions that came onto the path after TCP had drained"),
         "grows": ("counter", "Times a reading reader's default queue bound doubled (receive autotuning)"),
     }
-    lines = []
     if not counters:
-        return lines
+        return []
+    lines = []
     for k in STATS_FIELDS:
         kind, text = help_[k]
-        name = "%s_%s_total" % (prefix, k)
-        lines.append("# HELP %s %s" % (name, text))
-        lines.append("# TYPE %s %s" % (name, kind))
-        for pol, s in sorted(counters["policies"].items()):
-            lines.append('%s{policy="%s"} %d' % (name, pol, s[k]))
-    lines.append("# HELP %s_sockets Sockets on the same-host path now" % prefix)
-    lines.append("# TYPE %s_sockets gauge" % prefix)
-    lines.append("%s_sockets %d" % (prefix, counters["sockets"]))
-    return lines
+        lines += prom.family("%s_%s_total" % (prefix, k), kind, text,
+                             [({"policy": pol}, s[k]) for pol, s in sorted(counters["policies"].items())])
+    return lines + prom.one("%s_sockets" % prefix, "gauge", "Sockets on the same-host path now", counters["sockets"])

@@ -1,7 +1,7 @@
 # -*- coding: utf-8 -*-
 # Copyright: netstack.tuning contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""Per-connection TCP policy: rules for bpf/tcp_tuner.bpf.c, validated, encoded and written
+"""Per-connection TCP policy: rules for bpf/tcp_tuning.bpf.c, validated, encoded and written
 to its pinned maps.
 
 The program keeps two rule sets (double buffer).  A change writes the inactive set, resets
@@ -9,7 +9,7 @@ its hit counters, publishes its rule count, then flips ``cfg.active_set``: a con
 matched against the old rules or the new ones, never a mix.  Rules apply to connections
 opened after the change (the program decides at connect / accept time).
 
-Encoding (must match struct rule / struct config in tcp_tuner.bpf.c):
+Encoding (must match struct rule / struct config in tcp_tuning.bpf.c):
 
     rule   <I 16s 16s HHHH 10I 16s>  flags, addr, mask (network order, IPv4 as ::ffff:a.b.c.d),
            remote port lo/hi, local port lo/hi, min_active, min_long, init_cwnd, rto_min_us,
@@ -29,7 +29,7 @@ import re
 import struct
 
 from ansible_collections.netstack.tuning.plugins.module_utils.bpf import program as bpf
-from ansible_collections.netstack.tuning.plugins.module_utils.core.common import NetstackError, read_text, strict_int
+from ansible_collections.netstack.tuning.plugins.module_utils.core.common import NetstackError, read_text, schema_error, strict_int
 
 MAX_RULES = 32
 RULE_FMT = "<I16s16sHHHH10I16s"
@@ -141,27 +141,21 @@ def _ports(value, field):
 
 
 def validate(rules, ccs=None):
-    """Validate user rules (JSON Schema where jsonschema is importable, plus the checks a
+    """Validate user rules (their JSON Schema, plus the checks a
     schema cannot express); returns them normalised.  NetstackError names the field."""
     if rules is None:
         rules = []
     if not isinstance(rules, list):
         raise NetstackError("must be a list of rules", field="rules")
-    try:
-        import jsonschema
-    except ImportError:
-        jsonschema = None
-    if jsonschema is not None:
-        errors = sorted(jsonschema.Draft202012Validator(SCHEMA).iter_errors(rules), key=lambda e: list(e.absolute_path))
-        if errors:
-            e = errors[0]
-            field = "rules" + _path(e)
-            try:
-                field = field.replace("rules[%d]" % e.absolute_path[0],
-                                      "rules[%d] (%s)" % (e.absolute_path[0], rules[e.absolute_path[0]]["name"]), 1)
-            except (IndexError, KeyError, TypeError):
-                pass
-            raise NetstackError(e.message, field=field)
+    e = schema_error(SCHEMA, rules)
+    if e:
+        field = "rules" + _path(e)
+        try:
+            field = field.replace("rules[%d]" % e.absolute_path[0],
+                                  "rules[%d] (%s)" % (e.absolute_path[0], rules[e.absolute_path[0]]["name"]), 1)
+        except (IndexError, KeyError, TypeError):
+            pass
+        raise NetstackError(e.message, field=field)
     if len(rules) > MAX_RULES:
         raise NetstackError("at most %d rules" % MAX_RULES, field="rules")
     ccs = available_ccs() if ccs is None else ccs
@@ -304,7 +298,7 @@ class Policy(bpf.PinnedMaps):
     """The pinned maps of one tcp_tuner instance."""
 
     NAMES = ("rules", "cfg", "hits", "peers")
-    MISSING_HINT = ": load bpf/tcp_tuner.bpf.c with bpf_program first"
+    MISSING_HINT = ": load bpf/tcp_tuning.bpf.c with bpf_program first"
     FIELD = "program"
 
     def __init__(self, pin_dir):

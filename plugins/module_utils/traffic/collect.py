@@ -3,7 +3,7 @@
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """The traffic collector (capability 5): BPF counters on tc hooks -> traffic records -> a CSV store.
 
-``bpf/traffic_acct.bpf.c`` counts L3 bytes and packets per key (interface, direction,
+``bpf/traffic.bpf.c`` counts L3 bytes and packets per key (interface, direction,
 family, protocol, port class, DSCP, remote prefix) in a per-CPU hash.  This module loads
 it through the bpf engine on ingress and egress of each watched interface, configures
 it through its pinned maps, and turns the running totals into ``trafficdata.HEADER``
@@ -56,8 +56,9 @@ from ansible_collections.netstack.tuning.plugins.module_utils.bpf import program
 from ansible_collections.netstack.tuning.plugins.module_utils.core import kstate
 from ansible_collections.netstack.tuning.plugins.module_utils.traffic import data as trafficdata
 from ansible_collections.netstack.tuning.plugins.module_utils.core.common import NetstackError, collection_file, run, which
+from ansible_collections.netstack.tuning.plugins.module_utils.core import metrics as prom
 
-SOURCE_NAME = "traffic_acct.bpf.c"
+SOURCE_NAME = "traffic.bpf.c"
 KEY_FMT = "=IBBBBBBH16s"     # struct ta_key: ifindex, direction, family, proto, port_class, dscp, plen, pad, addr
 VAL_FMT = "=QQ"              # struct ta_val: packets, bytes
 CFG_FMT = "=IIII"            # struct ta_cfg: prefix_v4, prefix_v6, flags, table_crc
@@ -78,7 +79,7 @@ _UNSUPPORTED = (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, 524)  # 524: ENOTS
 
 
 def default_source():
-    """Path of bpf/traffic_acct.bpf.c next to this engine, or None."""
+    """Path of bpf/traffic.bpf.c next to this engine, or None."""
     cand = collection_file("bpf", SOURCE_NAME)
     return cand if os.path.isfile(cand) else None
 
@@ -604,23 +605,19 @@ class Collector(object):
             traffic = dict((k, list(v)) for k, v in self.traffic.items())
             counts = dict(self.counts)
             flows = self.flows
+        me = {"collector": self.name}
         lines = []
         for what, i in (("packets", 0), ("bytes", 1)):
-            lines += ["# HELP %s_%s_total L3 %s counted by the traffic collector" % (prefix, what, what),
-                      "# TYPE %s_%s_total counter" % (prefix, what)]
-            for (dev, direction), v in sorted(traffic.items()):
-                lines.append('%s_%s_total{collector="%s",interface="%s",direction="%s"} %d'
-                             % (prefix, what, self.name, dev, direction, v[i]))
+            lines += prom.family("%s_%s_total" % (prefix, what), "counter", "L3 %s counted by the traffic collector" % what,
+                                 [(dict(me, interface=dev, direction=direction), v[i])
+                                  for (dev, direction), v in sorted(traffic.items())])
         for k, kind, help_text in (("scrapes", "counter", "Scrapes of the flow map"),
                                    ("rows", "counter", "Traffic records produced"),
                                    ("deleted", "counter", "Idle flow entries removed from the map"),
                                    ("overflow_packets", "counter", "Packets not counted per key: the flow map was full"),
                                    ("overflow_bytes", "counter", "Bytes not counted per key: the flow map was full")):
-            lines += ["# HELP %s_%s_total %s" % (prefix, k, help_text), "# TYPE %s_%s_total %s" % (prefix, k, kind),
-                      '%s_%s_total{collector="%s"} %d' % (prefix, k, self.name, counts[k])]
-        if flows is not None:
-            lines += ["# HELP %s_flows Entries in the flow map after the last scrape" % prefix,
-                      "# TYPE %s_flows gauge" % prefix, '%s_flows{collector="%s"} %d' % (prefix, self.name, flows)]
+            lines += prom.one("%s_%s_total" % (prefix, k), kind, help_text, counts[k], me)
+        lines += prom.one("%s_flows" % prefix, "gauge", "Entries in the flow map after the last scrape", flows, me)
         return lines
 
 

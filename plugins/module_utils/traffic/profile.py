@@ -23,7 +23,7 @@ import sys
 import time
 
 from ansible_collections.netstack.tuning.plugins.module_utils.core.common import NetstackError, check_path
-from ansible_collections.netstack.tuning.plugins.module_utils.agent import daemon as agent_engine
+from ansible_collections.netstack.tuning.plugins.module_utils.agent import control as agent_engine
 
 SECTION = "traffic"
 

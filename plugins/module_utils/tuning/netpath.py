@@ -42,7 +42,7 @@ import signal
 import subprocess
 import time
 
-from ansible_collections.netstack.tuning.plugins.module_utils.core.common import NetstackError, run, which
+from ansible_collections.netstack.tuning.plugins.module_utils.core.common import NetstackError, run, schema_error, which
 from ansible_collections.netstack.tuning.plugins.module_utils.core import kstate
 from ansible_collections.netstack.tuning.plugins.module_utils.tuning import netpath_src
 
@@ -110,17 +110,10 @@ def validate(spec, field="path"):
         spec = {}
     if isinstance(spec, dict):  # a normalised spec validates again: its None values mean "absent"
         spec = dict((k, _present(v) if k in DIRECTIONS else v) for k, v in spec.items() if v is not None)
-    try:
-        import jsonschema
-    except ImportError:  # pragma: no cover - the controller has it (requirements.txt)
-        jsonschema = None
-    if jsonschema is not None:
-        errors = sorted(jsonschema.Draft202012Validator(SCHEMA).iter_errors(spec), key=lambda e: list(e.absolute_path))
-        if errors:
-            where = _path_of(errors[0])
-            raise NetstackError(errors[0].message, field="%s.%s" % (field, where) if where else field)
-    elif not isinstance(spec, dict):
-        raise NetstackError("must be a mapping with up and/or down", field=field)
+    err = schema_error(SCHEMA, spec)
+    if err:
+        where = _path_of(err)
+        raise NetstackError(err.message, field="%s.%s" % (field, where) if where else field)
     out = {"backend": spec.get("backend", "auto"), "seed": spec.get("seed", 1)}
     for d in DIRECTIONS:
         s = dict(spec.get(d) or {})

@@ -26,7 +26,7 @@ __metaclass__ = type
 
 import os
 
-from ansible_collections.netstack.tuning.plugins.module_utils.core.common import NetstackError, collection_file
+from ansible_collections.netstack.tuning.plugins.module_utils.core.common import NetstackError, collection_file, schema_error
 from ansible_collections.netstack.tuning.plugins.module_utils.tuning import netpath
 
 SCHEMA = {
@@ -74,14 +74,10 @@ _NGINX_KEYS = {"mode": "nginx_mode", "payload_bytes": "payload_bytes", "listen_b
 
 def validate(sc, field="scenario"):
     """Check a loaded scenario; NetstackError naming the field (``scenario.path.down.loss_pct``)."""
-    try:
-        import jsonschema
-    except ImportError:  # pragma: no cover - the controller has it (requirements.txt)
-        raise NetstackError("scenarios need jsonschema (requirements.txt)", field=field)
-    errors = sorted(jsonschema.Draft202012Validator(SCHEMA).iter_errors(sc), key=lambda e: list(e.absolute_path))
-    if errors:
-        where = ".".join(str(p) for p in errors[0].absolute_path)
-        raise NetstackError(errors[0].message, field="%s.%s" % (field, where) if where else field)
+    err = schema_error(SCHEMA, sc)
+    if err:
+        where = ".".join(str(p) for p in err.absolute_path)
+        raise NetstackError(err.message, field="%s.%s" % (field, where) if where else field)
     sc = dict(sc)
     sc["path"] = netpath.validate(sc.get("path"), field="%s.path" % field)
     return sc

@@ -23,7 +23,7 @@ A space is YAML (see ``spaces/nginx_latency.yml`` at the collection root)::
         reason: initial receive buffer
 
 ``SCHEMA`` is the JSON Schema (draft 2020-12) shipped with the collection; ``validate``
-applies it (when jsonschema is importable) plus the checks a schema cannot express, and
+applies it plus the checks a schema cannot express, and
 every error names the parameter and field.  ``to_sysctls`` turns a trial's values into a
 {sysctl: value} dict, merging vector elements over the host's current vector.
 """
@@ -34,7 +34,7 @@ __metaclass__ = type
 
 import math
 
-from ansible_collections.netstack.tuning.plugins.module_utils.core.common import NetstackError
+from ansible_collections.netstack.tuning.plugins.module_utils.core.common import NetstackError, schema_error
 from ansible_collections.netstack.tuning.plugins.module_utils.core import kstate
 
 SCHEMA = {
@@ -90,25 +90,16 @@ def _path(err):
 def validate(space):
     """Validate a loaded space; return it normalised (sysctl filled in).  Raises
     NetstackError whose field names the parameter and its field."""
-    try:
-        import jsonschema
-    except ImportError:  # pragma: no cover - the controller has it (requirements.txt)
-        jsonschema = None
-    if jsonschema is not None:
-        v = jsonschema.Draft202012Validator(SCHEMA)
-        errors = sorted(v.iter_errors(space), key=lambda e: list(e.absolute_path))
-        if errors:
-            e = errors[0]
-            field = _path(e)
-            if e.absolute_path and len(e.absolute_path) >= 2 and e.absolute_path[0] == "parameters":
-                try:
-                    pname = space["parameters"][e.absolute_path[1]].get("name")
-                    field = "%s (%s)" % (field, pname) if pname else field
-                except (AttributeError, IndexError, KeyError, TypeError):
-                    pass
-            raise NetstackError("search space: %s" % e.message, field=field)
-    elif not isinstance(space, dict) or not isinstance(space.get("parameters"), list):
-        raise NetstackError("search space must be a mapping with a parameters list", field="parameters")
+    e = schema_error(SCHEMA, space)
+    if e:
+        field = _path(e)
+        if e.absolute_path and len(e.absolute_path) >= 2 and e.absolute_path[0] == "parameters":
+            try:
+                pname = space["parameters"][e.absolute_path[1]].get("name")
+                field = "%s (%s)" % (field, pname) if pname else field
+            except (AttributeError, IndexError, KeyError, TypeError):
+                pass
+        raise NetstackError("search space: %s" % e.message, field=field)
 
     seen = set()
     out = []

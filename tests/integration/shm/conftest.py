@@ -81,14 +81,14 @@ def session(headers):
     if os.geteuid() != 0:
         pytest.fail("these tests need root (BPF programs, cgroups, servers)")
     if shm.default_source() is None:
-        pytest.fail("bpf/shm_redirect.bpf.c not found next to the engine")
+        pytest.fail("bpf/shm_path.bpf.c not found next to the engine")
     pins_before = _our_pins()
     assert not pins_before, "leftover pins from an earlier run: %s" % pins_before
     mounted_before = bpf.bpffs_mounted()
     tmp = tempfile.mkdtemp(prefix="shmtest-")
     os.chmod(tmp, 0o755)  # servers that drop privileges (postgres) need to traverse it
     # NETSTACK_SHM_SOURCE: run the suite against another version of the program (a fix
-    # under test) instead of bpf/shm_redirect.bpf.c.
+    # under test) instead of bpf/shm_path.bpf.c.
     with open(os.environ.get("NETSTACK_SHM_SOURCE") or shm.default_source()) as f:
         src = f.read()
     sess = {"tmp": tmp, "state_dir": os.path.join(tmp, "state"), "source": src,

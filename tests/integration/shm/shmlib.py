@@ -29,8 +29,8 @@ from ansible_collections.netstack.tuning.plugins.module_utils.bpf import program
 ON_LO, ON_HI = 20000, 24999
 OFF_LO, OFF_HI = 25000, 29999
 # Prefix of pytest.xfail() messages: a test that reaches one has passed every other check
-# and met a difference of the kernel's sockmap receive path from TCP (docs/shm.md).
-KERNEL_DIFF = "kernel sockmap (tcp_bpf) difference from TCP, see docs/shm.md 'Known differences from TCP': "
+# and met a difference of the kernel's sockmap receive path from TCP (docs/shm_path.md).
+KERNEL_DIFF = "kernel sockmap (tcp_bpf) difference from TCP, see docs/shm_path.md 'Known differences from TCP': "
 LOCAL = ["127.0.0.0/8", "::1/128"]
 TIMEOUT = 30.0          # default socket timeout: nothing in this suite may block longer
 NAME_PREFIX = "shmtest"
@@ -59,7 +59,7 @@ def delta(after, before):
 
 def carried(d, total, peer_closed=False):
     """Counter deltas `d` account for `total` payload bytes: on the path, or over TCP for
-    the stretches where a reader had fallen its queue bound behind (docs/shm.md, "Bounded
+    the stretches where a reader had fallen its queue bound behind (docs/shm_path.md, "Bounded
     queue"); nothing over TCP without such an overflow or a first message that found no
     peer yet, unless the test closed a peer (sends after that go over TCP, for good)."""
     assert d["shm_bytes"] + d["tcp_bytes"] >= total and d["shm_bytes"] > 0, d

@@ -274,7 +274,7 @@ def test_redis(make_path, redis):
     total = 2 * sum(REDIS_SIZES) * 2  # each value written and read, twice
     d = delta(d_on, before)
     # Values larger than the reader's queue bound (its SO_RCVBUF) overflow to TCP for the
-    # rest of the value (docs/shm.md, "Bounded queue"); every byte went one way or the other.
+    # rest of the value (docs/shm_path.md, "Bounded queue"); every byte went one way or the other.
     carried(d, total)
     assert d["shm_conns"] > 0 and d["capture_errors"] == 0, d
     assert redis["proc"].poll() is None, "redis-server died"

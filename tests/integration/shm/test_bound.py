@@ -1,4 +1,4 @@
-"""What a connection may hold queued on the same-host path (docs/shm.md, "Bounded queue").
+"""What a connection may hold queued on the same-host path (docs/shm_path.md, "Bounded queue").
 
 A reader that stops reading while its peer keeps sending: over plain TCP the sender stops
 after a few MiB (flow control).  The path moves payload straight into the reader's queue,

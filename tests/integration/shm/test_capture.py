@@ -4,7 +4,7 @@
 returns.  A client's first payload can leave before the server's end exists in the
 sockhash (the server socket is created when the handshake's last ACK is processed, which
 the kernel may defer while the listener is busy); that payload goes over TCP, and the
-direction comes onto the path as soon as TCP has drained (docs/shm.md, "Ordering").
+direction comes onto the path as soon as TCP has drained (docs/shm_path.md, "Ordering").
 The counters must account for every socket and every direction, and every direction's
 second message must take the path.
 """

@@ -56,7 +56,7 @@ def session(headers):
     except ImportError:
         pytest.fail("bcc is not importable: run with /usr/bin/python3 (Debian's python3-bpfcc)")
     if trafficcollect.default_source() is None:
-        pytest.fail("bpf/traffic_acct.bpf.c not found next to the engine")
+        pytest.fail("bpf/traffic.bpf.c not found next to the engine")
     tmp = tempfile.mkdtemp(prefix="%s-%d-" % (talib.PREFIX, os.getpid()))
     state_dir = os.path.join(tmp, "state")
     # What a killed run left: its namespaces, its pins, its scratch directory.

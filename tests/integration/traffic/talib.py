@@ -25,7 +25,7 @@ if COLLECTIONS not in sys.path:
 from ansible_collections.netstack.tuning.plugins.module_utils.core import kstate, nsutil  # noqa: E402
 # re-exported for the tests and conftest
 from ansible_collections.netstack.tuning.plugins.module_utils.bpf import program as bpf  # noqa: E402,F401 pylint: disable=unused-import
-from ansible_collections.netstack.tuning.plugins.module_utils.traffic import collect as trafficcollect
+from ansible_collections.netstack.tuning.plugins.module_utils.traffic import collect as trafficcollect  # noqa: E402,F401 pylint: disable=unused-import
 from ansible_collections.netstack.tuning.plugins.module_utils.core.common import NetstackError, run, which  # noqa: E402
 
 PREFIX = "tatest"

@@ -15,7 +15,9 @@ import pytest
 
 import talib
 from talib import CLI4, CLI6, UDP4_HDR, UDP6_HDR, bpf, one, rows_for, trafficcollect
-from ansible_collections.netstack.tuning.plugins.module_utils.agent import daemon as agent
+from ansible_collections.netstack.tuning.plugins.module_utils.agent import config as agent_config
+from ansible_collections.netstack.tuning.plugins.module_utils.agent import control
+from ansible_collections.netstack.tuning.plugins.module_utils.agent import daemon
 from ansible_collections.netstack.tuning.plugins.module_utils.traffic import data as trafficdata
 from ansible_collections.netstack.tuning.plugins.module_utils.core.common import NetstackError
 
@@ -305,7 +307,7 @@ def test_absent_keeps_a_clsact_it_did_not_add(lab, make_collector):
 def test_chain_goes_on_and_priority_conflicts_are_refused(lab, make_collector, session):
     """The collector returns TC_ACT_UNSPEC: a filter after it still runs (here a loss emulator
     that drops everything).  A priority held by another program is refused, not replaced."""
-    with open(os.path.join(talib.REPO, "bpf", "loss_emulator.bpf.c")) as f:
+    with open(os.path.join(talib.REPO, "bpf", "netpath.bpf.c")) as f:
         src = f.read()
     eng = bpf.Engine(state_dir=session["state_dir"])
     loss = "%s-%d-loss" % (talib.PREFIX, os.getpid())
@@ -433,9 +435,9 @@ def _agent(tmp, section):
     with open(os.path.join(tmp, "agent.json"), "w") as f:
         json.dump(cfg, f)
     os.makedirs(os.path.join(tmp, "agent.d"), exist_ok=True)
-    agent.write_section(os.path.join(tmp, "agent.d"), "traffic", section)
-    return agent.Agent(config=os.path.join(tmp, "agent.json"), confd=os.path.join(tmp, "agent.d"),
-                       pidfile=os.path.join(tmp, "agent.pid"), status=os.path.join(tmp, "status.json"))
+    control.write_section(os.path.join(tmp, "agent.d"), "traffic", section)
+    return daemon.Agent(config=os.path.join(tmp, "agent.json"), confd=os.path.join(tmp, "agent.d"),
+                        pidfile=os.path.join(tmp, "agent.pid"), status=os.path.join(tmp, "status.json"))
 
 
 def _dns_in(store):
@@ -454,7 +456,7 @@ def test_agent_traffic_controller(lab, scratch):
     sec = {"state": "present", "name": name, "interfaces": [talib.SRV_IF], "netns": lab.srv, "interval": 1,
            "store": store, "retention_days": 3}
     a = _agent(scratch, sec)
-    ctl = [c for c in a.controllers if c.section == "traffic"][0]
+    ctl = a.controllers["traffic"]
     try:
         a.reconcile("test start")
         assert a.last["traffic"]["ok"], a.last
@@ -476,7 +478,7 @@ def test_agent_traffic_controller(lab, scratch):
         a.reconcile("periodic check")
         assert a.last["traffic"]["ok"] and a.last["traffic"]["result"]["changed"] is True
         lab.udp(2, 400, 53)
-        agent.write_section(os.path.join(scratch, "agent.d"), "traffic", {"state": "absent", "name": name})
+        control.write_section(os.path.join(scratch, "agent.d"), "traffic", {"state": "absent", "name": name})
         assert a.reload()
         assert a.last["traffic"]["result"] == {"state": "absent", "changed": True}
         assert ctl.thread is None
@@ -487,7 +489,7 @@ def test_agent_traffic_controller(lab, scratch):
         assert [ln["what"] for ln in log if ln["controller"] == "traffic"][:1] == [
             "loaded the traffic collector on %s" % talib.SRV_IF]
     finally:
-        for c in a.controllers:
+        for c in a.controllers.values():
             if hasattr(c, "close"):
                 c.close()
         bpf.Engine(state_dir=os.path.join(scratch, "state")).absent(name)
@@ -495,7 +497,7 @@ def test_agent_traffic_controller(lab, scratch):
 
 def test_agent_config_traffic_section(scratch):
     a = {"state": "present", "interfaces": ["eth0"]}
-    cfg = agent.validate({"traffic": a})
+    cfg = agent_config.validate({"traffic": a})
     s = trafficcollect.agent_settings(cfg["traffic"], cfg["state_dir"])
     assert s["store"] == "/var/lib/netstack/traffic/store" and s["interval"] == 10 and s["prefix_v4"] == 24
     for bad, field in (({"state": "present"}, "traffic.interfaces"),
@@ -504,5 +506,5 @@ def test_agent_config_traffic_section(scratch):
                        (dict(a, store="relative"), "traffic.store"),
                        (dict(a, retention_days=0), "traffic.retention_days")):
         with pytest.raises(NetstackError) as e:
-            agent.validate({"traffic": bad})
+            agent_config.validate({"traffic": bad})
         assert e.value.field == field, (bad, e.value.field)

@@ -4,7 +4,7 @@
 Three arms, side by side in one run, interleaved per repeat (the order rotates):
 
   tcp  TCP over loopback, the path not used (servers on ports 38000+, outside the policy)
-  shm  TCP over loopback with bpf/shm_redirect.bpf.c capturing the connections (servers on
+  shm  TCP over loopback with bpf/shm_path.bpf.c capturing the connections (servers on
        ports 31000+, inside the policy 30000-32767; the policy stops below the ephemeral
        port range so that no client port of anybody else's connection can match it)
   uds  Unix domain stream sockets, where the client can use one: the floor a same-host
@@ -30,7 +30,7 @@ errors, what went over TCP is a trace unless a direction overflowed its max_queu
 tcp measurement must capture no socket.  Must run as root with /usr/bin/python3 (bcc).
 Loopback and /tmp only; the path, the servers and the temp dir are removed at the end, also
 on failure, Ctrl-C or SIGTERM.
-Results: benchmarks/results/shm.json and shm.md (--quick: a directory under /tmp).
+Results: benchmarks/results/shm_path.json and shm_path.md (--quick: a directory under /tmp).
 """
 import argparse
 import collections
@@ -69,7 +69,7 @@ FULL = {"repeats": 5, "seconds": 4}
 QUICK = {"repeats": 2, "seconds": 1}
 COUNTERS_S = 0.1      # reading the path's counters before and after each measurement
 SETUP_S = 20          # compile nsbench, load the path, start the servers, initdb and pgbench -i
-QUICK_OUT = os.path.join(tempfile.gettempdir(), "shm_bench_quick")
+QUICK_OUT = os.path.join(tempfile.gettempdir(), "shm_path_bench_quick")
 
 
 OFFSET = [0]          # per run: the first block of ports that are all free (TIME_WAIT of a last run)
@@ -494,9 +494,9 @@ def main():
                     % ",".join(t.name for t in TOOLS))
     ap.add_argument("--max-queue", type=int, default=None,
                     help="the policy's max_queue in bytes (default: not set, the path's own default)")
-    ap.add_argument("--out", default=None, help="directory for shm.json and shm.md (default benchmarks/results)")
-    ap.add_argument("--render", metavar="JSON", help="recompute checks and summary from a shm.json and rewrite "
-                    "shm.md and shm.json (no measurement)")
+    ap.add_argument("--out", default=None, help="directory for shm_path.json and shm_path.md (default benchmarks/results)")
+    ap.add_argument("--render", metavar="JSON", help="recompute checks and summary from a shm_path.json and rewrite "
+                    "shm_path.md and shm_path.json (no measurement)")
     args = ap.parse_args()
     out_dir = args.out or (QUICK_OUT if args.quick else os.path.join(ROOT, "benchmarks", "results"))
     if args.render:
@@ -513,7 +513,7 @@ def main():
         sys.exit("run as root")
     signal.signal(signal.SIGTERM, _terminated)
     estimate = estimate_s(tools, repeats, seconds)
-    log("shm_bench: %d repeats x %d s per measurement, %d measurements; estimated %.1f min "
+    log("shm_path_bench: %d repeats x %d s per measurement, %d measurements; estimated %.1f min "
         "(the full run, %d x %d s: about %.0f min)" % (
             repeats, seconds, repeats * sum(len(t.cases) * len(t.arms) for t in tools), estimate / 60,
             FULL["repeats"], FULL["seconds"], estimate_s(TOOLS, **FULL) / 60))
@@ -550,7 +550,7 @@ def main():
         "cpu_model": _cpu_model(),
         "loadavg_before": load_before,
         "loadavg_after": os.getloadavg(),
-        "command": "/usr/bin/python3 benchmarks/shm_bench.py " + " ".join(sys.argv[1:]),
+        "command": "/usr/bin/python3 benchmarks/shm_path_bench.py " + " ".join(sys.argv[1:]),
         "repeats": repeats,
         "seconds": seconds,
         "full_run": dict(FULL, estimate_s=round(estimate_s(TOOLS, **FULL))),
@@ -610,11 +610,11 @@ def write(out_dir, meta, raw, checks, tools):
     meta["path_checks_failed"] = [c for c in checks if not c["ok"]]
     summary = summarize(raw, tools)
     os.makedirs(out_dir, exist_ok=True)
-    with open(os.path.join(out_dir, "shm.json"), "w") as f:
+    with open(os.path.join(out_dir, "shm_path.json"), "w") as f:
         json.dump({"meta": meta, "summary": summary, "raw": raw, "checks": checks}, f, indent=1, sort_keys=True)
-    with open(os.path.join(out_dir, "shm.md"), "w") as f:
+    with open(os.path.join(out_dir, "shm_path.md"), "w") as f:
         f.write(render(meta, summary, raw, tools, checks))
-    log("wrote %s/shm.md and shm.json (run: %.0f s, estimated %s s); failed checks: %d" % (
+    log("wrote %s/shm_path.md and shm_path.json (run: %.0f s, estimated %s s); failed checks: %d" % (
         out_dir, meta["duration_s"], meta.get("estimate_s", "?"), len(meta["path_checks_failed"])))
     return 1 if meta["path_checks_failed"] else 0
 
@@ -705,7 +705,7 @@ def render(meta, summary, raw, tools, checks):
                  meta["estimate_s"]))
     L.append("Arms: **tcp** = TCP over 127.0.0.1, servers outside the path's policy (the programs are loaded, "
              "so this arm pays the sock_ops callback but no sk_msg); **shm** = the same servers' twins on ports "
-             "inside the policy (%s), connections captured by bpf/shm_redirect.bpf.c; **uds** = Unix domain "
+             "inside the policy (%s), connections captured by bpf/shm_path.bpf.c; **uds** = Unix domain "
              "stream sockets where the client has them. Cells: median (min-max over repeats). Ratios: per-repeat "
              "arm/tcp, median (min-max). **path vs TCP**: \"at least TCP\" when the median shm/tcp ratio is "
              ">= 1 for throughput or <= 1 for latency, else \"below TCP\". Tool versions: %s. "
@@ -716,7 +716,7 @@ def render(meta, summary, raw, tools, checks):
                  " ".join(meta["tcp_mem"])))
     L.append("The machine is shared (other jobs may run): read spreads before ratios.\n")
     if meta.get("rerendered"):
-        L.append("Tables and checks re-rendered from shm.json with `--render` at %s (same measurements).\n"
+        L.append("Tables and checks re-rendered from shm_path.json with `--render` at %s (same measurements).\n"
                  % meta["rerendered"])
     L.append("\n## Is the path at least as fast as TCP?\n")
     L.append("Headline metrics; the path check is the counter check of the case's shm and tcp measurements "

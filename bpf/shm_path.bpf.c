@@ -25,7 +25,7 @@
 // Bounded queue: a direction stays on the path while the peer's path queue holds less
 // than its bound (policy max_queue, or the peer's SO_RCVBUF); past it, the direction goes
 // to TCP, whose flow control then stops the sender as it always does, and comes back
-// when TCP has drained and the path queue is down to half the bound (docs/shm.md).
+// when TCP has drained and the path queue is down to half the bound (docs/shm_path.md).
 // The default bound grows for a reader that reads, as TCP's receive autotuning grows
 // SO_RCVBUF: reaching it after the reader had consumed half a bound since the last growth
 // doubles it, up to the reader's namespace's tcp_rmem[2]; a reader that does not read
