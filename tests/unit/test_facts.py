@@ -135,7 +135,8 @@ def test_bcc_probe_reports_version_and_errors(tmp_path):
     assert bad["importable"] is False and "No module named 'bcc'" in bad["error"]
     gone = facts.probe_bcc(str(tmp_path / "nope"))
     assert gone["importable"] is False and "not found" in gone["error"]
-    assert gone["kernel_headers"]["status"] in ("exact", "fallback", "missing")
+    # the headers part is this machine's own answer, the same as kernel_headers() gives
+    assert gone["kernel_headers"] == facts.kernel_headers()
 
 
 def test_bcc_probe_agrees_with_system_python():

@@ -8,6 +8,7 @@ import os
 import pytest
 
 from ansible_collections.netstack.tuning.plugins.module_utils.traffic import profile as traffic, analysis as trafficanalysis
+from ansible_collections.netstack.tuning.plugins.module_utils.traffic import cli as traffic_cli
 from ansible_collections.netstack.tuning.plugins.module_utils.zerocopy import measure as zerocopy
 from ansible_collections.netstack.tuning.plugins.module_utils.core.common import NetstackError
 
@@ -305,5 +306,5 @@ def test_zerocopy_test_module_refuses_on_every_path(args, field):
 def test_cli_refuses_non_finite_numbers(tmp_path, capsys, argv, field):
     """int(float('nan')) was a ValueError traceback, int(float('inf')) an OverflowError."""
     src = _flows(tmp_path)
-    assert traffic.main(["analyze", src] + argv) == 2
+    assert traffic_cli.main(["analyze", src] + argv) == 2
     assert field in capsys.readouterr().err

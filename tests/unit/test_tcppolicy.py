@@ -1,7 +1,11 @@
 """Unit tests of the tcp_policy engine (pure Python: validation, encoding round trips)
 and of the bpf engine's input checks.  The kernel-facing parts are covered by the
 integration targets bpf_program and tcp_policy (they need bcc and root)."""
+import os
+import re
+import shutil
 import struct
+import subprocess
 
 import pytest
 
@@ -10,12 +14,63 @@ from ansible_collections.netstack.tuning.plugins.module_utils.tcp_tuning import 
 from ansible_collections.netstack.tuning.plugins.module_utils.core.common import NetstackError
 
 CCS = ["reno", "cubic", "bbr"]
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
-def test_rule_layout_matches_the_c_struct():
-    # struct rule in bpf/tcp_tuning.bpf.c: 4 + 16 + 16 + 4*2 + 10*4 + 16
-    assert tcppolicy.RULE_SIZE == 100
-    assert struct.calcsize(tcppolicy.CFG_FMT) == 24
+def _c_layout(tmp_path, names):
+    """sizeof and field offsets of ``names`` (structs of bpf/tcp_tuning.bpf.c), as the C
+    compiler lays them out: the structs are cut from the BPF source and compiled for this
+    machine (x86-64 and the BPF target agree on these plain integer layouts)."""
+    src = open(os.path.join(ROOT, "bpf", "tcp_tuning.bpf.c")).read()
+    defines = "\n".join(re.findall(r"^#define CC_LEN .*$", src, re.M))
+    body = []
+    for name in names:
+        text = re.search(r"^struct %s \{.*?^\};" % name, src, re.M | re.S).group(0)
+        fields = re.findall(r"(\w+)(?:\[[^\]]*\])?\s*[,;]", re.sub(r"//.*", "", text.split("{", 1)[1]))
+        body.append(text)
+        prints = ['printf("%s size %%zu\\n", sizeof(struct %s));' % (name, name)]
+        prints += ['printf("%s %s %%zu\\n", offsetof(struct %s, %s));' % (name, f, name, f) for f in fields]
+        body.append("static void show_%s(void) { %s }" % (name, " ".join(prints)))
+    c = tmp_path / "layout.c"
+    c.write_text("#include <stddef.h>\n#include <stdint.h>\n#include <stdio.h>\n"
+                 "typedef uint16_t __u16; typedef uint32_t __u32; typedef uint64_t __u64;\n%s\n%s\n"
+                 "int main(void) { %s return 0; }\n" % (defines, "\n".join(body),
+                                                         " ".join("show_%s();" % n for n in names)))
+    exe = tmp_path / "layout"
+    subprocess.run(["cc", "-o", str(exe), str(c)], check=True, capture_output=True)
+    out = {}
+    for line in subprocess.run([str(exe)], check=True, capture_output=True, text=True).stdout.splitlines():
+        struct_name, field, value = line.split()
+        out[(struct_name, field)] = int(value)
+    return out
+
+
+@pytest.mark.skipif(not shutil.which("cc"), reason="no C compiler")
+def test_rule_layout_matches_the_c_struct(tmp_path):
+    """The Python encoding of a rule and of the config is the C structs' layout, field by
+    field (not a size written down by hand)."""
+    c = _c_layout(tmp_path, ["rule", "config"])
+    assert tcppolicy.RULE_SIZE == c[("rule", "size")]
+    assert struct.calcsize(tcppolicy.CFG_FMT) == c[("config", "size")]
+    # RULE_FMT's fields in order: flags, addr, mask, 4 ports, 10 u32, cc
+    fields = ["flags", "addr", "mask", "rport_lo", "rport_hi", "lport_lo", "lport_hi", "min_active", "min_long",
+              "init_cwnd", "rto_min_us", "delack_max_us", "sndbuf", "rcvbuf", "cwnd_clamp", "notsent_lowat",
+              "syn_rto_jiffies", "cc"]
+    assert [c[("rule", f)] for f in fields] == _offsets(tcppolicy.RULE_FMT)
+    # CFG_FMT "<IIIIQ": active_set, nrules[0], nrules[1], flags, long_bytes
+    py = _offsets(tcppolicy.CFG_FMT)
+    assert [c[("config", f)] for f in ("active_set", "nrules", "flags", "long_bytes")] == [py[0], py[1], py[3], py[4]]
+
+
+def _offsets(fmt):
+    """Start offsets of the fields of a little-endian struct format ("16s" is one field)."""
+    out, pos = [], 0
+    for count, code in re.findall(r"(\d*)([A-Za-z])", fmt.lstrip("<")):
+        n = int(count or 1)
+        for _i in range(1 if code == "s" else n):
+            out.append(pos)
+            pos += n if code == "s" else struct.calcsize("<" + code)
+    return out
 
 
 def test_encode_decode_round_trip_ipv4():

@@ -6,6 +6,7 @@ import re
 import pytest
 
 from ansible_collections.netstack.tuning.plugins.module_utils.traffic import profile as traffic
+from ansible_collections.netstack.tuning.plugins.module_utils.traffic import cli as traffic_cli
 from ansible_collections.netstack.tuning.tools import trafficgen
 from ansible_collections.netstack.tuning.plugins.module_utils.core.common import NetstackError
 
@@ -70,11 +71,11 @@ def test_analyze_bad_option_fails_before_reading_and_writes_nothing(tmp_path):
 
 def test_cli_generate_then_analyze_round_trip(tmp_path):
     out = io.StringIO()
-    assert traffic.main(["generate", str(tmp_path), "--seed", "3", "--records", "1000000", "--days", "14"], out=out) == 0
+    assert traffic_cli.main(["generate", str(tmp_path), "--seed", "3", "--records", "1000000", "--days", "14"], out=out) == 0
     labels = json.loads((tmp_path / "labels.json").read_text())
     assert labels and "records" in out.getvalue()
     out = io.StringIO()
-    rc = traffic.main(["analyze", str(tmp_path / "traffic.csv"), "--json", str(tmp_path / "r.json"), "--report",
+    rc = traffic_cli.main(["analyze", str(tmp_path / "traffic.csv"), "--json", str(tmp_path / "r.json"), "--report",
                        str(tmp_path / "r.html"), "--capacity", "dc1:uplink=5e9", "--price", "0.5"], out=out)
     assert rc == 0
     res = json.loads((tmp_path / "r.json").read_text())
@@ -93,11 +94,11 @@ def test_cli_generate_then_analyze_round_trip(tmp_path):
 
 
 def test_cli_errors_name_the_option(capsys):
-    assert traffic.main(["analyze", "/nonexistent/x.csv"]) == 2
+    assert traffic_cli.main(["analyze", "/nonexistent/x.csv"]) == 2
     assert "sources[0]" in capsys.readouterr().err
-    assert traffic.main(["analyze", "x.csv", "--capacity", "5e9"]) == 2
+    assert traffic_cli.main(["analyze", "x.csv", "--capacity", "5e9"]) == 2
     assert "--capacity" in capsys.readouterr().err
-    assert traffic.main(["frobnicate"]) == 2
+    assert traffic_cli.main(["frobnicate"]) == 2
 
 
 def test_oneshot_refuses_to_take_the_agents_collector(tmp_path):

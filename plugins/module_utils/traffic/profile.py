@@ -2,12 +2,11 @@
 # Copyright: netstack.tuning contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """Traffic insight (capability 5): what the traffic_profile module and the
-``netstack-traffic`` command line call.
+``netstack-traffic`` command line (traffic/cli.py) call.
 
     collect        the BPF collector (trafficcollect) and its store, oneshot or via the agent
     analyze_files  sources (store dirs, CSV flow logs, NetFlow/IPFIX) -> flowfile -> analyzer
                    (trafficanalysis) -> JSON result and HTML report (trafficreport)
-    main           the CLI: ``analyze`` and ``generate`` (evaluation data, trafficgen)
 """
 
 from __future__ import absolute_import, division, print_function
@@ -16,10 +15,8 @@ __metaclass__ = type
 
 import glob
 import json
-import math
 import os
 import socket
-import sys
 import time
 
 from ansible_collections.netstack.tuning.plugins.module_utils.core.common import NetstackError, check_path
@@ -286,103 +283,6 @@ def analyze_files(params, check_mode=False):
 
 
 # ------------------------------------------------------------------ command line
-
-USAGE = """usage: netstack-traffic analyze SOURCE... [--json FILE] [--report FILE] [--step S]
-                        [--capacity LINK=BPS]... [--price PER_MBPS] [--holiday YYYY-MM-DD]...
-                        [--local PREFIX]... [--horizon DAYS]
-       netstack-traffic generate DIR [--seed N] [--sites N] [--days N] [--records N]
-
-analyze: read store directories, CSV flow logs and NetFlow v5/v9/IPFIX files (raw or pcap),
-         print the summary (anomalies, 95th percentile, projection), write JSON / HTML.
-generate: evaluation data with labelled anomalies: DIR/traffic.csv (native CSV) and
-         DIR/labels.json.
-"""
-
-
-def _cli_opts(argv, multi, single, flags=()):
-    pos, opts = [], dict((k, []) for k in multi)
-    i = 0
-    while i < len(argv):
-        a = argv[i]
-        if a.startswith("--"):
-            k = a[2:]
-            if k in flags:
-                opts[k] = True
-                i += 1
-                continue
-            if k not in multi and k not in single or i + 1 >= len(argv):
-                raise NetstackError("unknown option or missing value", field=a)
-            if k in multi:
-                opts[k].append(argv[i + 1])
-            else:
-                opts[k] = argv[i + 1]
-            i += 2
-        else:
-            pos.append(a)
-            i += 1
-    return pos, opts
-
-
-def _number(text, field):
-    try:
-        value = float(text)
-    except ValueError:
-        raise NetstackError("%r is not a number" % text[:40], field=field)
-    if not math.isfinite(value):
-        raise NetstackError("%r is not a finite number" % text[:40], field=field)
-    return value
-
-
-def main(argv=None, out=None):
-    argv = sys.argv[1:] if argv is None else argv
-    out = out or sys.stdout
-    if not argv or argv[0] in ("-h", "--help", "help"):
-        out.write(USAGE)
-        return 0 if argv else 2
-    try:
-        if argv[0] == "analyze":
-            from ansible_collections.netstack.tuning.plugins.module_utils.traffic import report as trafficreport
-            pos, o = _cli_opts(argv[1:], ("capacity", "holiday", "local"), ("json", "report", "step", "price", "horizon"))
-            analysis = {"holidays": o["holiday"]}
-            caps = {}
-            for c in o["capacity"]:
-                link, _sep, bps = c.rpartition("=")
-                if not link:
-                    raise NetstackError("want LINK=BITS_PER_SECOND, got %r" % c, field="--capacity")
-                caps[link] = _number(bps, "--capacity")
-            analysis["capacity"] = caps
-            if "step" in o:
-                analysis["step"] = int(_number(o["step"], "--step"))
-            if "horizon" in o:
-                analysis["horizon_days"] = int(_number(o["horizon"], "--horizon"))
-            if "price" in o:
-                analysis["price_per_mbps"] = _number(o["price"], "--price")
-            res = analyze_files({"sources": pos, "local_prefixes": o["local"], "analysis": analysis,
-                                 "output": o.get("json"), "report": o.get("report")})
-            out.write(trafficreport.markdown(res))
-            out.write("\n%d records in %.2f s end to end, reading included: %.0f records/s (analysis alone %.2f s, "
-                      "%.0f records/s)\n" % (res["records"], res.get("end_to_end_seconds") or 0,
-                                             res.get("end_to_end_records_per_second") or 0,
-                                             res.get("analysis_seconds") or 0, res.get("records_per_second") or 0))
-            return 0
-        if argv[0] == "generate":
-            from ansible_collections.netstack.tuning.tools import trafficgen
-            pos, o = _cli_opts(argv[1:], (), ("seed", "sites", "days", "records"))
-            if len(pos) != 1:
-                raise NetstackError("one output directory is required", field="DIR")
-            kw = dict((k, int(_number(o[k], "--" + k))) for k in ("seed", "sites", "days", "records") if k in o)
-            rec, labels, _truth = trafficgen.generate(**kw)
-            os.makedirs(pos[0], exist_ok=True)
-            write_csv(os.path.join(pos[0], "traffic.csv"), rec)
-            with open(os.path.join(pos[0], "labels.json"), "w") as f:
-                json.dump(labels, f, indent=1, sort_keys=True)
-            out.write("%d records, %d labelled anomalies in %s\n" % (len(rec), len(labels), pos[0]))
-            return 0
-        raise NetstackError("unknown command %r (analyze, generate)" % argv[0], field="command")
-    except NetstackError as e:
-        sys.stderr.write("netstack-traffic: %s\n" % e)
-        return 2
-
 
 def write_csv(path, rec):
     """Records as a native CSV flow log (the store's format)."""
