@@ -56,7 +56,12 @@ def test_a_port_in_use_is_an_error_naming_the_ports():
         busy.close()
 
 
-def test_percentile_of_few_values():
-    assert pingpong.percentile([], 50) is None
-    assert pingpong.percentile([5.0], 99) == 5.0
-    assert pingpong.percentile([1.0, 2.0, 3.0], 50) == 2.0
+def test_percentiles_of_few_values():
+    """No round trip gives no percentile; one gives itself; more interpolate (core/stats.quantile)."""
+    none = pingpong.summarize({"rtts": [], "count": 0, "elapsed": 0.0})
+    assert none["rtt_us"] == {"p50": None, "p90": None, "p99": None} and none["round_trips_per_s"] == 0.0
+    one = pingpong.summarize({"rtts": [5000], "count": 1, "elapsed": 1.0})
+    assert one["rtt_us"] == {"p50": 5.0, "p90": 5.0, "p99": 5.0}
+    three = pingpong.summarize({"rtts": [3000, 1000, 2000], "count": 3, "elapsed": 2.0})
+    assert three["rtt_us"]["p50"] == 2.0 and three["rtt_us"]["p90"] == pytest.approx(2.8)
+    assert three["round_trips_per_s"] == 1.5

@@ -23,6 +23,7 @@ import signal
 import socket
 import time
 
+from ansible_collections.netstack.tuning.plugins.module_utils.core import stats
 from ansible_collections.netstack.tuning.plugins.module_utils.core.common import NetstackError
 
 HOST = "127.0.0.1"
@@ -60,13 +61,6 @@ def _serve(listeners, ready):
                 key.fileobj.close()
                 continue
             key.fileobj.sendall(data)
-
-
-def percentile(sorted_values, q):
-    if not sorted_values:
-        return None
-    i = min(len(sorted_values) - 1, max(0, int(round(q / 100.0 * (len(sorted_values) - 1)))))
-    return sorted_values[i]
 
 
 def _one_arm(port, size, seconds):
@@ -121,12 +115,10 @@ def _client(arms, size, seconds, rounds, cgroup_procs, out):
 
 
 def summarize(arm):
-    rtts = sorted(arm["rtts"])
-    us = [x / 1000.0 for x in rtts]
+    us = [x / 1000.0 for x in arm["rtts"]]
     return {"round_trips": arm["count"],
             "round_trips_per_s": round(arm["count"] / arm["elapsed"], 1) if arm["elapsed"] > 0 else 0.0,
-            "rtt_us": {"p50": _r(percentile(us, 50)), "p90": _r(percentile(us, 90)),
-                       "p99": _r(percentile(us, 99))}}
+            "rtt_us": dict(("p%d" % q, _r(stats.quantile(us, q / 100.0)) if us else None) for q in (50, 90, 99))}
 
 
 def _r(v):
