@@ -23,7 +23,7 @@ description:
     kernel, not only the record); a source whose compiled programs have the same tags
     changes nothing either. A changed source is loaded next to the old one, map contents
     of the same name and shape are carried over, and every attachment is swapped
-    atomically (C(BPF_F_REPLACE) on cgroups, C(tc filter replace)), so no connection sees
+    atomically (C(BPF_F_REPLACE) on cgroups, a tc filter replace over netlink), so no connection sees
     a moment without a program.
   - Compile errors and verifier rejections fail the task with the relevant log lines in
     RV(log); nothing new is left attached or pinned, and a previous version stays in place.
@@ -43,6 +43,7 @@ options:
       - File name of a source in the collection's C(bpf/) directory (for example
         C(tcp_tuning.bpf.c)) or a path on the controller; read by the action plugin.
       - With O(remote_src=true), an absolute path on the managed host.
+      - O(state=present) needs O(src) or O(source_text).
     type: str
   remote_src:
     description: O(src) is a path on the managed host.
@@ -111,16 +112,13 @@ options:
     description: When replacing, copy the entries of hash/array maps of the same name and shape into the new maps.
     type: bool
     default: true
-  state_dir:
-    description: Directory of the netstack journal and records (an absolute path).
-    type: path
-    default: /var/lib/netstack
+extends_documentation_fragment:
+  - netstack.tuning.attributes
+  - netstack.tuning.state_dir
 attributes:
   check_mode:
-    description: Can run in check_mode and return changed status prediction without modifying target.
     support: full
   diff_mode:
-    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
     support: full
 notes:
   - Runs on the managed host as root with the distribution's Python, which must import bcc
@@ -234,8 +232,6 @@ def run(module):
         source = p["source_text"]
         origin = "inline"
         if source is None:
-            if not p["src"]:
-                raise NetstackError("src or source_text is required with state=present", field="src")
             if not p["remote_src"]:
                 raise NetstackError("src must be shipped by the action plugin (or set remote_src=true for a "
                                     "path on the host)", field="src")
@@ -284,7 +280,7 @@ def main():
             migrate_maps=dict(type="bool", default=True),
             state_dir=dict(type="path", default="/var/lib/netstack"),
         ),
-        required_if=[("state", "present", ("programs",))],
+        required_if=[("state", "present", ("programs",)), ("state", "present", ("src", "source_text"), True)],
         supports_check_mode=True,
     )
     try:

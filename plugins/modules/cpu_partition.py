@@ -104,24 +104,14 @@ options:
         C(probe) (C(host), C(port), C(count)), a TCP connect-time probe.
       - Omitted, the partition is static and the agent leaves it alone.
     type: dict
-  config_dir:
-    description: netstack-agent drop-in directory (the module writes C(amp.json) there); an absolute path.
-    type: path
-    default: /etc/netstack/agent.d
-  notify_agent:
-    description: Send a running agent SIGHUP when its config changed.
-    type: bool
-    default: true
-  state_dir:
-    description: Journal and partition records (an absolute path to a directory; created when missing).
-    type: path
-    default: /var/lib/netstack
+extends_documentation_fragment:
+  - netstack.tuning.attributes
+  - netstack.tuning.state_dir
+  - netstack.tuning.agent
 attributes:
   check_mode:
-    description: Can run in check_mode and return changed status prediction without modifying target.
     support: full
   diff_mode:
-    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
     support: full
 notes:
   - Writes IRQ affinity, sysfs queue files, one sysctl, cpuset files and C(/etc/default/irqbalance);
@@ -226,13 +216,7 @@ def run(module):
     if p["state"] == "present":
         spec = amp.validate(spec_of(p))
         if p["controller"] is not None:
-            ctl = dict(p["controller"])
-            bad = sorted(set(ctl) - set(ampctl.CONTROLLER_KEYS))
-            if bad:
-                raise NetstackError("unknown key %s; known: %s" % (bad[0], ", ".join(sorted(ampctl.CONTROLLER_KEYS))),
-                                    field="controller")
-            ampctl.settings(ctl)
-            section = {"state": "present", "partition": spec, "controller": ctl}
+            section = {"state": "present", "partition": spec, "controller": ampctl.check_controller(p["controller"])}
         else:
             section = None
         # the partition first (it validates against the host), then the agent's config

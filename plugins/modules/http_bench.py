@@ -121,13 +121,13 @@ options:
         (handshake, slow start and TIME_WAIT each time), as short-lived clients do."
     type: bool
     default: true
+extends_documentation_fragment:
+  - netstack.tuning.attributes
 attributes:
   check_mode:
-    description: Can run in check_mode and return changed status prediction without modifying target.
     support: full
     details: Check mode validates the options and looks for the tools, and runs no benchmark.
   diff_mode:
-    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
     support: none
 notes:
   - The module changes no lasting state and always reports C(changed=false); what lab mode

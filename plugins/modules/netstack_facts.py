@@ -40,13 +40,13 @@ options:
         probes (V(tcp) and V(interfaces)) run inside it; the rest describe the host.
       - The module fails, naming this option, when the namespace does not exist.
     type: str
+extends_documentation_fragment:
+  - netstack.tuning.attributes
 attributes:
   check_mode:
-    description: Can run in check_mode and return changed status prediction without modifying target.
     support: full
     details: The module never changes anything, so check mode runs it unchanged.
   diff_mode:
-    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
     support: none
   facts:
     description: Action returns an C(ansible_facts) dictionary that will update existing host facts.

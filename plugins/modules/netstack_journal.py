@@ -38,19 +38,17 @@ options:
     choices: [list, confirm, rollback, recover, repair, remove]
     default: list
   journal_id:
-    description: Journal entry to confirm or roll back to.
+    description: Journal entry to confirm (required with O(action=confirm)) or roll back to.
     type: str
-  state_dir:
-    description: Directory of the journal.
-    type: path
-    default: /var/lib/netstack
   limit:
     description: With V(list), return only the newest O(limit) entries (0 = all, at most 100000).
     type: int
     default: 50
+extends_documentation_fragment:
+  - netstack.tuning.attributes
+  - netstack.tuning.state_dir
 attributes:
   check_mode:
-    description: Can run in check_mode and return changed status prediction without modifying target.
     support: full
   diff_mode:
     description: Returns no diff; the entries acted on are in the result.
@@ -117,17 +115,14 @@ import shutil
 
 from ansible_collections.netstack.tuning.plugins.module_utils.core.frontend import NetstackModule
 from ansible_collections.netstack.tuning.plugins.module_utils.core.common import NetstackError
-from ansible_collections.netstack.tuning.plugins.module_utils.core.journal import ACTIVE_STATES, Journal, wait_for_watchdogs
+from ansible_collections.netstack.tuning.plugins.module_utils.core.journal import ACTIVE_STATES, Journal, check_txn_id, wait_for_watchdogs
 
 
 def run(module):
     p = module.params
     if not 0 <= p["limit"] <= 100000:
         raise NetstackError("must be between 0 (all) and 100000, got %d" % p["limit"], field="limit")
-    if p["journal_id"] is not None and not (p["journal_id"].isascii() and p["journal_id"].isdigit()
-                                            and len(p["journal_id"]) <= 12):
-        raise NetstackError("a journal id is a string of up to 12 ASCII digits, got %r" % p["journal_id"][:40],
-                            field="journal_id")
+    check_txn_id(p["journal_id"])
     action = p["action"]
     check = module.check_mode
     result = {"changed": False, "entries": [], "pending_confirm": [], "damaged": []}
@@ -153,8 +148,6 @@ def run(module):
         sel = txns[-p["limit"]:] if p["limit"] else txns
         result["entries"] = [t.summary() for t in sel]
     elif action == "confirm":
-        if not p["journal_id"]:
-            raise NetstackError("required with action=confirm", field="journal_id")
         t = view.get(p["journal_id"])
         result["changed"] = j.confirm(t.id, check=check)
         result["entries"] = [j.get(t.id).summary()]
@@ -208,6 +201,7 @@ def main():
             state_dir=dict(type="path", default="/var/lib/netstack"),
             limit=dict(type="int", default=50),
         ),
+        required_if=[("action", "confirm", ("journal_id",))],
         supports_check_mode=True,
     )
     try:

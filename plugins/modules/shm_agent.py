@@ -68,29 +68,15 @@ options:
     description: Name of the program set (pins under C(/sys/fs/bpf/netstack/<name>)).
     type: str
     default: shm
-  config_dir:
-    description: The netstack-agent's drop-in config directory (an absolute path).
-    type: path
-    default: /etc/netstack/agent.d
-  notify_agent:
-    description: Send SIGHUP to a running netstack-agent after a change.
-    type: bool
-    default: true
-  state_dir:
-    description: Directory of the netstack records (an absolute path).
-    type: path
-    default: /var/lib/netstack
-  source_text:
-    description:
-      - The BPF C source. Filled in by the action plugin from the collection's
-        C(bpf/shm_path.bpf.c); set it only to test another build of the program.
-    type: str
+extends_documentation_fragment:
+  - netstack.tuning.attributes
+  - netstack.tuning.state_dir
+  - netstack.tuning.agent
+  - netstack.tuning.bpf_source
 attributes:
   check_mode:
-    description: Can run in check_mode and return changed status prediction without modifying target.
     support: full
   diff_mode:
-    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
     support: full
 notes:
   - Needs bcc on the host (role C(netstack.tuning.bcc_runtime)) and a cgroup v2 hierarchy.
@@ -156,8 +142,9 @@ def run(module):
     check_path_options(p, ["cgroup"], absolute=False)
     path = shm.ShmPath(name=p["name"], state_dir=p["state_dir"])
     if p["state"] == "present":
-        if p["policies"] is None:
-            raise NetstackError("required when state is present", field="policies")
+        if not p["source_text"]:
+            raise NetstackError("the BPF source was not passed (run the module through its action plugin, "
+                                "or set source_text)", field="source_text")
         norm = shm.validate({"policies": p["policies"], "local_addresses": p["local_addresses"],
                              "cgroup": p["cgroup"]}, field="")
         section = {"state": "present", "name": p["name"], "policy": shm.public(norm)}
@@ -172,9 +159,6 @@ def run(module):
         agent_engine.notify()
         told = True
     if p["state"] == "present":
-        if not p["source_text"]:
-            raise NetstackError("the BPF source was not passed (run the module through its action plugin, "
-                                "or set source_text)", field="source_text")
         res = path.present(section["policy"], p["source_text"], check_mode=module.check_mode,
                            origin="netstack.tuning.shm_agent")
     else:
@@ -212,6 +196,7 @@ def main():
             state_dir=dict(type="path", default="/var/lib/netstack"),
             source_text=dict(type="str", no_log=False),
         ),
+        required_if=[("state", "present", ("policies",))],
         supports_check_mode=True,
     )
     try:

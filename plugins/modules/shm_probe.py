@@ -54,10 +54,8 @@ options:
     description: Name the path was loaded under (O(netstack.tuning.shm_agent#module:name)), for its counters.
     type: str
     default: shm
-  state_dir:
-    description: netstack's state directory on the host (where the path's records are).
-    type: path
-    default: /var/lib/netstack
+extends_documentation_fragment:
+  - netstack.tuning.state_dir
 attributes:
   check_mode:
     description: Measures nothing in check mode.
@@ -107,26 +105,12 @@ from ansible_collections.netstack.tuning.plugins.module_utils.bpf import program
 from ansible_collections.netstack.tuning.plugins.module_utils.shm_path import pingpong, path as shm
 
 
-def _check(p):
-    for field in ("path_port", "tcp_port"):
-        if not 1 <= p[field] <= 65535:
-            raise NetstackError("must be a port (1-65535), got %d" % p[field], field=field)
-    if p["path_port"] == p["tcp_port"]:
-        raise NetstackError("must differ from path_port", field="tcp_port")
-    if not 1 <= p["size"] <= 1 << 20:
-        raise NetstackError("must be 1 to 1048576 bytes, got %d" % p["size"], field="size")
-    if not 0.1 <= p["seconds"] <= 60:
-        raise NetstackError("must be 0.1 to 60 s, got %r" % p["seconds"], field="seconds")
-    if not 1 <= p["rounds"] <= 20:
-        raise NetstackError("must be 1 to 20, got %d" % p["rounds"], field="rounds")
-
-
 def run(module):
     p = module.params
     check_path_options(p, ("state_dir",))
     if p["cgroup"] is not None:
         check_path(p["cgroup"], "cgroup", absolute=False)
-    _check(p)
+    pingpong.check(p["path_port"], p["tcp_port"], p["size"], p["seconds"], p["rounds"])
     path = shm.ShmPath(p["name"], state_dir=p["state_dir"])
     procs = bpf.cgroup_path(p["cgroup"]) + "/cgroup.procs" if p["cgroup"] else None
     if module.check_mode:

@@ -36,7 +36,8 @@ options:
       - Sysctl name to value. Names in dotted (C(net.core.somaxconn)) or slash form
         (C(net/ipv4/conf/eth0.100/rp_filter)). Values are integers, strings, or lists of
         integers for vector sysctls.
-      - With O(state=rolled_back) only the names are used.
+      - Required with O(state=present). With O(state=rolled_back) only the names are used; O(names) or
+        O(sysctls) is required there.
     type: dict
   names:
     description:
@@ -97,16 +98,13 @@ options:
     description: Why the change is made; recorded in the journal.
     type: str
     default: ""
-  state_dir:
-    description: Directory of the journal.
-    type: path
-    default: /var/lib/netstack
+extends_documentation_fragment:
+  - netstack.tuning.attributes
+  - netstack.tuning.state_dir
 attributes:
   check_mode:
-    description: Can run in check_mode and return changed status prediction without modifying target.
     support: full
   diff_mode:
-    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
     support: full
 notes:
   - Runs on the managed host; needs root to write most sysctls.
@@ -193,122 +191,17 @@ recovered:
   elements: str
 """
 
-import os
-
 from ansible_collections.netstack.tuning.plugins.module_utils.core.frontend import NetstackModule
-from ansible_collections.netstack.tuning.plugins.module_utils.core.common import NetstackError, check_path
-from ansible_collections.netstack.tuning.plugins.module_utils.core import kstate
+from ansible_collections.netstack.tuning.plugins.module_utils.core.common import NetstackError
 from ansible_collections.netstack.tuning.plugins.module_utils.core import sysctl as sysctl_engine
 from ansible_collections.netstack.tuning.plugins.module_utils.core.journal import Journal
 
 
-MAX_CONFIRM_TIMEOUT = 7 * 24 * 3600
-
-
-def _diff(changes, path=None, file_before=None, file_after=None):
-    before = "".join("%s = %s\n" % (c.item.key, c.before) for c in changes)
-    after = "".join("%s = %s\n" % (c.item.key, c.after) for c in changes)
-    diffs = [{"before_header": "sysctl (running kernel)", "after_header": "sysctl (running kernel)",
-              "before": before, "after": after}]
-    if path and file_before != file_after:
-        diffs.append({"before_header": path, "after_header": path,
-                      "before": file_before or "", "after": file_after or ""})
-    return diffs
-
-
 def run(module):
-    p = module.params
-    journal = Journal(p["state_dir"])
-    netns = p["netns"]
-    check_path(p["persist_dir"], "persist_dir")
-    if not 0 <= p["confirm_timeout"] <= MAX_CONFIRM_TIMEOUT:
-        raise NetstackError("must be between 0 and %d seconds, got %d" % (MAX_CONFIRM_TIMEOUT, p["confirm_timeout"]),
-                            field="confirm_timeout")
-    if p["journal_id"] is not None and not (p["journal_id"].isascii() and p["journal_id"].isdigit()
-                                            and len(p["journal_id"]) <= 12):
-        raise NetstackError("a journal id is a string of up to 12 ASCII digits, got %r" % p["journal_id"][:40],
-                            field="journal_id")
-    # Interrupted or expired transactions are reverted before anything is planned on top of them.
-    settled = journal.settle(check=module.check_mode)
-    recovered = settled["recovered"] + settled["expired"]
-    if p["persist"] == "file" and netns:
-        raise NetstackError("persist=file cannot be combined with netns: a drop-in applies to "
-                            "the host namespace at boot", field="persist")
-    path = None
-    if p["persist"] == "file" or (p["state"] == "rolled_back" and p["persist_file"]):
-        if not p["persist_file"]:
-            raise NetstackError("required when persist=file", field="persist_file")
-        path = sysctl_engine.dropin_path(p["persist_file"], p["persist_dir"])
-        if not os.path.isdir(p["persist_dir"]):
-            raise NetstackError("directory %s does not exist" % p["persist_dir"], field="persist_dir")
-
-    file_item = kstate.Item("file", path) if path else None
-    file_before = file_item.read_raw() if file_item else None
-    file_after = file_before
-
-    if p["state"] == "present":
-        if not p["sysctls"]:
-            raise NetstackError("required with state=present", field="sysctls")
-        changes = sysctl_engine.plan(p["sysctls"], netns)
-        if file_item:
-            file_after = sysctl_engine.render_dropin(changes)
-        keys = [c.item.key for c in changes]
-        conflicts = [] if p["conflicts"] == "ignore" else \
-            sysctl_engine.detect_conflicts(keys, own_files=[path] if path else [])
-        if conflicts and not netns:
-            msgs = ["%s is also set by %s (%s%s)"
-                    % (c["key"], c["manager"], c["where"], ", value %s" % c["value"] if c["value"] else "")
-                    for c in conflicts]
-            if p["conflicts"] == "fail":
-                raise NetstackError("other managers set these keys: " + "; ".join(msgs),
-                                    field="conflicts", conflicts=conflicts)
-            for m in msgs:
-                module.warn(m)
-        elif netns:
-            conflicts = []  # files and tuned apply to the host namespace, not this one
-    else:
-        names = list(p["names"] or []) + list((p["sysctls"] or {}).keys())
-        if not names:
-            raise NetstackError("state=rolled_back needs names or sysctls", field="names")
-        changes = sysctl_engine.plan_restore(names, journal, netns, p["journal_id"])
-        conflicts = []
-        if file_item:
-            orig = journal.original_values([file_item.ident()])
-            if file_item.ident() in orig:
-                file_after = orig[file_item.ident()]
-
-    changed_items = [c for c in changes if c.changed]
-    file_changed = file_item is not None and file_before != file_after
-    result = {
-        "changed": bool(changed_items) or file_changed,
-        "changes": [c.as_dict() for c in changed_items],
-        "unchanged": [c.item.key for c in changes if not c.changed],
-        "journal_id": None,
-        "confirm_deadline": None,
-        "conflicts": conflicts,
-        "recovered": recovered,
-    }
-    if path:
-        result["persist_path"] = path
-    if module._diff:
-        result["diff"] = _diff(changed_items, path, file_before, file_after)
-    if not result["changed"] or module.check_mode:
-        return result
-
-    writes = [(c.item, c.after) for c in changed_items]
-    deferred = []
-    if file_changed:
-        if p["confirm_timeout"] and writes:
-            deferred.append((file_item, file_after))  # written by the confirm (see persist)
-            result["persist_on_confirm"] = True
-        else:
-            writes.append((file_item, file_after))
-    reason = p["reason"] or ("sysctl_set state=%s" % p["state"])
-    summary = journal.apply(writes, source="sysctl_set", reason=reason,
-                            confirm_timeout=p["confirm_timeout"], on_confirm=deferred)
-    result["journal_id"] = summary["id"]
-    result["confirm_deadline"] = summary["confirm_deadline"]
-    result["recovered"] = recovered + summary["recovered"]
+    result, warnings = sysctl_engine.set_sysctls(Journal(module.params["state_dir"]), module.params,
+                                                 check_mode=module.check_mode, diff=module._diff)
+    for w in warnings:
+        module.warn(w)
     return result
 
 
@@ -329,6 +222,9 @@ def main():
             state_dir=dict(type="path", default="/var/lib/netstack"),
         ),
         mutually_exclusive=[("names", "sysctls")],
+        required_if=[("state", "present", ("sysctls",)),
+                     ("state", "rolled_back", ("names", "sysctls"), True),
+                     ("persist", "file", ("persist_file",))],
         supports_check_mode=True,
     )
     try:

@@ -92,10 +92,6 @@ options:
     description: Seconds after which the host reverts a trial by itself; 1 to 604800 (a week).
     type: int
     default: 300
-  state_dir:
-    description: Journal directory on the host.
-    type: path
-    default: /var/lib/netstack
   verify_rounds:
     description: Interleaved verification rounds (each arm measured once per round); 3 to 1000.
     type: int
@@ -157,6 +153,8 @@ options:
       - Path on the controller of an HTML report with plots, written at the end of the study.
       - Checked at the start - a directory, or a path under a file, is refused before anything runs.
     type: path
+extends_documentation_fragment:
+  - netstack.tuning.state_dir
 attributes:
   check_mode:
     description: Validates every option and the space and inspects the host (read-only); measures nothing, creates no storage.

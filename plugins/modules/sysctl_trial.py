@@ -83,10 +83,8 @@ options:
     description: Seconds after which the host reverts the trial by itself; 1 to 604800 (a week).
     type: int
     default: 300
-  state_dir:
-    description: Journal directory (an absolute path).
-    type: path
-    default: /var/lib/netstack
+extends_documentation_fragment:
+  - netstack.tuning.state_dir
 attributes:
   check_mode:
     description: In check mode nothing runs; the module validates its input (as in real mode) and returns.

@@ -67,18 +67,16 @@ options:
     description: Root of the netstack pins (an absolute path).
     type: path
     default: /sys/fs/bpf/netstack
-  state_dir:
-    description: Directory of the netstack records (rule names are kept in C(bpf/<program>.policy.json)); an absolute path.
-    type: path
-    default: /var/lib/netstack
+extends_documentation_fragment:
+  - netstack.tuning.attributes
+  - netstack.tuning.state_dir
 attributes:
   check_mode:
-    description: Can run in check_mode and return changed status prediction without modifying target.
     support: full
   diff_mode:
-    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
     support: full
 notes:
+  - Rule names are kept in C(<state_dir>/bpf/<program>.policy.json) (the maps hold only the encoded rules).
   - Needs the program loaded first, for example by the role C(netstack.tuning.tcp_tuning).
 seealso:
   - module: netstack.tuning.bpf_program
@@ -136,14 +134,7 @@ def run(module):
     check_path_options(p, ["pin_root", "state_dir"])
     if not bpf_engine.NAME_RE.match(p["program"] or ""):
         raise NetstackError("not a program set name", field="program")
-    notes = []
-    if p["kernel_hz"] is not None:
-        hz = p["kernel_hz"]     # plan() checks it: 0 is refused, not taken as "unset"
-    else:
-        hz = tcppolicy.kernel_hz()
-        if not hz:
-            hz = 250
-            notes.append("kernel HZ unknown (no kernel config found); assuming 250 for syn_rto_ms")
+    hz, notes = tcppolicy.effective_hz(p["kernel_hz"])
     rules = p["rules"] if p["state"] == "present" else []
     norm, encoded, flags = tcppolicy.plan(rules, p["long_flow_bytes"], p["track_flows"], hz)
     engine = bpf_engine.Engine(p["state_dir"])

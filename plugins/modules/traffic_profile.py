@@ -97,21 +97,9 @@ options:
     description: Name of the BPF program set (pins under C(/sys/fs/bpf/netstack/<name>)).
     type: str
     default: traffic
-  state_dir:
-    description: Directory of the netstack records (an absolute path).
-    type: path
-    default: /var/lib/netstack
-  config_dir:
-    description: The netstack-agent's drop-in config directory (O(mode=agent)); an absolute path.
-    type: path
-    default: /etc/netstack/agent.d
-  notify_agent:
-    description: Send SIGHUP to a running netstack-agent after a change of its section.
-    type: bool
-    default: true
   sources:
     description:
-      - With O(action=analyze), files, directories (every C(*.csv) in them) or glob patterns.
+      - With O(action=analyze), files, directories (every C(*.csv) in them) or glob patterns; required there.
     type: list
     elements: path
   format:
@@ -156,23 +144,21 @@ options:
   hosts:
     description: Per-host notes shown at the top of the report (the role fills it).
     type: dict
-  source_text:
-    description:
-      - The BPF C source. Filled in by the action plugin from the collection's
-        C(bpf/traffic.bpf.c); set it only to test another build of the program.
-    type: str
+extends_documentation_fragment:
+  - netstack.tuning.attributes
+  - netstack.tuning.state_dir
+  - netstack.tuning.agent
+  - netstack.tuning.bpf_source
 attributes:
   check_mode:
-    description: Can run in check_mode and return changed status prediction without modifying target.
     support: full
   diff_mode:
-    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
     support: full
   async:
     description: Supports being used with the C(async) keyword.
     support: full
 notes:
-  - Collecting needs bcc on the host (role C(netstack.tuning.bcc_runtime)) and tc (iproute2).
+  - Collecting needs bcc and pyroute2 on the host (role C(netstack.tuning.bcc_runtime) installs both).
   - Bytes are L3 bytes (IP header and payload); a GSO super-packet counts as its segments.
   - The role C(netstack.tuning.traffic_insight) runs both actions across a fleet and writes one report.
 seealso:
@@ -312,6 +298,7 @@ def main():
             hosts=dict(type="dict"),
             source_text=dict(type="str", no_log=False),
         ),
+        required_if=[("action", "analyze", ("sources",))],
         supports_check_mode=True,
     )
     try:

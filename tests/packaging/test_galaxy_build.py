@@ -103,7 +103,8 @@ def test_tarball_contents(built):
     assert members(built, r"roles/\w+/meta/argument_specs\.yml") == sorted(
         str(p.relative_to(REPO)) for p in REPO.glob("roles/*/meta/argument_specs.yml"))
     for must in ("meta/runtime.yml", "README.md", "plugins/module_utils/core/journal.py", "bpf/tcp_tuning.bpf.c",
-                 "src/zc_bench.c", "awx/job_templates.yml", "execution-environment.yml"):
+                 "src/zc_bench.c", "awx/job_templates.yml", "execution-environment.yml",
+                 "plugins/module_utils/report/templating.py", "plugins/module_utils/report/templates/traffic.py"):
         assert must in names
     for junk in JUNK:
         assert junk not in names
@@ -157,3 +158,26 @@ def test_filters_documented_from_the_installed_collection(built):
     listed = doc(built, "-t", "filter", "-l", "netstack.tuning")
     for name in names:
         assert re.search(r"^%s\s" % re.escape(name), listed, re.M), name
+
+
+RENDER = """
+import sys
+from ansible_collections.netstack.tuning.plugins.module_utils.report import site
+from ansible_collections.netstack.tuning.plugins.module_utils.traffic import report as traffic
+from ansible_collections.netstack.tuning.plugins.module_utils.zerocopy import report as zerocopy
+from ansible_collections.netstack.tuning.plugins.module_utils.tuning import study
+t = "<script>alert(1)</script>"
+pages = [site.html({t: {}}, title=t), traffic.html({}, title=t), zerocopy.html({t: {"failed": True}}, title=t),
+         study.render_report({"importances": {}}, t)]
+assert all("<title>&lt;script&gt;alert(1)&lt;/script&gt;</title>" in p and "<script>" not in p for p in pages)
+print(sys.modules[site.__name__].__file__)
+"""
+
+
+def test_reports_render_from_the_installed_collection(built):
+    """The four HTML reports' templates (Python modules of report/templates/) come with the
+    collection: each page renders, autoescaped, from the installed copy alone."""
+    installed = built["clean"] / "ansible_collections" / "netstack" / "tuning"
+    out = run([BIN / "python", "-c", "import sys; sys.path.insert(0, %r)\n%s" % (str(built["clean"]), RENDER)],
+              env=built["env"], cwd=built["cwd"])
+    assert out.strip().startswith(str(installed)), out

@@ -869,6 +869,16 @@ def test_settings_name_the_field(cfg, field):
     assert e.value.field == field, (e.value.field, e.value.msg)
 
 
+def test_check_controller_refuses_unknown_keys_then_checks_settings():
+    with pytest.raises(NetstackError) as e:
+        ampctl.check_controller({"interval": 2, "nsprop": 1})
+    assert e.value.field == "controller" and "unknown key nsprop" in e.value.msg
+    with pytest.raises(NetstackError) as e:
+        ampctl.check_controller({"interval": "2"})
+    assert e.value.field == "controller.interval"
+    assert ampctl.check_controller({"max_cores": None}) == {"max_cores": None}   # as given: the agent fills defaults
+
+
 def test_settings_defaults():
     assert ampctl.settings(None) == ampctl.DEFAULTS
     s = ampctl.settings({"high": None, "max_cores": None, "low": 0.1})

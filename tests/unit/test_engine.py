@@ -364,3 +364,59 @@ def test_sysfs_item_inside_netns_is_journaled_and_host_untouched(netns, tmp_path
     with pytest.raises(NetstackError) as e:
         kstate.Item("sysfs", "/sys/class/net/nsv0/no_such_attr", netns).read()
     assert e.value.field == "/sys/class/net/nsv0/no_such_attr"
+
+
+# ---------------------------------------------------------------- tc attach over rtnetlink
+
+def _tc_filters(ns, dev, hook):
+    """(pref, program id, name, direct-action) of each bpf filter, as tc itself shows them."""
+    out = subprocess.run(["ip", "netns", "exec", ns, "tc", "-j", "filter", "show", "dev", dev, hook],
+                         check=True, capture_output=True, text=True).stdout
+    return [(f["pref"], f["options"]["prog"]["id"], f["options"].get("bpf_name"), f["options"].get("direct-action"))
+            for f in json.loads(out or "[]") if f.get("kind") == "bpf" and "options" in f]
+
+
+def _qdiscs(ns, dev):
+    out = subprocess.run(["ip", "netns", "exec", ns, "tc", "-j", "qdisc", "show", "dev", dev],
+                         check=True, capture_output=True, text=True).stdout
+    return [q["kind"] for q in json.loads(out or "[]")]
+
+
+def test_sched_cls_attach_replace_detach_over_rtnetlink_in_a_netns(netns, tmp_path):
+    """bpf/program.py attaches sched_cls programs with pyroute2 (0.7 on Debian's python, 0.9 in
+    the venv): clsact added, a direct-action filter at the priority holding the program fd,
+    replaced in place, found by program id, deleted by pref; only the namespace changes."""
+    pytest.importorskip("pyroute2")
+    from ansible_collections.netstack.tuning.plugins.module_utils.bpf import program as bpf
+    from ansible_collections.netstack.tuning.plugins.module_utils.core import facts
+    own_ns = os.readlink("/proc/thread-self/ns/net")
+    host_lo = subprocess.run(["tc", "-j", "qdisc", "show", "dev", "lo"], capture_output=True, text=True).stdout
+    eng = bpf.Engine(state_dir=str(tmp_path), pin_root=str(tmp_path / "pins"))
+    p = {"function": "ns_probe", "type": "sched_cls", "interface": "lo", "direction": "egress", "netns": netns,
+         "priority": 7}
+    fds = [facts.bpf_prog_load(facts.PROG_TYPES["sched_cls"][0]) for n in range(2)]
+    try:
+        ids = [bpf.prog_info(fd)["id"] for fd in fds]
+        assert bpf._tc_filter_ids(p) == []
+        eng._attach(p, fds[0], None, {})
+        assert p["_added_clsact"] and "clsact" in _qdiscs(netns, "lo")
+        assert _tc_filters(netns, "lo", "egress") == [(7, ids[0], "ns_probe", True)]
+        assert bpf._tc_filter_ids(p) == ids[:1]
+        assert bpf._tc_filter_ids(dict(p, direction="ingress")) == []
+        assert bpf._tc_filter_ids(dict(p, priority=8)) == []
+        assert bpf._tc_filter_ids(dict(p, interface="nope0")) == []
+        eng._attach(p, fds[1], p, {})  # the replacement: same pref and handle, the new program
+        assert _tc_filters(netns, "lo", "egress") == [(7, ids[1], "ns_probe", True)]
+        assert bpf._tc_filter_ids(p) == ids[1:]
+        with pytest.raises(NetstackError) as e:
+            eng._attach(dict(p, interface="nope0"), fds[0], None, {})
+        assert e.value.field == "programs.interface" and "nope0" in str(e.value)
+        eng._detach(p, None, {})
+        assert _tc_filters(netns, "lo", "egress") == [] and "clsact" not in _qdiscs(netns, "lo")
+        eng._detach(p, None, {})  # what is gone already is no error
+    finally:
+        for fd in fds:
+            os.close(fd)
+    assert os.readlink("/proc/thread-self/ns/net") == own_ns  # the thread is back in its namespace
+    assert subprocess.run(["tc", "-j", "qdisc", "show", "dev", "lo"], capture_output=True, text=True).stdout == host_lo
+    assert not os.path.exists(str(tmp_path / "pins"))

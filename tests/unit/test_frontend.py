@@ -88,3 +88,59 @@ def test_journal_remove_refuses_while_in_force_and_deletes_after_rollback():
     assert res["rollback"]["changed"] and res["check"]["changed"] and res["after_check"] is True, res
     assert res["remove"]["changed"] and res["after_remove"] is False, res["remove"]
     assert res["again"]["changed"] is False, res["again"]
+
+
+# (module, arguments, check mode, what the message must name): the cross-option rules the
+# modules declare in their argument_spec (required_if, mutually_exclusive), each broken by
+# leaving the option out, by giving it as null (NetstackModule drops a null option without a
+# default, so Ansible's checks count it as not given) and by an empty value (the engine's
+# check); every case fails naming the option, also in real mode, with nothing written.
+CONSTRAINT_CASES = [
+    ("sysctl_set", {"state": "present"}, "sysctls"),
+    ("sysctl_set", {"sysctls": None}, "sysctls"),
+    ("sysctl_set", {"sysctls": {}}, "sysctls"),
+    ("sysctl_set", {"sysctls": {"net.ipv4.tcp_syn_retries": 4}, "persist": "file"}, "persist_file"),
+    ("sysctl_set", {"sysctls": {"net.ipv4.tcp_syn_retries": 4}, "persist": "file", "persist_file": None}, "persist_file"),
+    ("sysctl_set", {"sysctls": {"net.ipv4.tcp_syn_retries": 4}, "persist": "file", "persist_file": ""}, "persist_file"),
+    ("sysctl_set", {"sysctls": {"net.ipv4.tcp_syn_retries": 4}, "persist": "file", "persist_file": "60-x.conf",
+                    "netns": "nsfront-none"}, "persist"),
+    ("sysctl_set", {"state": "rolled_back"}, "names"),
+    ("sysctl_set", {"state": "rolled_back", "names": []}, "names"),
+    ("sysctl_set", {"state": "rolled_back", "names": ["net.ipv4.tcp_syn_retries"],
+                    "sysctls": {"net.ipv4.tcp_syn_retries": 4}}, "names|sysctls"),
+    ("sysctl_set", {"sysctls": {"net.ipv4.tcp_syn_retries": 4}, "journal_id": "../000001"}, "journal_id"),
+    ("netstack_journal", {"action": "confirm"}, "journal_id"),
+    ("netstack_journal", {"action": "confirm", "journal_id": None}, "journal_id"),
+    ("netstack_journal", {"action": "confirm", "journal_id": ""}, "journal_id"),
+    ("shm_agent", {"source_text": "int x;"}, "policies"),
+    ("shm_agent", {"source_text": "int x;", "policies": None}, "policies"),
+    ("shm_agent", {"policies": [{"name": "redis", "ports": "6379"}]}, "source_text"),
+    ("shm_agent", {"policies": [{"name": "redis", "ports": "6379"}], "source_text": ""}, "source_text"),
+    ("bpf_program", {"name": "nsfront", "programs": [{"function": "f", "type": "sock_ops"}]}, "src, source_text"),
+    ("bpf_program", {"name": "nsfront", "programs": [{"function": "f", "type": "sock_ops"}], "src": ""}, "src"),
+    ("traffic_profile", {"action": "analyze"}, "sources"),
+    ("traffic_profile", {"action": "analyze", "sources": None}, "sources"),
+    ("cpu_partition", {"interfaces": ["lo"], "app_cgroups": ["nsfront.slice"], "controller": {"nsfront": 1}}, "controller"),
+]
+
+
+def _constraint_cases(args, check_mode, diff):
+    from modharness import call_main, sandbox_snapshot, snapshot_diff
+    import importlib
+    out = []
+    for name, margs, check, want in args["cases"]:
+        mod = importlib.import_module("ansible_collections.netstack.tuning.plugins.modules." + name)
+        before = sandbox_snapshot(margs)
+        res = call_main(mod.main, dict(margs, state_dir="/tmp/nsprop/state"), check)
+        out.append({"name": name, "args": repr(margs), "check": check, "want": want, "exception": res["exception"],
+                    "result": res["result"], "changes": snapshot_diff(before, sandbox_snapshot(margs))})
+    return {"exception": None, "result": out}
+
+
+def test_declared_constraints_fail_naming_the_option_null_and_empty_included():
+    cases = [(n, a, check, w) for n, a, w in CONSTRAINT_CASES for check in (True, False)]
+    res = result_of(run_case(_constraint_cases, {"cases": cases}, check_mode=False, timeout=120))
+    for r in res:
+        assert r["exception"] is None, r
+        assert r["result"]["failed"] and r["want"] in r["result"]["msg"] + " " + str(r["result"].get("field")), r
+        assert not [c for c in r["changes"] if "/tmp/nsprop/state" not in c], r

@@ -65,3 +65,16 @@ def test_percentiles_of_few_values():
     three = pingpong.summarize({"rtts": [3000, 1000, 2000], "count": 3, "elapsed": 2.0})
     assert three["rtt_us"]["p50"] == 2.0 and three["rtt_us"]["p90"] == pytest.approx(2.8)
     assert three["round_trips_per_s"] == 1.5
+
+
+@pytest.mark.parametrize("args, field", [
+    ((0, 2, 64, 1.0, 3), "path_port"), ((1, 65536, 64, 1.0, 3), "tcp_port"), ((5, 5, 64, 1.0, 3), "tcp_port"),
+    ((1, 2, 0, 1.0, 3), "size"), ((1, 2, (1 << 20) + 1, 1.0, 3), "size"), ((1, 2, 64, float("nan"), 3), "seconds"),
+    ((1, 2, 64, 0.05, 3), "seconds"), ((1, 2, 64, 1.0, 21), "rounds"), ((1, 2, 64, 1.0, 0), "rounds"),
+])
+def test_check_names_the_option(args, field):
+    """shm_probe's settings, checked by the engine before anything is forked."""
+    with pytest.raises(NetstackError) as e:
+        pingpong.check(*args)
+    assert e.value.field == field, e.value.msg
+    pingpong.check(1, 2, 1, 0.1, 1)

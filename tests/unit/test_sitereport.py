@@ -7,6 +7,7 @@ import re
 import pytest
 
 from ansible.errors import AnsibleFilterError
+from htmlcheck import IMG, IMG_SQ, SCRIPT, assert_inert
 from ansible_collections.netstack.tuning.plugins.filter import site as site_filters
 from ansible_collections.netstack.tuning.plugins.module_utils.report import site as sr
 
@@ -145,3 +146,27 @@ def test_report_shows_evidence_the_rollback_and_the_tuning_gain():
     # a host with something left in force after the rollback is flagged
     left = sr.html({"h": data}, {"after": {"h": data}})
     assert "changes remain" in left
+
+
+def test_hostile_values_show_as_text_never_as_markup():
+    """Host names, link names, messages, rule names and hrefs are escaped by the page's
+    template (autoescape), wherever they appear."""
+    hosts = {SCRIPT: sr.host_data(FACTS, [entry(1, "applied", IMG)], [IMG_SQ]), IMG: sr.host_data(FACTS, [], [])}
+    site = {"finished": IMG, "hosts": {SCRIPT: sr.host_summary({"site_healthy": False, "site_error": IMG, "site_caps": [SCRIPT]})}}
+    zc = {SCRIPT: {"recommendations": {IMG: {"tcp": {"verdict": IMG_SQ, "text": SCRIPT}}}, "cells": []},
+          IMG: {"failed": True, "msg": SCRIPT}}
+    tr = {"series": [{"link": SCRIPT, "direction": IMG, "mean_bps": 2.5e6, "peak_bps": 9e6, "percentiles_bps": {"p95": 7e6}}],
+          "anomalies": [{"kind": IMG, "link": SCRIPT, "start": IMG_SQ, "end": 1790000300, "score": SCRIPT}],
+          "water_levels": [{"link": SCRIPT, "level": IMG, "p95_utilisation": IMG_SQ}]}
+    ev = {SCRIPT: {"sysctl": {"name": IMG, "netns": SCRIPT, "changes": [{"key": SCRIPT, "before": IMG, "after": IMG_SQ}]},
+                   "tcp_rules": [{"name": SCRIPT, "set": {IMG: 1}, "hits": IMG_SQ, "errors": 0}],
+                   "amp": {"net_cpus": SCRIPT, "app_cpus": IMG, "load": IMG_SQ, "softirq": {SCRIPT: {IMG: 1}}}}}
+    page = sr.html(hosts, {"site": site, "zerocopy": zc, "traffic": tr, "evidence": ev, "after": {IMG: hosts[IMG]},
+                           "tuning": {SCRIPT: {"scenario": IMG, "accepted": True, "sysctls": {IMG_SQ: SCRIPT}}},
+                           "links": {"zerocopy": IMG, "traffic": IMG_SQ}}, title=SCRIPT)
+    assert_inert(page, SCRIPT, IMG, IMG_SQ)
+    assert "<title>&lt;script&gt;alert(1)&lt;/script&gt;</title>" in page
+    assert page.count("&lt;script&gt;alert(1)&lt;/script&gt;") >= 10
+    # the sections are all there: the values went through every table, not around them
+    assert re.findall(r"<h2>([^<]+)</h2>", page) == ["After the rollback", "Fleet", "Evidence per capability", "Sysctl tuning",
+                                                     "Zero-copy", "Traffic", "Journal (newest 10 per host)"]

@@ -14,6 +14,7 @@ import pytest
 from ansible_collections.netstack.tuning.plugins.module_utils.tuning import searchspace, study
 from ansible_collections.netstack.tuning.plugins.module_utils.core import stats
 from ansible_collections.netstack.tuning.plugins.module_utils.core.common import NetstackError
+from htmlcheck import IMG, IMG_SQ, SCRIPT, assert_inert
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 DEFAULT_SPACE = os.path.join(ROOT, "roles", "sysctl_tuner", "files", "spaces", "nginx_latency.yml")
@@ -263,3 +264,22 @@ def test_report_shows_the_winner_with_reasons_remote_client_and_pruning(tmp_path
         % res["pruned"] in html
     assert "<td style='text-align:left'>&lt;script&gt;" in html
     assert html.count("<svg") >= 4 and html.rstrip().endswith("</html>")
+
+
+def test_report_hostile_values_show_as_text_never_as_markup():
+    """Every value of a (hand-made) study result, arm names and statistics' test names
+    included, is escaped by the page's template (autoescape); the charts are still there."""
+    arm = {"p99": {"median": 2.0, "iqr": 0.1}, "p999": {"median": 3.0}, "rps": {"median": 900.0}, "errors": IMG_SQ,
+           "p99_samples": [1.9, 2.0, 2.1]}
+    res = {"study_name": SCRIPT, "storage": IMG, "sampler": IMG_SQ, "objectives": [SCRIPT], "host": IMG, "trials": 2,
+           "accepted": False, "reason": SCRIPT, "client": IMG_SQ, "target_url": IMG, "tune_client": True,
+           "history": [{"number": 0, "state": "COMPLETE", "p99": 2.0, "feasible": True},
+                       {"number": 1, "state": "COMPLETE", "p99": 1.5, "feasible": True}],
+           "importances": {SCRIPT: 1.0},
+           "verification": {"rounds": 3, "arms": {SCRIPT: arm, IMG: arm},
+                            "vs_defaults": {"ratio_of_medians": 0.9, "ratio_ci95": [0.8, 1.0], "test": IMG, "p_value": 0.01}},
+           "best": {"trial": 1, "sysctls": {SCRIPT: IMG}}, "defaults": {SCRIPT: IMG_SQ}, "reasons": {SCRIPT: IMG_SQ}}
+    html = study.render_report(res, IMG)
+    assert_inert(html, SCRIPT, IMG, IMG_SQ)
+    assert "<b>Not accepted</b>: &lt;script&gt;alert(1)&lt;/script&gt;" in html
+    assert html.count("<svg") == 4 and "<h2>Best set (trial 1)</h2>" in html

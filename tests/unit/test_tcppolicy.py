@@ -155,3 +155,13 @@ def test_log_tail_keeps_errors_and_the_end():
     out = bpf._tail(text, 10)
     assert out[0] == "main.c:1: error: boom"
     assert out[-1] == "line 199"
+
+
+def test_effective_hz(monkeypatch):
+    """kernel_hz as given (0 is plan()'s to refuse), else CONFIG_HZ, else 250 with a note."""
+    assert tcppolicy.effective_hz(0) == (0, [])
+    monkeypatch.setattr(tcppolicy, "kernel_hz", lambda: 1000)
+    assert tcppolicy.effective_hz(None) == (1000, [])
+    monkeypatch.setattr(tcppolicy, "kernel_hz", lambda: None)
+    hz, notes = tcppolicy.effective_hz(None)
+    assert hz == 250 and "assuming 250" in notes[0]

@@ -15,6 +15,7 @@ np = pytest.importorskip("numpy")
 from ansible_collections.netstack.tuning.plugins.module_utils.report import svgplot  # noqa: E402
 from ansible_collections.netstack.tuning.plugins.module_utils.traffic import report as tr  # noqa: E402
 from ansible_collections.netstack.tuning.plugins.module_utils.traffic import analysis as ta, data as td  # noqa: E402
+from htmlcheck import IMG, IMG_SQ, SCRIPT, assert_inert  # noqa: E402
 
 T0 = 1788739200          # 2026-09-07 00:00 UTC, a Monday
 STEP = 300
@@ -109,6 +110,17 @@ def test_hostile_names_are_escaped(full):
     assert HOSTILE_PREFIX not in page and "&lt;b&gt;198.51.100.0/24&lt;/b&gt;" in page
     assert "<i>t</i>" not in page and "&lt;i&gt;t&lt;/i&gt;" in page
     assert "&lt;bad &amp; worse&gt;" in page and "&lt;h&gt;" in page
+
+
+def test_hostile_values_show_as_text_never_as_markup(full):
+    """Link names, prefixes, host names, messages, the title and analysis options are escaped
+    by the page's template (autoescape): none of them becomes an element or an attribute."""
+    result = dict(full, options=dict(full["options"], label=IMG_SQ))
+    page = tr.html(result, title=IMG, hosts={SCRIPT: {"status": IMG, "msg": IMG_SQ, "records": 3}})
+    assert_inert(page, SCRIPT, IMG, IMG_SQ, HOSTILE, HOSTILE_PREFIX)
+    assert "<h2 id='link-1'>Link &lt;script&gt;x&lt;/script&gt;|evil</h2>" in page
+    assert "<a href='#link-1'>&lt;script&gt;x&lt;/script&gt;|evil</a>" in page
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page and "label=&#39;&gt;&lt;img" in page
 
 
 def test_anomaly_rows_marks_and_spans(full):

@@ -13,6 +13,7 @@ import pytest
 
 from ansible_collections.netstack.tuning.plugins.module_utils.zerocopy import report as zcreport, measure as z
 from ansible_collections.netstack.tuning.plugins.module_utils.core.common import NetstackError
+from htmlcheck import IMG, IMG_SQ, SCRIPT, assert_inert
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SOURCE = open(os.path.join(ROOT, "src", "zc_bench.c")).read()
@@ -177,6 +178,22 @@ def test_report_html_and_markdown():
     assert "failed: unreachable" in page and page.count("<svg") == 2 and "a note" in page
     md = zcreport.markdown(result, "h1")
     assert "| 64K |" in md and "zc_cmsg` unsupported" in md and "**zerocopy**" in md
+
+
+def test_report_hostile_values_show_as_text_never_as_markup():
+    """Host names, kernel strings, verdicts (also in a class attribute), reasons, messages and
+    notes are escaped by the page's template (autoescape)."""
+    cells = _table({4096: (0.8, 0.8, 0.8), 65536: (1.3, 1.3, 1.3)})
+    cells.append(_cell("peer", "tcp", 4096, "zc_cmsg", [], status="unsupported"))
+    cells[-1]["reason"] = SCRIPT
+    cross, recs = z.analyse(cells, {"margin": 0.05, "paths": ["peer"], "protocols": ["tcp"]})
+    recs["peer"]["tcp"].update(verdict=IMG_SQ, text=SCRIPT)
+    result = {"cells": cells, "crossover": cross, "recommendations": recs, "notes": [IMG],
+              "kernel": {"release": IMG, "zc_cmsg": IMG_SQ}, "implementation": {"kind": SCRIPT}}
+    page = zcreport.html({SCRIPT: result, IMG: {"failed": True, "msg": IMG_SQ}}, title=IMG)
+    assert_inert(page, SCRIPT, IMG, IMG_SQ)
+    assert "<span class='verdict-&#39;&gt;&lt;img src=x onerror=alert(2)&gt;'>" in page
+    assert page.count("<svg") == 2 and "crossover: msg_zerocopy vs copy" in page
 
 
 # --------------------------------------------------------------------------- I/O and the real kernel

@@ -25,7 +25,7 @@ suite=bookworm
 # What the guest gets.  Changing this list changes the cache key (it is in this file).
 packages=(
   systemd systemd-sysv udev dbus
-  openssh-server python3 python3-apt python3-jsonschema
+  openssh-server python3 python3-apt python3-jsonschema python3-pyroute2
   iproute2 procps kmod iputils-ping ethtool
   python3-bpfcc bpfcc-tools bpftool
   linux-image-amd64 linux-headers-amd64

@@ -180,6 +180,19 @@ CONTROLLER_KEYS = {
 }
 
 
+def check_controller(cfg, field="controller"):
+    """cpu_partition's ``controller`` option: the keys of the agent's schema only
+    (CONTROLLER_KEYS), then settings()'s checks.  Returns a copy as given (the agent fills
+    in the defaults when it reads the section)."""
+    if not isinstance(cfg, dict):
+        raise NetstackError("must be a dict of controller settings", field=field)
+    bad = sorted(set(cfg) - set(CONTROLLER_KEYS), key=str)
+    if bad:
+        raise NetstackError("unknown key %s; known: %s" % (bad[0], ", ".join(sorted(CONTROLLER_KEYS))), field=field)
+    settings(cfg)
+    return dict(cfg)
+
+
 def settings(cfg):
     s = dict(DEFAULTS)
     s.update(dict((k, v) for k, v in (cfg or {}).items()

@@ -6,8 +6,9 @@
 Two layers:
 
 * the ``bpf(2)`` syscall through ctypes (pin/get, attach/detach/query, object info, map
-  elements).  Standard library only, so ``tcp_policy`` and tests can read and write pinned
-  maps without bcc;
+  elements) on top of ``core/syscall.py``'s ``sys_bpf``, the engine's one bpf(2) layer.
+  Standard library only, so ``tcp_policy`` and tests can read and write pinned maps without
+  bcc;
 * ``Engine``: the declarative resource behind the ``bpf_program`` module.  bcc is imported
   only inside the function that compiles (it exists only for the distribution's Python).
 
@@ -25,8 +26,13 @@ Identity is the program tag (the kernel's hash of the instructions, map fds zero
 re-applying the same source finds the pinned program attached and changes nothing.
 A changed source is loaded, pinned under a staging directory, maps with the same name and
 shape are copied over (rules survive), and each attachment is swapped atomically
-(``BPF_F_REPLACE`` on cgroups, ``tc filter replace``, re-attach on sockmaps), so there is no
-moment without a program.  Any failure before the swap leaves the old program as it was.
+(``BPF_F_REPLACE`` on cgroups, a tc filter replace over rtnetlink, re-attach on sockmaps), so
+there is no moment without a program.  Any failure before the swap leaves the old program as
+it was.
+
+``sched_cls`` programs are attached with rtnetlink through pyroute2 (imported only there; the
+distribution's python3-pyroute2, 0.7 or later): a clsact qdisc, then a direct-action bpf filter
+at the program's priority, handle 1, given the program's fd.
 """
 
 from __future__ import absolute_import, division, print_function
@@ -47,8 +53,9 @@ import tempfile
 import time
 
 from ansible_collections.netstack.tuning.plugins.module_utils.core import nsutil
-from ansible_collections.netstack.tuning.plugins.module_utils.core.common import NetstackError, run, which
+from ansible_collections.netstack.tuning.plugins.module_utils.core.common import NetstackError
 from ansible_collections.netstack.tuning.plugins.module_utils.core import kstate
+from ansible_collections.netstack.tuning.plugins.module_utils.core.syscall import sys_bpf
 
 BPFFS = "/sys/fs/bpf"
 PIN_ROOT = BPFFS + "/netstack"
@@ -62,7 +69,6 @@ MAP_LOOKUP_ELEM, MAP_UPDATE_ELEM, MAP_DELETE_ELEM, MAP_GET_NEXT_KEY = 1, 2, 3, 4
 OBJ_PIN, OBJ_GET, PROG_ATTACH, PROG_DETACH = 6, 7, 8, 9
 PROG_GET_FD_BY_ID, MAP_GET_FD_BY_ID, OBJ_GET_INFO_BY_FD, PROG_QUERY = 13, 14, 15, 16
 F_ALLOW_MULTI, F_REPLACE = 2, 4
-SYS_BPF = {"x86_64": 321, "aarch64": 280, "ppc64le": 361, "s390x": 351, "riscv64": 280}
 
 PROG_TYPES = {  # module name -> (kernel prog type, bcc load attach type or -1)
     "sock_ops": 13, "sk_msg": 16, "sock_addr": 18, "sched_cls": 3,
@@ -79,21 +85,10 @@ COPYABLE_MAPS = (1, 2, 5, 6, 9, 10, 11)
 PERCPU_MAPS = (5, 6, 10)
 
 
-# ------------------------------------------------------------------ bpf(2) syscall layer
+# ------------------------------------------------------------------ bpf(2) commands
+# sys_bpf (core/syscall.py) is the one bpf(2) call; it stays importable from here as bpf.sys_bpf.
 
 _libc = nsutil.libc  # the one libc handle of the engine (errno kept, syscall returns long)
-
-
-def sys_bpf(cmd, attr):
-    """bpf(cmd, attr); ``attr`` is a ctypes buffer.  Returns the result or raises OSError."""
-    nr = SYS_BPF.get(os.uname()[4])
-    if nr is None:
-        raise NetstackError("bpf(2) syscall number unknown for %s" % os.uname()[4])
-    res = _libc().syscall(ctypes.c_long(nr), ctypes.c_int(cmd), ctypes.byref(attr), ctypes.c_uint(ctypes.sizeof(attr)))
-    if res < 0:
-        err = ctypes.get_errno()
-        raise OSError(err, os.strerror(err))
-    return res
 
 
 def _attr(fmt, *vals):
@@ -526,35 +521,128 @@ def normalize_programs(programs):
     return out
 
 
-def _tc(netns, *args):
-    tc = which("tc")
-    if not tc:
-        raise NetstackError("tc (iproute2) is required for sched_cls programs", field="programs")
-    argv = [tc] + list(args)
-    if netns:
-        # Not `tc -n`: it remounts /sys in a private namespace, which hides /sys/fs/bpf and
-        # with it the pinned program.  nsenter switches the network namespace only.
-        nsenter = which("nsenter")
-        if not nsenter:
-            raise NetstackError("nsenter (util-linux) is required for sched_cls programs in a netns", field="programs")
-        argv = [nsenter, "--net=%s" % kstate.netns_file(netns)] + argv
-    return run(argv, timeout=30)
+# ------------------------------------------------------------------ tc over rtnetlink
+
+TC_PARENTS = {"ingress": "ffff:fff2", "egress": "ffff:fff3"}  # clsact's hooks (TC_H_MIN_INGRESS/EGRESS)
+TC_HANDLE = 1
+TCA_BPF_ID = 11  # in a bpf filter's TCA_OPTIONS: the id of its program
+
+
+def _pyroute2():
+    """(IPRoute, NetlinkError) of pyroute2, imported here only: hosts need it for sched_cls alone."""
+    try:
+        from pyroute2 import IPRoute
+        from pyroute2.netlink.exceptions import NetlinkError
+    except ImportError as e:
+        raise NetstackError("pyroute2 (python3-pyroute2) is required for sched_cls programs: %s" % e, field="programs")
+    return IPRoute, NetlinkError
+
+
+class _Tc(object):
+    """The clsact/bpf-filter operations of tc, over one rtnetlink socket; NetlinkError -> OSError."""
+
+    def __init__(self, ipr, nl_error, netns):
+        self.ipr, self.nl_error, self.netns = ipr, nl_error, netns
+
+    def _call(self, fn, *args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except self.nl_error as e:
+            code = e.code if isinstance(e.code, int) and e.code > 0 else errno.EIO
+            raise OSError(code, nsutil.errno_text(code))
+
+    def ifindex(self, dev, required=True):
+        """Index of interface ``dev``; None (or with ``required`` a NetstackError) when there is none."""
+        idx = self._call(self.ipr.link_lookup, ifname=dev)
+        if not idx and not required:
+            return None
+        if not idx:
+            raise NetstackError("interface %s: no such device%s" % (dev, " in netns %s" % self.netns if self.netns else ""),
+                                field="programs.interface")
+        return idx[0]
+
+    def has_clsact(self, idx):
+        return any(q.get_attr("TCA_KIND") == "clsact" for q in self._call(lambda: list(self.ipr.get_qdiscs(index=idx))))
+
+    def add_clsact(self, idx):
+        self._call(self.ipr.tc, "add", "clsact", idx)
+
+    def del_clsact(self, idx):
+        self._call(self.ipr.tc, "del", "clsact", idx)
+
+    def replace_filter(self, idx, direction, prio, fd, name):
+        """``tc filter replace dev X <direction> pref <prio> handle 1 bpf direct-action`` with program ``fd``:
+        created if missing, else the program is swapped in one step."""
+        self._call(self.ipr.tc, "replace-filter", "bpf", idx, TC_HANDLE, parent=TC_PARENTS[direction], prio=prio,
+                   fd=fd, name=name, direct_action=True)
+
+    def del_filter(self, idx, direction, prio):
+        self._call(self.ipr.tc, "del-filter", "bpf", idx, TC_HANDLE, parent=TC_PARENTS[direction], prio=prio)
+
+    def filter_prog_ids(self, idx, direction, prio):
+        """Ids of the programs of the bpf filters at ``prio`` of one clsact hook."""
+        msgs = self._call(lambda: list(self.ipr.get_filters(index=idx, parent=TC_PARENTS[direction])))
+        ids = []
+        for m in msgs:
+            if (m["info"] >> 16) != prio or m.get_attr("TCA_KIND") != "bpf":
+                continue
+            pid = _bpf_filter_prog_id(m.get_attr("TCA_OPTIONS"))
+            if pid:
+                ids.append(pid)
+        return ids
+
+
+def _bpf_filter_prog_id(opts):
+    """TCA_BPF_ID of a bpf filter's options.  pyroute2 (0.7 to 0.9 at least) does not decode it, so
+    it is read from the attribute's raw bytes, which every pyroute2 keeps (``data``, ``offset``)."""
+    if opts is None:
+        return None
+    decoded = opts.get_attr("TCA_BPF_ID")
+    if decoded:
+        return decoded
+    raw = bytes(opts.data[opts.offset:opts.offset + opts.length])
+    off = 4  # after the TCA_OPTIONS header: the nested attributes
+    while off + 4 <= len(raw):
+        alen, atype = struct.unpack_from("=HH", raw, off)
+        if alen < 4:
+            break
+        if atype & 0x3FFF == TCA_BPF_ID and alen >= 8:
+            return struct.unpack_from("=I", raw, off + 4)[0]
+        off += (alen + 3) & ~3
+    return None
+
+
+@contextlib.contextmanager
+def _tc(netns):
+    """A ``_Tc`` whose rtnetlink socket belongs to network namespace ``netns`` (None: this one).
+
+    The socket is created while this thread is inside ``netns`` (a netlink socket talks to the
+    namespace it was made in), and all its work is done there.  Only the network namespace is
+    switched, never the mount namespace: ``tc -n`` would remount /sys privately and so hide
+    /sys/fs/bpf; here the program is passed by the fd already held.
+    """
+    iproute, nl_error = _pyroute2()
+    with kstate.in_netns(netns):
+        try:
+            ipr = iproute()
+        except nl_error as e:
+            raise OSError(e.code or errno.EIO, "rtnetlink: %s" % e)
+        try:
+            yield _Tc(ipr, nl_error, netns)
+        finally:
+            ipr.close()
 
 
 def _tc_filter_ids(p):
-    rc, out, _err = _tc(p["netns"], "-j", "filter", "show", "dev", p["interface"], p["direction"])
-    if rc != 0:
-        return []
+    """Ids of the programs in the tc bpf filters at ``p``'s interface, direction and priority;
+    [] when there are none (no such interface, no clsact).  A missing netns or pyroute2 is a
+    NetstackError."""
     try:
-        data = json.loads(out or "[]")
-    except ValueError:
+        with _tc(p["netns"]) as tc:
+            idx = tc.ifindex(p["interface"], required=False)
+            return tc.filter_prog_ids(idx, p["direction"], p["priority"]) if idx else []
+    except OSError:
         return []
-    ids = []
-    for f in data:
-        opts = f.get("options") or {}
-        if f.get("pref") == p["priority"] and opts.get("prog", {}).get("id"):
-            ids.append(opts["prog"]["id"])
-    return ids
 
 
 class Engine(object):
@@ -929,26 +1017,19 @@ class Engine(object):
             finally:
                 os.close(mfd)
         else:
-            rc, out, err = _tc(p["netns"], "qdisc", "show", "dev", p["interface"])
-            if rc != 0:
-                raise NetstackError("interface %s: %s" % (p["interface"], err.strip()), field="programs.interface")
-            if "clsact" not in out:
-                rc, out, err = _tc(p["netns"], "qdisc", "add", "dev", p["interface"], "clsact")
-                if rc != 0:
-                    raise NetstackError("cannot add clsact on %s: %s" % (p["interface"], err.strip()),
+            with _tc(p["netns"]) as tc:
+                idx = tc.ifindex(p["interface"])
+                try:
+                    if not tc.has_clsact(idx):
+                        tc.add_clsact(idx)
+                        p["_added_clsact"] = True
+                except OSError as e:
+                    raise NetstackError("cannot add clsact on %s: %s" % (p["interface"], e.strerror),
                                         field="programs.interface")
-                p["_added_clsact"] = True
-            tmp = tempfile.mkdtemp(prefix="__tc_", dir=self.pin_root)
-            try:
-                path = os.path.join(tmp, "prog")
-                obj_pin(fd, path)
-                rc, out, err = _tc(p["netns"], "filter", "replace", "dev", p["interface"], p["direction"],
-                                   "pref", str(p["priority"]), "handle", "1", "bpf", "direct-action",
-                                   "object-pinned", path)
-                if rc != 0:
-                    raise NetstackError("tc filter replace failed: %s" % err.strip(), field="programs")
-            finally:
-                shutil.rmtree(tmp, ignore_errors=True)
+                try:
+                    tc.replace_filter(idx, p["direction"], p["priority"], fd, p["function"])
+                except OSError as e:
+                    raise NetstackError("tc filter replace failed: %s" % e.strerror, field="programs")
 
     def _detach(self, p, fd, map_pins):
         if p["type"] in ("sock_ops", "sock_addr"):
@@ -963,10 +1044,20 @@ class Engine(object):
                 finally:
                     os.close(mfd)
         else:
-            _tc(p["netns"], "filter", "del", "dev", p["interface"], p["direction"], "pref", str(p["priority"]),
-                "handle", "1", "bpf")
-            if p.get("_added_clsact") or p.get("added_clsact"):
-                _tc(p["netns"], "qdisc", "del", "dev", p["interface"], "clsact")
+            # As `tc filter del` / `tc qdisc del` were: what is already gone is no error.
+            with _tc(p["netns"]) as tc:
+                idx = tc.ifindex(p["interface"], required=False)
+                if not idx:
+                    return
+                try:
+                    tc.del_filter(idx, p["direction"], p["priority"])
+                except OSError:
+                    pass
+                if p.get("_added_clsact") or p.get("added_clsact"):
+                    try:
+                        tc.del_clsact(idx)
+                    except OSError:
+                        pass
 
     def _detach_recorded(self, name, p, maps=None):
         """Detach a program recorded in the state file; tolerate what is already gone."""

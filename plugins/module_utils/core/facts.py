@@ -18,11 +18,9 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 import ctypes
-import errno
 import glob
 import mmap
 import os
-import platform
 import re
 import socket
 import struct
@@ -30,30 +28,15 @@ import struct
 from ansible_collections.netstack.tuning.plugins.module_utils.core.common import NetstackError, read_text, run, which
 from ansible_collections.netstack.tuning.plugins.module_utils.core.cpus import mask_to_cpus, parse_cpulist
 from ansible_collections.netstack.tuning.plugins.module_utils.core.nsutil import (
-    enter_netns, errno_text, in_child, libc, netns_path, new_netns)
+    enter_netns, errno_text, in_child, iproute, netns_path, new_netns, set_up)
+from ansible_collections.netstack.tuning.plugins.module_utils.core.syscall import syscall
 
 PROBES = ("kernel", "bpf", "bcc", "tcp", "qdiscs", "zerocopy", "cpu", "interfaces", "cgroups", "tuners")
 # Probes whose answer depends on the network namespace; with ``netns`` they run inside it.
 NETNS_PROBES = ("tcp", "interfaces")
 SO_ZEROCOPY = 60
-# syscall numbers: (bpf, io_uring_setup, io_uring_register)
-_SYSCALLS = {"x86_64": (321, 425, 427), "aarch64": (280, 425, 427)}
-
-
-def _syscall_nr(which_one):
-    nrs = _SYSCALLS.get(platform.machine())
-    if nrs is None:
-        raise OSError(errno.ENOSYS, "no syscall table for %s" % platform.machine())
-    return nrs[("bpf", "io_uring_setup", "io_uring_register").index(which_one)]
-
-
-def _syscall(name, *args):
-    """Call a raw syscall; return its result or raise OSError with the kernel's errno."""
-    ret = libc().syscall(ctypes.c_long(_syscall_nr(name)), *args)
-    if ret < 0:
-        err = ctypes.get_errno()
-        raise OSError(err, errno_text(err))
-    return ret
+# Raw syscalls (bpf, io_uring_setup, io_uring_register) go through core/syscall.py, the
+# engine's one table of syscall numbers.
 
 
 # --------------------------------------------------------------------------- kernel
@@ -107,7 +90,7 @@ MAP_TYPES = {
 
 def _bpf(cmd, attr):
     buf = ctypes.create_string_buffer(bytes(attr), _ATTR_SIZE)
-    return _syscall("bpf", ctypes.c_long(cmd), buf, ctypes.c_long(_ATTR_SIZE))
+    return syscall("bpf", ctypes.c_long(cmd), buf, ctypes.c_long(_ATTR_SIZE))
 
 
 def bpf_prog_load(prog_type, attach_type=0, log_size=0):
@@ -257,7 +240,8 @@ QDISCS = {
     "codel": "root codel", "ingress": "ingress", "clsact": "clsact",
 }
 # mq needs a multi-queue device: probed on a 2-tx-queue veth (or dummy) inside the netns
-MQ_DEVICES = (["veth", "peer", "name", "nsf-mq1"], ["dummy"])
+# (pyroute2 link arguments; the links go with the probe's throwaway netns)
+MQ_DEVICES = (("veth", "nsf-mq1"), ("dummy", None))  # (kind, peer)
 
 
 def _tc_error(stderr, rc):
@@ -270,10 +254,22 @@ def _tc_error(stderr, rc):
 
 
 def _qdisc_work():
-    tc, ip = which("tc"), which("ip")
-    if not tc or not ip:
-        raise NetstackError("qdisc probe needs 'tc' and 'ip' (iproute2)")
-    run([ip, "link", "set", "lo", "up"], check=True)
+    """In the probe's throwaway netns: links through pyroute2; each qdisc through tc, because
+    what it reports is tc's own error line and pyroute2 (0.7 and 0.9) can build neither prio
+    nor red (no encoders) nor report the kernel's extended error text."""
+    tc = which("tc")
+    if not tc:
+        raise NetstackError("qdisc probe needs 'tc' (iproute2)", field="gather_subset")
+    with iproute(field="gather_subset") as ipr:
+        set_up(ipr, "lo", field="gather_subset")
+        mq_dev = False
+        for kind, peer in MQ_DEVICES:
+            try:
+                ipr.link("add", ifname="nsf-mq0", num_tx_queues=2, kind=kind, **({"peer": {"ifname": peer}} if peer else {}))
+                mq_dev = True
+                break
+            except Exception:  # noqa: BLE001 - that kind of device is not available; try the next
+                continue
     ok, errors = {}, {}
     for name, args in sorted(QDISCS.items()):
         verb = "add" if name in ("ingress", "clsact") else "replace"
@@ -284,11 +280,9 @@ def _qdisc_work():
         elif verb == "add":
             run([tc, "qdisc", "del", "dev", "lo", name])
     ok["mq"], errors["mq"] = None, "no multi-queue device could be created to try mq on"
-    for kind in MQ_DEVICES:
-        if run([ip, "link", "add", "nsf-mq0", "numtxqueues", "2", "type"] + kind)[0] == 0:
-            rc, _out, err = run([tc, "qdisc", "replace", "dev", "nsf-mq0", "root", "mq"])
-            ok["mq"], errors["mq"] = rc == 0, _tc_error(err, rc) if rc else None
-            break
+    if mq_dev:
+        rc, _out, err = run([tc, "qdisc", "replace", "dev", "nsf-mq0", "root", "mq"])
+        ok["mq"], errors["mq"] = rc == 0, _tc_error(err, rc) if rc else None
     return {"probed": ok, "errors": dict((k, v) for k, v in errors.items() if v)}
 
 
@@ -308,13 +302,13 @@ def io_uring_probe():
     """Set up a 2-entry ring; return (available, error, supported opcodes or None)."""
     params = ctypes.create_string_buffer(120)
     try:
-        fd = _syscall("io_uring_setup", ctypes.c_long(2), params)
+        fd = syscall("io_uring_setup", ctypes.c_long(2), params)
     except OSError as e:
         return False, e.strerror, None
     try:
         probe = ctypes.create_string_buffer(16 + 8 * 256)
-        _syscall("io_uring_register", ctypes.c_long(fd), ctypes.c_long(IORING_REGISTER_PROBE),
-                 probe, ctypes.c_long(256))
+        syscall("io_uring_register", ctypes.c_long(fd), ctypes.c_long(IORING_REGISTER_PROBE),
+                probe, ctypes.c_long(256))
         raw = probe.raw
         ops_len = raw[1]
         ops = set(raw[16 + 8 * i] for i in range(ops_len) if struct.unpack_from("=H", raw, 16 + 8 * i + 2)[0] & 1)

@@ -17,6 +17,13 @@ argument handling, before any netstack code runs:
   only as an int, a whole finite float, or ASCII digits (at most 20, optional sign); any
   other value is handed to Ansible as text that names it, so its conversion fails with a
   message naming the option.
+
+It also makes an option given as null the same as an option not given, for options
+without a default (after validation Ansible holds None for both anyway): Ansible's own
+cross-option checks (``required_if``, ``mutually_exclusive``, ``required_together``,
+``required_one_of``) count an option as given when its key is present, so ``policies:
+null`` passed ``required_if`` and reached the module as None.  With the key dropped these
+checks are the modules' whole check of what they declare.
 """
 
 from __future__ import absolute_import, division, print_function
@@ -77,10 +84,20 @@ def guard_ints(params, spec):
                 guard_ints(element, sub)
 
 
+def drop_nulls(params, spec):
+    """Remove, in place, the top-level options of ``spec`` given as None that have no default."""
+    if not isinstance(params, dict):
+        return
+    for name, opts in spec.items():
+        if name in params and params[name] is None and opts.get("default") is None:
+            del params[name]
+
+
 class NetstackModule(AnsibleModule):
 
     def _load_params(self):
         super(NetstackModule, self)._load_params()
+        drop_nulls(self.params, self.argument_spec)
         guard_ints(self.params, self.argument_spec)
 
     def _log_invocation(self):

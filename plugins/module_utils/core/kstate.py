@@ -202,20 +202,8 @@ def in_netns(name):
     if not name:
         yield
         return
-    path = netns_file(name)
-    own = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
-    try:
-        target = os.open(path, os.O_RDONLY)
-        try:
-            nsutil.libc_call("setns", "setns(%s)" % path, target, nsutil.CLONE_NEWNET)
-        finally:
-            os.close(target)
-        try:
-            yield
-        finally:
-            nsutil.libc_call("setns", "setns(back)", own, nsutil.CLONE_NEWNET)
-    finally:
-        os.close(own)
+    with nsutil.thread_in_netns(netns_file(name)):
+        yield
 
 
 def _in_child_with_sysfs(netns, func, *args):

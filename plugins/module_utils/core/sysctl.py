@@ -1,7 +1,8 @@
 # -*- coding: utf-8 -*-
 # Copyright: netstack.tuning contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""Sysctl sets: validation and planning, sysctl.d drop-ins, and other managers of a key.
+"""Sysctl sets: validation and planning, sysctl.d drop-ins, other managers of a key, and
+``set_sysctls()``, the whole of what the sysctl_set module does.
 
 ``plan()`` turns a user's {name: value} into per-key before/after pairs without writing
 anything; every error (unknown key, path tricks, wrong type, read-only key) is raised
@@ -16,8 +17,9 @@ import glob
 import os
 import re
 
-from ansible_collections.netstack.tuning.plugins.module_utils.core.common import NetstackError, read_text
+from ansible_collections.netstack.tuning.plugins.module_utils.core.common import NetstackError, check_path, read_text
 from ansible_collections.netstack.tuning.plugins.module_utils.core import kstate
+from ansible_collections.netstack.tuning.plugins.module_utils.core.journal import check_txn_id
 
 SYSCTL_D_DIRS = ("/etc/sysctl.d", "/run/sysctl.d", "/usr/local/lib/sysctl.d", "/usr/lib/sysctl.d",
                  "/lib/sysctl.d")
@@ -252,3 +254,118 @@ def detect_conflicts(keys, own_files=(), dirs=SYSCTL_D_DIRS, conf=SYSCTL_CONF, p
                 found.append({"key": k, "manager": "bpftune", "where": "pid %s" % procs["bpftune"][0],
                               "value": None})
     return found
+
+
+# ------------------------------------------------------------------------- sysctl_set
+
+MAX_CONFIRM_TIMEOUT = 7 * 24 * 3600   # a week
+
+
+def check_set_options(opts):
+    """What sysctl_set's argument_spec cannot say about its options (their presence and
+    combinations it declares), checked before the journal is read: the confirm window's
+    range, the journal id's form, the drop-in directory, and a drop-in in a namespace."""
+    check_path(opts["persist_dir"], "persist_dir")
+    if not 0 <= opts["confirm_timeout"] <= MAX_CONFIRM_TIMEOUT:
+        raise NetstackError("must be between 0 and %d seconds, got %d" % (MAX_CONFIRM_TIMEOUT, opts["confirm_timeout"]),
+                            field="confirm_timeout")
+    check_txn_id(opts.get("journal_id"))
+    if opts["persist"] == "file" and opts.get("netns"):
+        raise NetstackError("persist=file cannot be combined with netns: a drop-in applies to "
+                            "the host namespace at boot", field="persist")
+
+
+def _diff(changes, path=None, file_before=None, file_after=None):
+    before = "".join("%s = %s\n" % (c.item.key, c.before) for c in changes)
+    after = "".join("%s = %s\n" % (c.item.key, c.after) for c in changes)
+    diffs = [{"before_header": "sysctl (running kernel)", "after_header": "sysctl (running kernel)",
+              "before": before, "after": after}]
+    if path and file_before != file_after:
+        diffs.append({"before_header": path, "after_header": path,
+                      "before": file_before or "", "after": file_after or ""})
+    return diffs
+
+
+def _conflicts(opts, changes, path):
+    """Other managers of the keys to set, and the warnings about them; NetstackError with
+    conflicts=fail.  Files and tuned apply to the host namespace, not to a named one."""
+    if opts["conflicts"] == "ignore" or opts.get("netns"):
+        return [], []
+    found = detect_conflicts([c.item.key for c in changes], own_files=[path] if path else [])
+    msgs = ["%s is also set by %s (%s%s)" % (c["key"], c["manager"], c["where"], ", value %s" % c["value"] if c["value"] else "")
+            for c in found]
+    if found and opts["conflicts"] == "fail":
+        raise NetstackError("other managers set these keys: " + "; ".join(msgs), field="conflicts", conflicts=found)
+    return found, msgs
+
+
+def set_sysctls(journal, opts, check_mode=False, diff=False):
+    """sysctl_set's work (see its documentation): ``opts`` are its options. Sets
+    (state=present) or restores (state=rolled_back) the keys, and the drop-in with
+    persist=file, as one journaled transaction; a commit-confirmed change defers its
+    drop-in to the confirm.  Interrupted or expired transactions are settled first.
+    Returns (result, warnings); in check mode nothing is written."""
+    check_set_options(opts)
+    netns = opts.get("netns")
+    # Interrupted or expired transactions are reverted before anything is planned on top of them.
+    settled = journal.settle(check=check_mode)
+    recovered = settled["recovered"] + settled["expired"]
+    path = None
+    if opts["persist"] == "file" or (opts["state"] == "rolled_back" and opts.get("persist_file")):
+        path = dropin_path(opts.get("persist_file"), opts["persist_dir"])
+        if not os.path.isdir(opts["persist_dir"]):
+            raise NetstackError("directory %s does not exist" % opts["persist_dir"], field="persist_dir")
+
+    file_item = kstate.Item("file", path) if path else None
+    file_before = file_item.read_raw() if file_item else None
+    file_after = file_before
+    warnings = []
+    if opts["state"] == "present":
+        changes = plan(opts.get("sysctls"), netns)
+        if file_item:
+            file_after = render_dropin(changes)
+        conflicts, warnings = _conflicts(opts, changes, path)
+    else:
+        names = list(opts.get("names") or []) + list((opts.get("sysctls") or {}).keys())
+        if not names:
+            raise NetstackError("state=rolled_back needs names or sysctls", field="names")
+        changes = plan_restore(names, journal, netns, opts.get("journal_id"))
+        conflicts = []
+        if file_item:
+            orig = journal.original_values([file_item.ident()])
+            if file_item.ident() in orig:
+                file_after = orig[file_item.ident()]
+
+    changed_items = [c for c in changes if c.changed]
+    file_changed = file_item is not None and file_before != file_after
+    result = {
+        "changed": bool(changed_items) or file_changed,
+        "changes": [c.as_dict() for c in changed_items],
+        "unchanged": [c.item.key for c in changes if not c.changed],
+        "journal_id": None,
+        "confirm_deadline": None,
+        "conflicts": conflicts,
+        "recovered": recovered,
+    }
+    if path:
+        result["persist_path"] = path
+    if diff:
+        result["diff"] = _diff(changed_items, path, file_before, file_after)
+    if not result["changed"] or check_mode:
+        return result, warnings
+
+    writes = [(c.item, c.after) for c in changed_items]
+    deferred = []
+    if file_changed:
+        if opts["confirm_timeout"] and writes:
+            deferred.append((file_item, file_after))  # written by the confirm (see persist)
+            result["persist_on_confirm"] = True
+        else:
+            writes.append((file_item, file_after))
+    reason = opts.get("reason") or ("sysctl_set state=%s" % opts["state"])
+    summary = journal.apply(writes, source="sysctl_set", reason=reason,
+                            confirm_timeout=opts["confirm_timeout"], on_confirm=deferred)
+    result["journal_id"] = summary["id"]
+    result["confirm_deadline"] = summary["confirm_deadline"]
+    result["recovered"] = recovered + summary["recovered"]
+    return result, warnings

@@ -3,8 +3,8 @@
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """The fleet report of playbooks/report.yml: every host's facts, journal and BPF pins,
 plus the capability reports found on the controller (site rollout, zero-copy, traffic,
-tuning), on one self-contained HTML page.  Plain Python; rendered by the site_report
-filter on the controller."""
+tuning), on one self-contained HTML page (templates/site.py, autoescaped).  Rendered by the
+site_report filter on the controller."""
 
 from __future__ import absolute_import, division, print_function
 
@@ -12,34 +12,17 @@ __metaclass__ = type
 
 import time
 
-from ansible_collections.netstack.tuning.plugins.module_utils.report import svgplot
+from ansible_collections.netstack.tuning.plugins.module_utils.report import svgplot, templating
+from ansible_collections.netstack.tuning.plugins.module_utils.report.templates import site as page
 
 ACTIVE = ("begun", "applied", "confirmed")
-
-CSS = """body{font-family:sans-serif;margin:2em;max-width:1200px;color:#222}
-table{border-collapse:collapse;margin:.5em 0 1.5em}td,th{border:1px solid #ccc;padding:3px 8px;text-align:left;vertical-align:top}
-th{background:#f0f0f0}.bad{color:#b00}.ok{color:#070}.muted{color:#777}h2{border-bottom:2px solid #ddd;margin-top:2em}
-code{background:#f6f6f6}"""
-
-
-def esc(value):
-    s = "" if value is None else str(value)
-    return s.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace('"', "&quot;")
-
-
-def table(head, rows):
-    out = ["<table><tr>%s</tr>" % "".join("<th>%s</th>" % esc(h) for h in head)]
-    for row in rows:
-        out.append("<tr>%s</tr>" % "".join("<td>%s</td>" % c for c in row))
-    out.append("</table>")
-    return "\n".join(out)
 
 
 def fmt_ts(ts):
     try:
         return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(float(ts)))
     except (TypeError, ValueError):
-        return esc(ts)
+        return "" if ts is None else str(ts)
 
 
 BPS_UNITS = (("Gbit/s", 1e9), ("Mbit/s", 1e6), ("kbit/s", 1e3))
@@ -103,6 +86,8 @@ def host_data(facts, journal, pins, agent_metrics=None):
     }
 
 
+# Each *_section gives its section's values as text (never markup); templates/site.py makes
+# the page of them and escapes every value.
 def fleet_section(hosts, site):
     site_hosts = (site or {}).get("hosts") or {}
     rows = []
@@ -111,158 +96,116 @@ def fleet_section(hosts, site):
         s = site_hosts.get(name) or {}
         status = s.get("status", "-")
         cls = "ok" if status == "applied" else ("bad" if status in ("rolled back", "not reached") else "muted")
-        rows.append([esc(name), esc(h.get("kernel")), esc(h.get("cpus")), esc(h.get("congestion_control")),
-                     esc("yes" if h.get("sock_ops") else "no"), esc(", ".join(h.get("other_tuners") or []) or "-"),
-                     "%d / %d" % (h.get("journal_in_force", 0), h.get("journal_total", 0)),
-                     esc(", ".join(h.get("pins") or []) or "-"), esc("up" if h.get("agent_up") else "-"),
-                     '<span class="%s">%s</span> %s' % (cls, esc(status), esc(", ".join(s.get("capabilities") or [])))])
-    head = ["host", "kernel", "CPUs", "congestion control", "sock_ops BPF", "other tuners running",
-            "journal in force / all", "BPF pins", "agent", "site rollout"]
-    out = ["<h2>Fleet</h2>", table(head, rows)]
-    failed = [(n, s) for n, s in sorted(site_hosts.items()) if s.get("error")]
-    if failed:
-        out.append("<p class=bad>Rolled back: %s</p>" % "; ".join(
-            "%s: %s" % (esc(n), esc(s["error"])) for n, s in failed))
-    if site:
-        out.append("<p class=muted>site.yml finished %s</p>" % esc(site.get("finished")))
-    return "\n".join(out)
+        rows.append({"cells": [name, h.get("kernel"), h.get("cpus"), h.get("congestion_control"),
+                               "yes" if h.get("sock_ops") else "no", ", ".join(h.get("other_tuners") or []) or "-",
+                               "%d / %d" % (h.get("journal_in_force", 0), h.get("journal_total", 0)),
+                               ", ".join(h.get("pins") or []) or "-", "up" if h.get("agent_up") else "-"],
+                     "cls": cls, "status": status, "capabilities": ", ".join(s.get("capabilities") or [])})
+    failed = [(n, s["error"]) for n, s in sorted(site_hosts.items()) if s.get("error")]
+    return {"rows": rows, "failed": failed, "site": bool(site), "finished": (site or {}).get("finished")}
 
 
 def journal_section(hosts):
-    out = ["<h2>Journal (newest 10 per host)</h2>"]
+    out = []
     for name in sorted(hosts):
         entries = hosts[name].get("journal") or []
-        if not entries:
-            continue
-        rows = [[esc(e.get("id")), fmt_ts(e.get("ts")), esc(e.get("state")), esc(e.get("reason")),
-                 esc(len(e.get("items") or []))] for e in reversed(entries)]
-        out.append("<h3>%s</h3>" % esc(name))
-        out.append(table(["id", "time (UTC)", "state", "reason", "items"], rows))
-    return "\n".join(out) if len(out) > 1 else ""
+        if entries:
+            out.append({"name": name, "rows": [[e.get("id"), fmt_ts(e.get("ts")), e.get("state"), e.get("reason"),
+                                                len(e.get("items") or [])] for e in reversed(entries)]})
+    return out
 
 
 def zerocopy_section(zc, link):
     if not zc:
-        return ""
+        return None
     rows = []
     for host in sorted(zc):
         res = zc[host] or {}
         if res.get("failed") or "recommendations" not in res:
-            rows.append([esc(host), "-", "-", '<span class=bad>%s</span>' % esc(res.get("msg", "no result"))])
+            rows.append({"host": host, "path": "-", "proto": "-", "failed": True, "msg": res.get("msg", "no result")})
             continue
         for path, protos in sorted(res["recommendations"].items()):
             for proto, rec in sorted(protos.items()):
-                rows.append([esc(host), esc(path), esc(proto), "<b>%s</b>: %s" % (esc(rec.get("verdict")), esc(rec.get("text")))])
-    return "\n".join(["<h2>Zero-copy</h2>", '<p><a href="%s">full report</a></p>' % esc(link) if link else "",
-                      table(["host", "path", "protocol", "verdict"], rows)])
+                rows.append({"host": host, "path": path, "proto": proto, "failed": False,
+                             "verdict": rec.get("verdict"), "text": rec.get("text")})
+    return {"link": link, "rows": rows}
 
 
 def traffic_section(tr, link):
     if not tr:
-        return ""
+        return None
     if not tr.get("series"):
-        return "<h2>Traffic</h2><p>no traffic recorded. %s</p>" % esc(" ".join(tr.get("notes") or []))
-    rows = [[esc(s["link"]), esc(s["direction"]), fmt_bps(s.get("mean_bps")), fmt_bps(s.get("peak_bps")),
+        return {"rows": [], "notes": " ".join(tr.get("notes") or [])}
+    rows = [[s["link"], s["direction"], fmt_bps(s.get("mean_bps")), fmt_bps(s.get("peak_bps")),
              fmt_bps((s.get("percentiles_bps") or {}).get("p95"))] for s in tr["series"]]
     # the chart in the unit the table uses for the largest value, so both read alike
     unit, scale = bps_unit(max(float(s.get("mean_bps") or 0) for s in tr["series"]))
     chart = svgplot.bar_chart([("%s %s" % (s["link"], s["direction"]), float(s.get("mean_bps") or 0) / scale)
                                for s in tr["series"]], "Mean rate per link and direction", unit,
                               vfmt=lambda v: "%.3g %s" % (v, unit))
-    anomalies = [[esc(a.get("kind")), esc(a.get("link")), fmt_ts(a.get("start")), fmt_ts(a.get("end")), esc(a.get("score"))]
+    anomalies = [[a.get("kind"), a.get("link"), fmt_ts(a.get("start")), fmt_ts(a.get("end")), a.get("score")]
                  for a in tr.get("anomalies") or []]
-    levels = [[esc(w.get("link")), esc(w.get("level")), esc(w.get("p95_utilisation"))] for w in tr.get("water_levels") or []]
-    out = ["<h2>Traffic</h2>", '<p><a href="%s">full report</a> (profile, anomalies, billing, projection)</p>' % esc(link)
-           if link else "", chart, table(["link", "direction", "mean", "peak", "p95"], rows)]
-    if anomalies:
-        out.append(table(["anomaly", "link", "start", "end", "score"], anomalies))
-    if levels:
-        out.append(table(["link", "water level", "p95 utilisation"], levels))
-    return "\n".join(out)
+    levels = [[w.get("link"), w.get("level"), w.get("p95_utilisation")] for w in tr.get("water_levels") or []]
+    return {"link": link, "chart": templating.trusted(chart), "rows": rows, "anomalies": anomalies, "levels": levels}
 
 
 def tuning_section(hosts_tuned):
     """Winners found by sysctl_study, if report.yml was given the study results."""
-    if not hosts_tuned:
-        return ""
     rows = []
-    for h, r in sorted(hosts_tuned.items()):
+    for h, r in sorted((hosts_tuned or {}).items()):
         p99 = r.get("p99_ms") or {}
         gain = ("%.1f ms -> %.1f ms (%.2fx)" % (p99["defaults"], p99["winner"], p99["winner"] / p99["defaults"])
                 if p99.get("defaults") and p99.get("winner") is not None else "-")
-        rows.append([esc(h), esc(r.get("scenario") or "-"), esc("yes" if r.get("accepted") else "no"), esc(gain),
-                     esc(", ".join("%s=%s" % kv for kv in sorted((r.get("sysctls") or {}).items())))])
-    return "\n".join(["<h2>Sysctl tuning</h2>",
-                      "<p>The study's winner against the kernel defaults in the interleaved verification (p99 "
-                      "latency, medians); accepted only when significantly better.</p>",
-                      table(["canary", "scenario", "accepted", "p99 defaults -> winner", "winner"], rows)])
+        rows.append([h, r.get("scenario") or "-", "yes" if r.get("accepted") else "no", gain,
+                     ", ".join("%s=%s" % kv for kv in sorted((r.get("sysctls") or {}).items()))])
+    return rows
 
 
 def after_section(after):
     """The hosts as they are after a rollback ({host: host_data}), shown first: what the page
     below shows is the state while everything was applied."""
-    if not after:
-        return ""
     rows = []
-    for name in sorted(after):
+    for name in sorted(after or {}):
         h = after[name]
-        clean = not h.get("journal_in_force") and not h.get("pins") and not h.get("agent_up")
-        rows.append([esc(name), esc(h.get("journal_in_force", 0)), esc(", ".join(h.get("pins") or []) or "none"),
-                     esc("up" if h.get("agent_up") else "stopped"),
-                     '<span class="%s">%s</span>' % ("ok" if clean else "bad", "as before netstack" if clean else "changes remain")])
-    return "\n".join(["<h2>After the rollback</h2>",
-                      "<p>Everything below was measured while the capabilities were applied; this is each host "
-                      "once the job had taken them back.</p>",
-                      table(["host", "journal entries in force", "BPF pins", "agent", "state"], rows)])
-
-
-def _kv(d):
-    return ", ".join("%s %s" % (esc(k), esc(v)) for k, v in d)
+        rows.append({"name": name, "in_force": h.get("journal_in_force", 0), "pins": ", ".join(h.get("pins") or []) or "none",
+                     "agent": "up" if h.get("agent_up") else "stopped",
+                     "clean": not h.get("journal_in_force") and not h.get("pins") and not h.get("agent_up")})
+    return rows
 
 
 def evidence_section(evidence):
     """What each capability did on each host while applied (playbooks/tasks/demo_evidence.yml):
     {host: {"sysctl": {...}, "tcp_rules": [...], "shm": {...}, "amp": {...}}}."""
-    if not evidence:
-        return ""
-    out = ["<h2>Evidence per capability</h2>"]
-    for name in sorted(evidence):
+    out = []
+    for name in sorted(evidence or {}):
         ev = evidence[name] or {}
-        out.append("<h3>%s</h3>" % esc(name))
+        item = {"name": name, "sysctl": None, "tcp_rules": None, "shm": None, "amp": None}
         sy = ev.get("sysctl") or {}
         if sy.get("changes"):
-            out.append("<p><b>Sysctl profile</b> %s (namespace %s): %s set, before and after:</p>" % (
-                esc(sy.get("name")), esc(sy.get("netns") or "host"), plural(len(sy["changes"]), "key")))
-            rows = [[esc(c.get("key")), esc(c.get("before")), esc(c.get("after"))] for c in sy["changes"]]
-            out.append(table(["key", "before", "after"], rows))
+            item["sysctl"] = {"name": sy.get("name"), "netns": sy.get("netns") or "host",
+                              "count": plural(len(sy["changes"]), "key"),
+                              "rows": [[c.get("key"), c.get("before"), c.get("after")] for c in sy["changes"]]}
         rules = ev.get("tcp_rules") or []
         if rules:
-            out.append("<p><b>TCP tuning</b>: connections each rule matched (and settings the kernel refused):</p>")
-            out.append(table(["rule", "sets", "connections", "refused"],
-                             [[esc(r.get("name")), esc(", ".join("%s=%s" % kv for kv in sorted((r.get("set") or {}).items()))),
-                               esc(r.get("hits")), esc(r.get("errors"))] for r in rules]))
+            item["tcp_rules"] = [[r.get("name"), ", ".join("%s=%s" % kv for kv in sorted((r.get("set") or {}).items())),
+                                  r.get("hits"), r.get("errors")] for r in rules]
         sh = ev.get("shm") or {}
         if sh.get("arms"):
             a, t = sh["arms"]["path"], sh["arms"]["tcp"]
-            c = sh.get("counters") or {}
-            out.append("<p><b>Same-host path</b>: request/response (%s B, one in flight) on a port in the policy and "
-                       "on one outside it, interleaved; the path %s.</p>" % (
-                           esc(sh.get("size", 64)), "carried it" if sh.get("on_path") else "<span class=bad>did not carry it</span>"))
-            out.append(table(["", "round trips/s", "RTT p50 (us)", "RTT p99 (us)"],
-                             [["same-host path", esc(a["round_trips_per_s"]), esc(a["rtt_us"]["p50"]), esc(a["rtt_us"]["p99"])],
-                              ["TCP", esc(t["round_trips_per_s"]), esc(t["rtt_us"]["p50"]), esc(t["rtt_us"]["p99"])],
-                              ["path / TCP", esc((sh.get("ratio") or {}).get("round_trips_per_s")),
-                               esc((sh.get("ratio") or {}).get("rtt_p50")), ""]]))
-            out.append("<p class=muted>path counters over the run: %s</p>" % _kv(sorted(c.items())))
+            ratio = sh.get("ratio") or {}
+            item["shm"] = {"size": sh.get("size", 64), "on_path": bool(sh.get("on_path")),
+                           "counters": sorted((sh.get("counters") or {}).items()),
+                           "rows": [["same-host path", a["round_trips_per_s"], a["rtt_us"]["p50"], a["rtt_us"]["p99"]],
+                                    ["TCP", t["round_trips_per_s"], t["rtt_us"]["p50"], t["rtt_us"]["p99"]],
+                                    ["path / TCP", ratio.get("round_trips_per_s"), ratio.get("rtt_p50"), ""]]}
         amp = ev.get("amp") or {}
         if amp.get("net_cpus") is not None:
-            out.append("<p><b>AMP</b>: network CPUs %s, application CPUs %s.</p>" % (esc(amp["net_cpus"]), esc(amp.get("app_cpus"))))
             soft = amp.get("softirq") or {}
-            if soft:
-                cpus = sorted(set(k for v in soft.values() for k in v))
-                out.append(table(["softirq during %s" % esc(amp.get("load", "the burst"))] + [esc(c) for c in cpus],
-                                 [[esc(kind)] + [esc(soft[kind].get(c, 0)) for c in cpus] for kind in sorted(soft)]))
-    return "\n".join(out)
+            cpus = sorted(set(k for v in soft.values() for k in v))
+            item["amp"] = {"net_cpus": amp["net_cpus"], "app_cpus": amp.get("app_cpus"), "load": amp.get("load", "the burst"),
+                           "cpus": cpus, "softirq_rows": [[kind] + [soft[kind].get(c, 0) for c in cpus] for kind in sorted(soft)]}
+        out.append(item)
+    return out
 
 
 def softirq_delta(before, after, kinds=("NET_RX", "NET_TX")):
@@ -291,15 +234,12 @@ def html(hosts, reports=None, title="netstack.tuning fleet report"):
     "evidence", "after", "links": {"zerocopy": href, "traffic": href}}, each optional."""
     reports = reports or {}
     links = reports.get("links") or {}
-    parts = ["<!DOCTYPE html><html><head><meta charset=utf-8><title>%s</title><style>%s</style></head><body>"
-             % (esc(title), CSS), "<h1>%s</h1>" % esc(title),
-             "<p class=muted>%s; generated %s UTC</p>" % (plural(len(hosts), "host"),
-                                                          time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime())),
-             after_section(reports.get("after")),
-             fleet_section(hosts, reports.get("site")),
-             evidence_section(reports.get("evidence")),
-             tuning_section(reports.get("tuning")),
-             zerocopy_section(reports.get("zerocopy"), links.get("zerocopy")),
-             traffic_section(reports.get("traffic"), links.get("traffic")),
-             journal_section(hosts), "</body></html>"]
-    return "\n".join(p for p in parts if p)
+    return templating.render(page.NAME, page.SOURCE, title=title, host_count=plural(len(hosts), "host"),
+                             generated=time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime()),
+                             after=after_section(reports.get("after")),
+                             fleet=fleet_section(hosts, reports.get("site")),
+                             evidence=evidence_section(reports.get("evidence")),
+                             tuning=tuning_section(reports.get("tuning")),
+                             zerocopy=zerocopy_section(reports.get("zerocopy"), links.get("zerocopy")),
+                             traffic=traffic_section(reports.get("traffic"), links.get("traffic")),
+                             journal=journal_section(hosts))

@@ -150,6 +150,22 @@ def _reap(pid, kill=True):
         pass
 
 
+def check(path_port, tcp_port, size, seconds, rounds):
+    """shm_probe's settings (NetstackError naming the option): two different ports, a
+    message of 1 byte to 1 MiB, 0.1 to 60 s per round (NaN refused), 1 to 20 rounds."""
+    for field, port in (("path_port", path_port), ("tcp_port", tcp_port)):
+        if not 1 <= port <= 65535:
+            raise NetstackError("must be a port (1-65535), got %d" % port, field=field)
+    if path_port == tcp_port:
+        raise NetstackError("must differ from path_port", field="tcp_port")
+    if not 1 <= size <= 1 << 20:
+        raise NetstackError("must be 1 to 1048576 bytes, got %d" % size, field="size")
+    if not 0.1 <= seconds <= 60:
+        raise NetstackError("must be 0.1 to 60 s, got %r" % seconds, field="seconds")
+    if not 1 <= rounds <= 20:
+        raise NetstackError("must be 1 to 20, got %d" % rounds, field="rounds")
+
+
 def run(arms, size=64, seconds=1.0, rounds=3, cgroup_procs=None, timeout=None):
     """arms: [(name, port), ...].  Returns {name: summary}; raises NetstackError."""
     listeners = [_listen(arm[1]) for arm in arms]

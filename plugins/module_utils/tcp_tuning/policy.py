@@ -113,6 +113,20 @@ def kernel_hz():
     return None
 
 
+DEFAULT_HZ = 250
+
+
+def effective_hz(given=None):
+    """(hz, notes): the kernel_hz option when given (plan() checks it: 0 is refused, not
+    taken as "unset"), else the running kernel's CONFIG_HZ, else 250 with a note."""
+    if given is not None:
+        return given, []
+    hz = kernel_hz()
+    if hz:
+        return hz, []
+    return DEFAULT_HZ, ["kernel HZ unknown (no kernel config found); assuming %d for syn_rto_ms" % DEFAULT_HZ]
+
+
 # ------------------------------------------------------------------ validation
 
 def _path(err):

@@ -53,9 +53,9 @@ import time
 import zlib
 
 from ansible_collections.netstack.tuning.plugins.module_utils.bpf import program as bpf
-from ansible_collections.netstack.tuning.plugins.module_utils.core import kstate
+from ansible_collections.netstack.tuning.plugins.module_utils.core import kstate, nsutil
 from ansible_collections.netstack.tuning.plugins.module_utils.traffic import data as trafficdata
-from ansible_collections.netstack.tuning.plugins.module_utils.core.common import NetstackError, collection_file, run, which
+from ansible_collections.netstack.tuning.plugins.module_utils.core.common import NetstackError, collection_file
 from ansible_collections.netstack.tuning.plugins.module_utils.core import metrics as prom
 
 SOURCE_NAME = "traffic.bpf.c"
@@ -69,6 +69,15 @@ DEFAULT_PRIORITY = 1
 ETH_HLEN = 14
 # Link types (``ip -j link``'s link_type) whose packets have no link-layer header at tc.
 L3_LINK_TYPES = ("none", "ipip", "sit", "gre", "ip6gre", "tunnel6", "ip6tnl", "rawip")
+# ARPHRD_* (a link's ifi_type) -> the name ``ip link`` gives it (iproute2's ll_types.c); other types
+# read "[n]" (they all have a link-layer header as far as the collector is concerned).
+ARPHRD_NAMES = {0: "generic", 1: "ether", 2: "eether", 3: "ax25", 4: "pronet", 5: "chaos", 6: "ieee802", 7: "arcnet",
+                8: "atalk", 15: "dlci", 19: "atm", 23: "metricom", 24: "ieee1394", 32: "infiniband", 256: "slip",
+                257: "cslip", 258: "slip6", 259: "cslip6", 260: "rsrvd", 264: "adapt", 270: "rose", 271: "x25",
+                272: "hwx25", 280: "can", 512: "ppp", 513: "hdlc", 516: "lapb", 517: "ddcmp", 518: "rawhdlc",
+                519: "rawip", 768: "ipip", 769: "tunnel6", 770: "frad", 771: "skip", 772: "loopback", 773: "ltalk",
+                774: "fddi", 775: "bif", 776: "sit", 777: "ip/ddp", 778: "gre", 779: "pimreg", 780: "hippi", 823: "ip6gre",
+                0xFFFE: "none", 0xFFFF: "void"}
 IFNAME_RE = re.compile(r"\A[A-Za-z0-9_.@:-]{1,15}\Z")
 DAY_RE = re.compile(r"\A(\d{4})-(\d{2})-(\d{2})\.csv\Z")
 MAX_INTERFACES = 64
@@ -317,24 +326,16 @@ class Collector(object):
     # -- interfaces ---------------------------------------------------------------
     def links(self):
         """{name: {"ifindex", "l2_len", "link_type"}} of every interface in the collector's netns."""
-        ip = which("ip")
-        if not ip:
-            raise NetstackError("ip (iproute2) is required", field="interfaces")
-        argv = [ip, "-j"] + (["-n", self.netns] if self.netns else []) + ["link", "show"]
+        field = "netns" if self.netns else "interfaces"
         if self.netns:
             kstate.netns_file(self.netns)
-        rc, out, err = run(argv, timeout=30)
-        if rc != 0:
-            raise NetstackError("ip link show failed: %s" % err.strip(), field="netns" if self.netns else "interfaces")
-        try:
-            data = json.loads(out or "[]")
-        except ValueError:
-            raise NetstackError("ip -j link show printed no JSON", field="interfaces")
+        with nsutil.iproute(self.netns, field=field) as ipr:
+            data = nsutil.netlink("ip link show", ipr.get_links, field=field)
         res = {}
         for li in data:
-            lt = li.get("link_type") or "ether"
-            res[li["ifname"]] = {"ifindex": int(li["ifindex"]), "link_type": lt,
-                                 "l2_len": 0 if lt in L3_LINK_TYPES else ETH_HLEN}
+            lt = ARPHRD_NAMES.get(li["ifi_type"], "[%d]" % li["ifi_type"])
+            res[li.get_attr("IFLA_IFNAME")] = {"ifindex": int(li["index"]), "link_type": lt,
+                                               "l2_len": 0 if lt in L3_LINK_TYPES else ETH_HLEN}
         return res
 
     def _watched_links(self):

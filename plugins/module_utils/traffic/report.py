@@ -8,8 +8,9 @@ Per link the page shows traffic over time against the seasonal baseline with the
 windows shaded and marked, the hour x weekday profile, the anomalies with their top
 contributors, 95th-percentile billing, water levels and the capacity projection; then the
 top talkers over all links.  Pure functions of the (JSON-like) result: no numpy, so the
-page can be rendered anywhere the result can be read.  Link names, prefixes and host
-names are user data and are escaped everywhere."""
+page can be rendered anywhere the result can be read.  The page is a Jinja2 template
+(report/templates/traffic.py) with autoescaping on: link names, prefixes and host names are
+user data, and the functions here give it as text, never as markup."""
 
 from __future__ import absolute_import, division, print_function
 
@@ -19,24 +20,14 @@ import calendar
 import math
 import time
 
-try:
-    from html import escape
-except ImportError:  # pragma: no cover
-    from cgi import escape
-
-from ansible_collections.netstack.tuning.plugins.module_utils.report import svgplot
+from ansible_collections.netstack.tuning.plugins.module_utils.report import svgplot, templating
+from ansible_collections.netstack.tuning.plugins.module_utils.report.templates import traffic as page
 
 DAY = 86400
 WEEK = 7 * DAY
 WEEKDAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
 LEVELS = ("ok", "warn", "critical")
 COLORS = {"in": "#1f77b4", "out": "#2ca02c", "in expected": "#9ecae1", "out expected": "#a1d99b"}
-
-STYLE = ("body{font-family:sans-serif;max-width:1100px;margin:2em auto}table{border-collapse:collapse;margin:.5em 0}"
-         "td,th{border:1px solid #ccc;padding:2px 7px;text-align:right}td:first-child,th:first-child{text-align:left}"
-         "td.l{text-align:left}.na{color:#999}.lvl-ok{color:#2ca02c;font-weight:bold}"
-         ".lvl-warn{color:#ff7f0e;font-weight:bold}.lvl-critical{color:#d62728;font-weight:bold}"
-         ".st-failed{color:#d62728}svg{display:block;margin:.5em 0}details{margin:.3em 0}")
 
 
 # ------------------------------------------------------------------ formatting
@@ -135,14 +126,14 @@ def _time_axis(lo, hi):
     return ticks, fmt
 
 
-def _td(v, cls=None):
-    return "<td%s>%s</td>" % (" class='%s'" % cls if cls else "", escape(str(v)))
+def _td(v, cls=None, kind=None):
+    """A table cell of the page (templates/traffic.py): its text, escaped there, and class."""
+    return (v if kind else str(v), cls, kind)
 
 
 def _table(head, rows):
-    """rows: lists of ready-made <td> cells."""
-    return "<table><tr>%s</tr>%s</table>" % ("".join("<th>%s</th>" % escape(h) for h in head),
-                                             "".join("<tr>%s</tr>" % "".join(r) for r in rows))
+    """rows: lists of _td() cells."""
+    return {"head": head, "rows": rows}
 
 
 def _level_cell(level):
@@ -227,7 +218,7 @@ def _hosts_table(hosts):
         rows.append([_td(host), _td(status, "lvl-ok" if status == "ok" else "st-failed"),
                      _td("-" if rec is None else "%.0f" % rec), _td(fmt_ts(h.get("first"))), _td(fmt_ts(h.get("last"))),
                      _td(h.get("msg") or "", "l")])
-    return "<h2>Data sources</h2>" + _table(["host", "status", "records", "first (UTC)", "last (UTC)", "message"], rows)
+    return _table(["host", "status", "records", "first (UTC)", "last (UTC)", "message"], rows)
 
 
 def _overview(r, links):
@@ -240,21 +231,19 @@ def _overview(r, links):
         peak = max(peaks) if peaks else None
         bills = sorted(_of(r, "billing", link), key=lambda b: str(b.get("month")))
         wl = _of(r, "water_levels", link)
-        rows.append(["<td><a href='#link-%d'>%s</a></td>" % (n + 1, escape(str(link))),
+        rows.append([_td(("#link-%d" % (n + 1), str(link)), kind="href"),
                      _td(fmt_rate(p95.get("in"))), _td(fmt_rate(p95.get("out"))), _td(fmt_rate(peak)),
                      _td(len(_of(r, "anomalies", link))),
                      _level_cell(wl[0].get("level")) if wl else _td("no capacity set", "na"),
                      _td("%s: %s" % (bills[-1].get("month"), fmt_rate(bills[-1].get("billable_bps"))) if bills else "-")])
-    return ("<h2>Links</h2>" + _table(["link", "p95 in", "p95 out", "peak", "anomalies", "water level",
-                                       "billable p95 (latest month)"], rows)
-            + "<p class='na'>Water levels: warn at %g %%, critical at %g %% of capacity (95th percentile of the last day)."
-              "</p>" % (warn * 100, crit * 100))
+    return {"table": _table(["link", "p95 in", "p95 out", "peak", "anomalies", "water level", "billable p95 (latest month)"], rows),
+            "warn": "%g" % (warn * 100), "critical": "%g" % (crit * 100)}
 
 
 def _series_table(r, link):
     ser = sorted(_of(r, "series", link), key=lambda s: _dir_order(s.get("direction")))
     if not ser:
-        return ""
+        return None
     keys = []
     for s in ser:
         keys += [k for k in _pct_keys(s.get("percentiles_bps")) if k not in keys]
@@ -290,7 +279,7 @@ def _traffic_chart(r, link):
             styles[d + " expected"] = {"color": COLORS.get(d + " expected"), "dash": "5,3", "width": 1.2}
     title = "%s: traffic (bit/s)" % link
     if not series:
-        return "<p class='na'>(no traffic samples to plot for %s)</p>" % escape(str(link))
+        return None
     marks, spans = [], []
     for a in _of(r, "anomalies", link):
         start, end = _num(a.get("start")), _num(a.get("end"))
@@ -328,7 +317,7 @@ def _heatmaps(r, link):
 def _anomaly_table(r, link):
     anomalies = _of(r, "anomalies", link)
     if not anomalies:
-        return "<p>No anomalies detected on this link.</p>"
+        return None
     rows, details = [], []
     for n, a in enumerate(anomalies):
         start, end = _num(a.get("start")), _num(a.get("end"))
@@ -341,24 +330,23 @@ def _anomaly_table(r, link):
                      _td(what, "l"), _td(", ".join(map(str, a.get("directions") or [])) or "-"),
                      _td(_magnitude(a)), _td(a.get("score", "-")),
                      _td(fmt_rate(a.get("observed_bps"))), _td(fmt_rate(a.get("expected_bps"))),
-                     "<td class='l'>%s</td>" % "<br>".join(escape(_contributor(c)) for c in contrib[:3])])
+                     _td([_contributor(c) for c in contrib[:3]], "l", "lines")])
         if contrib:
             crow = [[_td(c.get("dimension", "?")), _td(c.get("value", "?"), "l"), _td(fmt_bytes(c.get("bytes"))),
                      _td(fmt_bytes(c.get("expected_bytes"))), _td(fmt_bytes(c.get("delta_bytes"))),
                      _td(fmt_pct(c.get("share_of_change") if _num(c.get("share_of_change")) is not None
                                  else c.get("share"), signed=False)), _td("yes" if c.get("new") else "")]
                     for c in contrib]
-            details.append("<details><summary>#%d %s at %s UTC: top contributors</summary>%s</details>" % (
-                n + 1, escape(str(what)), escape(fmt_ts(start)),
-                _table(["dimension", "value", "bytes", "expected", "change", "share", "new"], crow)))
-    return (_table(["start (UTC)", "end (UTC)", "duration", "kind", "directions", "magnitude", "score",
-                    "observed", "expected", "top contributors"], rows) + "".join(details))
+            details.append({"n": n + 1, "what": str(what), "start": fmt_ts(start),
+                            "table": _table(["dimension", "value", "bytes", "expected", "change", "share", "new"], crow)})
+    return {"table": _table(["start (UTC)", "end (UTC)", "duration", "kind", "directions", "magnitude", "score",
+                             "observed", "expected", "top contributors"], rows), "details": details}
 
 
 def _billing_table(r, link):
     bills = sorted(_of(r, "billing", link), key=lambda b: str(b.get("month")))
     if not bills:
-        return "<p class='na'>No billing data.</p>"
+        return None
     cost = any(_num(b.get("cost")) is not None for b in bills)
     rows = []
     for b in bills:
@@ -384,7 +372,7 @@ def _crossing(w, name):
 def _water_table(r, link):
     wl = _of(r, "water_levels", link)
     if not wl:
-        return "<p class='na'>No capacity set for this link: no water levels or capacity lines.</p>"
+        return None
     rows = []
     for w in wl:
         rows.append([_level_cell(w.get("level")), _td(fmt_rate(w.get("capacity_bps"))), _td(w.get("direction", "-")),
@@ -409,12 +397,12 @@ def _growth(p):
 def _projection_table(r, link):
     proj = sorted(_of(r, "projection", link), key=lambda p: _dir_order(p.get("direction")))
     if not proj:
-        return "<p class='na'>No projection.</p>"
+        return None
     rows = []
     for p in proj:
         head = [_td(p.get("direction", "?")), _td(p.get("days_used", "-"))]
         if "growth_per_year" not in p:
-            rows.append(head + ["<td colspan='4' class='l na'>%s</td>" % escape(str(p.get("note", "no projection")))])
+            rows.append(head + [_td(str(p.get("note", "no projection")), "l na", "colspan")])
             continue
         rows.append(head + [_td(_growth(p)), _td(fmt_rate(p.get("last_day_p95_bps"))),
                             _td(_interval(p.get("p95_in_30d")) if p.get("p95_in_30d") else "-"),
@@ -470,20 +458,19 @@ def _projection_charts(r, link):
 def _talkers(r):
     tt = r.get("top_talkers") or {}
     if not tt:
-        return ""
-    parts = ["<h2>Top talkers (all links)</h2>"]
+        return None
+    charts = []
     for dim, label in (("prefix", "remote prefixes"), ("port_class", "port classes")):
         items = [(str(x.get("value")), 100.0 * (_num(x.get("share")) or 0.0)) for x in (tt.get(dim) or [])]
         if items:
-            parts.append(svgplot.bar_chart(items, "Top %s (share of all bytes)" % label, "% of bytes",
-                                           vfmt=lambda v: "%.1f %%" % v))
+            charts.append(templating.trusted(svgplot.bar_chart(items, "Top %s (share of all bytes)" % label, "% of bytes",
+                                                               vfmt=lambda v: "%.1f %%" % v)))
     rows = []
     for dim in sorted(tt, key=str):
         for x in tt[dim] or []:
             rows.append([_td(dim), _td(x.get("value", "?"), "l"), _td(fmt_bytes(x.get("bytes"))),
                          _td(fmt_pct(x.get("share"), False))])
-    parts.append(_table(["dimension", "value", "bytes", "share"], rows))
-    return "".join(parts)
+    return {"charts": charts, "table": _table(["dimension", "value", "bytes", "share"], rows)}
 
 
 def _summary(r, links):
@@ -497,39 +484,32 @@ def _summary(r, links):
     e2e, e2e_rps = _num(r.get("end_to_end_seconds")), _num(r.get("end_to_end_records_per_second"))
     if e2e is not None:
         text += " End to end, reading included: %.2f s%s." % (e2e, "" if e2e_rps is None else " (%.0f records/s)" % e2e_rps)
-    return "<p>%s</p>" % escape(text)
+    return text
 
 
 def _options(r):
     o = r.get("options") or {}
-    if not o:
-        return ""
-    return "<p class='na'>analysis options: %s</p>" % escape("; ".join("%s=%s" % (k, o[k]) for k in sorted(o, key=str)))
+    return "; ".join("%s=%s" % (k, o[k]) for k in sorted(o, key=str)) if o else None
 
 
 def html(result, title="netstack.tuning traffic insight", hosts=None):
-    """One self-contained page for a ``trafficanalysis.analyze()`` result.  ``hosts`` =
-    {host: {"records", "first", "last", "status", "msg"}} lists the hosts whose stores
-    were gathered (shown first)."""
+    """One self-contained page for a ``trafficanalysis.analyze()`` result (templates/traffic.py).
+    ``hosts`` = {host: {"records", "first", "last", "status", "msg"}} lists the hosts whose
+    stores were gathered (shown first)."""
     r = result or {}
     links = _links(r)
-    parts = ["<!doctype html><html><head><meta charset='utf-8'><title>%s</title><style>%s</style></head><body>"
-             % (escape(title), STYLE), "<h1>%s</h1>" % escape(title), _summary(r, links)]
-    if hosts:
-        parts.append(_hosts_table(hosts))
-    if links:
-        parts.append(_overview(r, links))
-    else:
-        parts.append("<p class='na'>No links in this result.</p>")
-    for n, link in enumerate(links):
-        parts += ["<h2 id='link-%d'>Link %s</h2>" % (n + 1, escape(str(link))), _series_table(r, link),
-                  _traffic_chart(r, link), _heatmaps(r, link),
-                  "<h3>Anomalies</h3>", _anomaly_table(r, link),
-                  "<h3>95th-percentile billing</h3>", _billing_table(r, link),
-                  "<h3>Water levels</h3>", _water_table(r, link),
-                  "<h3>Capacity projection</h3>", _projection_table(r, link), _projection_charts(r, link)]
-    parts += [_talkers(r), _options(r), "</body></html>"]
-    return "\n".join(p for p in parts if p)
+    per_link = []
+    for link in links:
+        chart = _traffic_chart(r, link)
+        per_link.append({"name": str(link), "series": _series_table(r, link),
+                         "chart": templating.trusted(chart) if chart else None,
+                         "heatmaps": templating.trusted(_heatmaps(r, link)), "anomalies": _anomaly_table(r, link),
+                         "billing": _billing_table(r, link), "water": _water_table(r, link),
+                         "projection": _projection_table(r, link),
+                         "projection_charts": templating.trusted(_projection_charts(r, link))})
+    return templating.render(page.NAME, page.SOURCE, title=title, summary=_summary(r, links),
+                             hosts=_hosts_table(hosts) if hosts else None, overview=_overview(r, links) if links else None,
+                             links=per_link, talkers=_talkers(r), options=_options(r))
 
 
 # ------------------------------------------------------------------ markdown

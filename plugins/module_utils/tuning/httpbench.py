@@ -568,8 +568,9 @@ def run_benchmark(url, duration=10, connections=16, threads=1, warmup=2, repeats
 
 def reap_stale(prefix, ip=None):
     """Remove labs of ``prefix`` whose owning process is gone (it was SIGKILLed): their
-    namespaces (killing what runs inside) and temporary directories.  Returns their names."""
-    reaped = nsutil.reap_stale_netns(prefix, ip or require_tool("ip"))
+    namespaces (killing what runs inside) and temporary directories.  Returns their names.
+    (``ip`` is not used any more.)"""
+    reaped = nsutil.reap_stale_netns(prefix, ip)
     tmpdir = tempfile.gettempdir()
     tpat = re.compile(r"\A%s(\d+)-" % re.escape(TMP_PREFIX))
     try:
@@ -629,9 +630,8 @@ class Lab(object):
     ``path`` (netpath.validate's format) puts an impaired path between them: a third
     namespace, ``path_netns``, routes between the two and adds delay, loss, reordering and a
     bottleneck (netpath.py).  Without it (or with an empty one) the two are one veth apart.
+    The namespaces are an nsutil.NetnsLab (``netlab``), the lab the zero-copy test uses too.
     """
-
-    _seq = 0
 
     def __init__(self, nginx_mode="static", payload_bytes=1024, worker_processes="auto", connections=16,
                  netns_prefix="nsbench", listen_backlog=511, server_sysctls=None, startup_timeout=15.0,
@@ -651,11 +651,10 @@ class Lab(object):
         self.nginx_mode = p["nginx_mode"]
         self.startup_timeout = startup_timeout
         self.server_addr, self.client_addr, self.prefixlen, self.port = server_addr, client_addr, prefixlen, port
-        Lab._seq += 1
-        base = "%s-%d-%d" % (p["netns_prefix"], os.getpid(), Lab._seq)
-        self.server_netns = base + "-srv"
-        self.client_netns = base + "-cli"
-        self.path_netns = base + "-path" if self.path_spec else None
+        self.netlab = nsutil.NetnsLab(p["netns_prefix"], ("srv", "cli", "path") if self.path_spec else ("srv", "cli"))
+        self.server_netns = self.netlab.name("srv")
+        self.client_netns = self.netlab.name("cli")
+        self.path_netns = self.netlab.name("path")
         self.url = "http://%s:%d%s" % (server_addr, port, PAYLOAD_PATH)
         self.tmpdir = None
         self.proc = None
@@ -663,7 +662,6 @@ class Lab(object):
         self.sysctls_applied = []
         self.reaped = []
         self.nginx_version = None
-        self._made = []
         self.nginx = self.wrk = self.ip = None
 
     # -- lifecycle ---------------------------------------------------------------
@@ -710,23 +708,15 @@ class Lab(object):
         with open(self.conf_path, "w") as f:
             f.write(self.conf_text)
 
-    def _ip(self, *args):
-        rc, _out, err = run([self.ip] + list(args), timeout=30)
-        if rc != 0:
-            raise NetstackError("ip %s failed: %s" % (" ".join(args), err.strip()), field="netns")
-
     def _make_network(self):
-        for name in (self.server_netns, self.client_netns, self.path_netns):
-            if name:
-                self._ip("netns", "add", name)
-                self._made.append(name)
+        self.netlab.create(reap=False)  # start() reaped already (namespaces and directories)
         if self.path_spec:
             self.path = netpath.Path(self.path_spec, self.path_netns, self.server_netns, self.client_netns,
                                      self.server_addr, self.tmpdir)
             self.path.wire(SERVER_IFNAME, CLIENT_IFNAME, self.prefixlen)
             return
-        nsutil.link_veth(self.ip, (self.server_netns, SERVER_IFNAME, self.server_addr),
-                         (self.client_netns, CLIENT_IFNAME, self.client_addr), self.prefixlen)
+        self.netlab.veth(("srv", SERVER_IFNAME, self.server_addr), ("cli", CLIENT_IFNAME, self.client_addr),
+                         self.prefixlen)
 
     def apply_sysctls(self, sysctls):
         """Write net.* sysctls inside the server namespace (validated first, all of them)."""
@@ -853,14 +843,11 @@ class Lab(object):
             self.path.close()
 
     def _remove_namespaces(self):
-        ip = self.ip or which("ip") or "ip"
         errors = []
-        for name in reversed(self._made):
-            try:
-                nsutil.delete_netns(ip, name)
-            except NetstackError as e:
-                errors.append(str(e))
-        self._made = []
+        try:
+            self.netlab.close()
+        except NetstackError as e:
+            errors.append(str(e))
         for pid in self.nginx_pids_seen:
             if nsutil.pid_alive(pid):
                 try:

@@ -43,7 +43,7 @@ import subprocess
 import time
 
 from ansible_collections.netstack.tuning.plugins.module_utils.core.common import NetstackError, run, schema_error, which
-from ansible_collections.netstack.tuning.plugins.module_utils.core import kstate
+from ansible_collections.netstack.tuning.plugins.module_utils.core import kstate, nsutil
 from ansible_collections.netstack.tuning.plugins.module_utils.tuning import netpath_src
 
 DIRECTIONS = ("up", "down")
@@ -285,7 +285,7 @@ class Path(object):
         self._sysctls()
         if backend == "tun":
             self._start_helper()
-        self._qdiscs(pr)
+        self._qdiscs()
 
     def _ns_write(self, key, value):
         # not journaled: the path namespace and its settings go with the lab
@@ -328,7 +328,12 @@ class Path(object):
         except OSError:
             return "(no output)"
 
-    def _qdiscs(self, pr):
+    def _qdiscs(self):
+        """netem (where it is the backend) then tbf as the bottleneck, below netem or at the root.
+
+        tbf goes through pyroute2; netem stays with tc: pyroute2 (0.7 and 0.9) cannot encode
+        netem's Gilbert-Elliott loss model (TCA_NETEM_LOSS) and sends delays in scheduler
+        ticks where tc sends nanoseconds (TCA_NETEM_LATENCY64)."""
         tc = which("tc")
         rtt = rtt_ms(self.spec)
         for d, ifname in (("up", PATH_IF_SRV), ("down", PATH_IF_CLI)):
@@ -347,16 +352,11 @@ class Path(object):
             rate_bytes = int(s["rate_mbit"] * 1e6 / 8)
             burst = max(2 * MTU_WIRE, int(rate_bytes / 1000))  # a millisecond of tokens, at least two frames
             limit = queue_bytes(s, rtt)
-            if parent == "root":
-                with pr.NetNS(self.netns, flags=0) as ns:
-                    ns.tc("add", "tbf", index=ns.link_lookup(ifname=ifname)[0], handle="1:",
-                          rate="%dbit" % int(s["rate_mbit"] * 1e6), burst=burst, limit=limit)
-            else:
-                rc, _o, err = run([tc, "-n", self.netns, "qdisc", "add", "dev", ifname, "parent", parent,
-                                   "handle", "10:", "tbf", "rate", "%dbit" % int(s["rate_mbit"] * 1e6),
-                                   "burst", str(burst), "limit", str(limit)], timeout=30)
-                if rc != 0:
-                    raise NetstackError("tc tbf on %s: %s" % (ifname, err.strip()), field="path.%s" % d)
+            where = {"handle": "1:"} if parent == "root" else {"parent": parent, "handle": "10:"}
+            with nsutil.iproute(self.netns, field="path") as ipr:
+                nsutil.netlink("tc tbf on %s" % ifname, ipr.tc, "add", "tbf", index=nsutil.link_index(ipr, ifname, "path"),
+                               rate="%dbit" % int(s["rate_mbit"] * 1e6), burst=burst, limit=limit,
+                               field="path.%s" % d, **where)
 
     # -- reading -------------------------------------------------------------------
     def helper_stats(self):

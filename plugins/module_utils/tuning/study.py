@@ -432,19 +432,10 @@ def history(study, host=None):
 
 def render_report(result, title="sysctl study"):
     """One self-contained HTML page: summary, optimisation history, importances,
-    verification latency distributions, and the winning sysctls against the arms."""
-    from ansible_collections.netstack.tuning.plugins.module_utils.report import svgplot
-    try:
-        from html import escape
-    except ImportError:  # pragma: no cover
-        from cgi import escape
-
-    def row(*cells, **kw):
-        """A table row; ``left`` cells (by index) are left-aligned text."""
-        left = kw.get("left", ())
-        return "<tr>%s</tr>" % "".join(
-            "<td%s>%s</td>" % (" style='text-align:left'" if i in left else "", escape(str(c)))
-            for i, c in enumerate(cells))
+    verification latency distributions, and the winning sysctls against the arms
+    (the page is report/templates/study.py)."""
+    from ansible_collections.netstack.tuning.plugins.module_utils.report import svgplot, templating
+    from ansible_collections.netstack.tuning.plugins.module_utils.report.templates import study as page
 
     h = result.get("history", [])
     done = [x for x in h if x["state"] == "COMPLETE" and x["p99"] is not None]
@@ -453,71 +444,46 @@ def render_report(result, title="sysctl study"):
         if x["feasible"]:
             best_so_far = min(best_so_far, x["p99"])
         pts.append((x["number"], best_so_far if best_so_far < float("inf") else None))
-    parts = ["<!doctype html><html><head><meta charset='utf-8'><title>%s</title>" % escape(title),
-             "<style>body{font-family:sans-serif;max-width:980px;margin:2em auto}"
-             "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}"
-             "td:first-child{text-align:left}</style></head><body>",
-             "<h1>%s</h1>" % escape(title),
-             "<p>study <b>%s</b> (%s, sampler %s, objectives %s), host %s: %d trials. %s</p>" % (
-                 escape(result.get("study_name", "")), escape(result.get("storage", "")),
-                 escape(result.get("sampler", "")), escape(", ".join(result.get("objectives", []))),
-                 escape(result.get("host", "")), result.get("trials", 0),
-                 "<b>Accepted</b>: " + escape(result.get("reason", "")) if result.get("accepted")
-                 else "<b>Not accepted</b>: " + escape(result.get("reason", "")))]
-    if result.get("client"):
-        parts.append("<p>Remote client <b>%s</b> requested %s; each trial changed %s and was rolled back "
-                     "through the journal.</p>" % (
-                         escape(result["client"]), escape(result.get("target_url", "")),
-                         escape("%s and %s" % (result.get("host", ""), result["client"])
-                                if result.get("tune_client") else result.get("host", ""))))
-    elif result.get("tune_client"):
-        parts.append("<p>Each trial set its per-namespace keys in the lab's client namespace (wrk's) as well as "
-                     "the server's.</p>")
-    if result.get("pruned"):
-        parts.append("<p>%d trial(s) pruned after their first run%s.</p>" % (
-            result["pruned"], " (successive halving: the best 1/%d of first runs went on)" % result["halving"]
-            if result.get("halving") else ""))
-    parts.append(svgplot.line_chart(
-        {"trial p99": [(x["number"], x["p99"]) for x in done]}, "Optimisation history", "trial", "p99 (ms)",
-        points=True))
-    parts.append(svgplot.line_chart({"best feasible so far": pts}, "Best so far", "trial", "p99 (ms)"))
-    imp = sorted(result.get("importances", {}).items(), key=lambda kv: -kv[1])
-    parts.append(svgplot.bar_chart(imp, "Parameter importances (PED-ANOVA)", "importance"))
+    charts = [svgplot.line_chart({"trial p99": [(x["number"], x["p99"]) for x in done]}, "Optimisation history", "trial",
+                                 "p99 (ms)", points=True),
+              svgplot.line_chart({"best feasible so far": pts}, "Best so far", "trial", "p99 (ms)"),
+              svgplot.bar_chart(sorted(result.get("importances", {}).items(), key=lambda kv: -kv[1]),
+                                "Parameter importances (PED-ANOVA)", "importance")]
+    verification = None
     v = result.get("verification")
     if v:
-        parts.append(svgplot.box_plot({k: a["p99_samples"] for k, a in v["arms"].items()},
-                                      "Verification: p99 per interleaved run", "p99 (ms)"))
-        parts.append("<h2>Verification (%d interleaved rounds)</h2><table><tr><th>arm</th><th>p99 median ms</th>"
-                     "<th>p99 IQR</th><th>p99.9 median ms</th><th>req/s median</th><th>errors</th></tr>"
-                     % v["rounds"])
-        for k, a in v["arms"].items():
-            parts.append(row(k, "%.3f" % a["p99"]["median"], "%.3f" % a["p99"]["iqr"], "%.3f" % a["p999"]["median"],
-                             "%.0f" % a["rps"]["median"], a["errors"]))
-        parts.append("</table>")
+        verification = {"rounds": "%d" % v["rounds"], "distribution": None, "comparisons": [],
+                        "box_plot": templating.trusted(svgplot.box_plot({k: a["p99_samples"] for k, a in v["arms"].items()},
+                                                                        "Verification: p99 per interleaved run", "p99 (ms)")),
+                        "rows": [[str(k), "%.3f" % a["p99"]["median"], "%.3f" % a["p99"]["iqr"], "%.3f" % a["p999"]["median"],
+                                  "%.0f" % a["rps"]["median"], str(a["errors"])] for k, a in v["arms"].items()]}
         nines = ((0.301, "p50"), (1.0, "p90"), (2.0, "p99"), (3.0, "p999"))
         if all(k in a for a in v["arms"].values() for _x, k in nines):
-            parts.append(svgplot.line_chart(
+            verification["distribution"] = templating.trusted(svgplot.line_chart(
                 {k: [(x, a[q]["median"]) for x, q in nines] for k, a in v["arms"].items()},
                 "Latency distribution per arm (medians over the verification runs)",
                 "percentile (0.3 = p50, 1 = p90, 2 = p99, 3 = p99.9)", "latency (ms)", points=True, ylog=True,
                 xticks=[x for x, _q in nines]))
-        parts.append("<ul>")
         for label, key in (("best vs defaults", "vs_defaults"), ("best vs tuned network-latency", "vs_tuned"),
                            ("tuned vs defaults", "tuned_vs_defaults")):
             c = v.get(key)
             if c:
-                parts.append("<li>%s: p99 ratio %.3f (95%% CI %.3f-%.3f), %s: p=%.4f</li>" % (
-                    escape(label), c["ratio_of_medians"], c["ratio_ci95"][0], c["ratio_ci95"][1],
-                    escape(c["test"]), c["p_value"]))
-        parts.append("</ul>")
-    best = result.get("best")
-    if best:
-        reasons = result.get("reasons") or {}
-        parts.append("<h2>Best set (trial %d)</h2><table><tr><th>sysctl</th><th>value</th><th>default</th>"
-                     "<th>why it is in the space</th></tr>" % best["trial"])
-        base = result.get("defaults") or {}
-        for k, val in sorted(best["sysctls"].items()):
-            parts.append(row(k, val, base.get(k, ""), reasons.get(k, ""), left=(3,)))
-        parts.append("</table>")
-    parts.append("</body></html>")
-    return "\n".join(parts)
+                verification["comparisons"].append({
+                    "label": label, "ratio": "%.3f" % c["ratio_of_medians"], "lo": "%.3f" % c["ratio_ci95"][0],
+                    "hi": "%.3f" % c["ratio_ci95"][1], "test": c["test"], "p_value": "%.4f" % c["p_value"]})
+    best = None
+    if result.get("best"):
+        reasons, base = result.get("reasons") or {}, result.get("defaults") or {}
+        best = {"trial": "%d" % result["best"]["trial"],
+                "rows": [(str(k), str(val), str(base.get(k, "")), str(reasons.get(k, "")))
+                         for k, val in sorted(result["best"]["sysctls"].items())]}
+    host = result.get("host", "")
+    return templating.render(
+        page.NAME, page.SOURCE, title=title, study_name=result.get("study_name", ""), storage=result.get("storage", ""),
+        sampler=result.get("sampler", ""), objectives=", ".join(result.get("objectives", [])), host=host,
+        trials="%d" % result.get("trials", 0), accepted=bool(result.get("accepted")), reason=result.get("reason", ""),
+        client=result.get("client"), target_url=result.get("target_url", ""), tune_client=bool(result.get("tune_client")),
+        changed="%s and %s" % (host, result.get("client")) if result.get("tune_client") else host,
+        pruned="%d" % result["pruned"] if result.get("pruned") else None,
+        halving="%d" % result["halving"] if result.get("halving") else None,
+        charts=[templating.trusted(c) for c in charts], verification=verification, best=best)

@@ -564,34 +564,21 @@ def make_helper(implementation, source_text, workdir):
 
 # --------------------------------------------------------------------------- paths
 
-class VethLab(object):
-    """Two throwaway namespaces joined by a veth pair; the receiver lives in ``server``."""
-
-    _seq = 0
+class VethLab(nsutil.NetnsLab):
+    """Two throwaway namespaces joined by a veth pair (nsutil.NetnsLab, the lab the HTTP
+    benchmark uses too); the receiver lives in ``server``."""
 
     def __init__(self, prefix):
-        VethLab._seq += 1
-        base = "%s-%d-%d" % (prefix, os.getpid(), VethLab._seq)
-        self.prefix, self.server, self.client = prefix, base + "-srv", base + "-cli"
-        self.ip = None
-        self.made = []
-        self.reaped = []
+        super(VethLab, self).__init__(prefix, ("srv", "cli"))
+        self.server, self.client = self.name("srv"), self.name("cli")
 
     def __enter__(self):
         if os.geteuid() != 0:
             raise NetstackError("the veth path needs root (it creates network namespaces)", field="paths")
-        self.ip = which("ip")
-        if not self.ip:
-            raise NetstackError("the veth path needs the 'ip' tool (package iproute2)", field="paths")
+        nsutil.iproute_class(field="paths")  # pyroute2 builds the links: say so before anything is made
         try:
-            self.reaped = nsutil.reap_stale_netns(self.prefix, self.ip)
-            for name in (self.server, self.client):
-                rc, _o, err = run([self.ip, "netns", "add", name], timeout=30)
-                if rc != 0:
-                    raise NetstackError("ip netns add %s failed: %s" % (name, err.strip()), field="netns")
-                self.made.append(name)
-            nsutil.link_veth(self.ip, (self.server, SERVER_IFNAME, VETH_SERVER), (self.client, CLIENT_IFNAME, VETH_CLIENT),
-                             VETH_PREFIXLEN)
+            self.create()
+            self.veth(("srv", SERVER_IFNAME, VETH_SERVER), ("cli", CLIENT_IFNAME, VETH_CLIENT), VETH_PREFIXLEN)
         except BaseException:
             self.close()
             raise
@@ -600,17 +587,6 @@ class VethLab(object):
     def __exit__(self, *exc):
         self.close()
         return False
-
-    def close(self):
-        errors = []
-        for name in reversed(self.made):
-            try:
-                nsutil.delete_netns(self.ip, name)
-            except NetstackError as e:
-                errors.append(str(e))
-        self.made = []
-        if errors:
-            raise NetstackError("; ".join(errors), field="netns")
 
 
 PEER_START_WAIT = 20.0   # s a refused hello is retried (the peer's serve may still be starting)

@@ -4,7 +4,8 @@
 """The zero-copy fleet report: zerocopy_test results of many hosts as one HTML page
 (verdicts, crossover sizes, the size x mode tables, throughput and CPU/GB plots) and as
 Markdown (the benchmark's record).  Pure functions of the results; used by the
-``zerocopy_report`` filter on the controller and by benchmarks/zerocopy_bench.py."""
+``zerocopy_report`` filter on the controller and by benchmarks/zerocopy_bench.py.  The page is
+a Jinja2 template (report/templates/zerocopy.py) with autoescaping on."""
 
 from __future__ import absolute_import, division, print_function
 
@@ -12,17 +13,9 @@ __metaclass__ = type
 
 import math
 
-try:
-    from html import escape
-except ImportError:  # pragma: no cover
-    from cgi import escape
-
-from ansible_collections.netstack.tuning.plugins.module_utils.report import svgplot
+from ansible_collections.netstack.tuning.plugins.module_utils.report import svgplot, templating
+from ansible_collections.netstack.tuning.plugins.module_utils.report.templates import zerocopy as page
 from ansible_collections.netstack.tuning.plugins.module_utils.zerocopy.measure import BASELINE, COPIED_BY_DESIGN, ZEROCOPY_MODES, fmt_size
-
-STYLE = ("body{font-family:sans-serif;max-width:1100px;margin:2em auto}table{border-collapse:collapse;margin:.5em 0}"
-         "td,th{border:1px solid #ccc;padding:2px 7px;text-align:right}td:first-child,th:first-child{text-align:left}"
-         ".na{color:#999}.verdict-zerocopy{color:#2ca02c}.verdict-copies-by-design{color:#7f7f7f}")
 
 
 def _m(cell, key):
@@ -161,65 +154,47 @@ def _plots(result, host):
     return parts
 
 
+def _fleet_row(host, r):
+    if r.get("failed") or "cells" not in r:
+        return {"host": host, "failed": True, "msg": str(r.get("msg", "no result"))}
+    k, impl = r.get("kernel", {}), r.get("implementation", {})
+    return {"host": host, "failed": False, "release": str(k.get("release", "?")), "kind": str(impl.get("kind", "?")),
+            "so_zerocopy": "yes" if k.get("so_zerocopy") else "no", "send_zc": "yes" if k.get("io_uring_send_zc") else "no",
+            "zc_cmsg": str(k.get("zc_cmsg", "?")),
+            "verdicts": [(v["verdict"], path, proto, v["text"]) for path, per in sorted(r.get("recommendations", {}).items())
+                         for proto, v in sorted(per.items())]}
+
+
+def _group_view(r, path, proto, g):
+    """One size x mode table of a host's result, as the values its cells show."""
+    modes = g["modes"]
+    rows = []
+    for s in g["sizes"]:
+        cells = [g["cells"][(s, m)] for m in modes]
+        rows.append({"size": fmt_size(s),
+                     "throughput": [(cell_text(c), c["status"] == "ok") for c in cells],
+                     "cpu": ["%s / %s" % (_f(_m(c, "sender_cpu_s_per_gb")), _f(_m(c, "receiver_cpu_s_per_gb")))
+                             if c["status"] == "ok" else None for c in cells],
+                     "zerocopy": ["%s / %s" % (_f(c["copied_fraction"] * 100 if c.get("copied_fraction") is not None else None,
+                                                  "%.0f"), _f(c.get("completions_per_notification"), "%.1f"))
+                                  if c["status"] == "ok" else None for c in cells if c["mode"] in ZEROCOPY_MODES]})
+    cross = r.get("crossover", {}).get(path, {}).get(proto, {})
+    return {"path": path, "proto": proto.upper(), "modes": modes, "zc_modes": [m for m in modes if m in ZEROCOPY_MODES],
+            "rows": rows, "crossover": [(m, BASELINE[m], crossover_text(x, "throughput_size"), crossover_text(x, "sender_cpu_size"))
+                                        for m, x in sorted(cross.items())]}
+
+
 def html(reports, title="netstack.tuning zero-copy check"):
     """One page for ``reports`` = {host: zerocopy_test result} (hosts that failed carry
-    ``failed``/``msg`` and are listed as such)."""
-    parts = ["<!doctype html><html><head><meta charset='utf-8'><title>%s</title><style>%s</style></head><body>"
-             % (escape(title), STYLE), "<h1>%s</h1>" % escape(title)]
-    parts.append("<h2>Fleet summary</h2><table><tr><th>host</th><th>kernel</th><th>helper</th><th>SO_ZEROCOPY</th>"
-                 "<th>io_uring SEND_ZC</th><th>SCM_ZC_NOTIFICATION</th><th>verdicts</th></tr>")
-    for host in sorted(reports):
-        r = reports[host] or {}
-        if r.get("failed") or "cells" not in r:
-            parts.append("<tr><td>%s</td><td colspan='6' style='text-align:left'>failed: %s</td></tr>"
-                         % (escape(host), escape(str(r.get("msg", "no result")))))
-            continue
-        k, impl = r.get("kernel", {}), r.get("implementation", {})
-        verdicts = "<br>".join("<span class='verdict-%s'>%s/%s: %s</span>" % (
-            escape(v["verdict"]), escape(path), escape(proto), escape(v["text"]))
-            for path, per in sorted(r.get("recommendations", {}).items()) for proto, v in sorted(per.items()))
-        parts.append("<tr><td>%s</td><td>%s</td><td>%s</td><td>%s</td><td>%s</td><td>%s</td>"
-                     "<td style='text-align:left'>%s</td></tr>" % (
-                         escape(host), escape(str(k.get("release", "?"))), escape(str(impl.get("kind", "?"))),
-                         "yes" if k.get("so_zerocopy") else "no", "yes" if k.get("io_uring_send_zc") else "no",
-                         escape(str(k.get("zc_cmsg", "?"))), verdicts))
-    parts.append("</table>")
-    notes = sorted(set(n for r in reports.values() if r for n in r.get("notes", [])))
-    if notes:
-        parts.append("<ul>%s</ul>" % "".join("<li>%s</li>" % escape(n) for n in notes))
+    ``failed``/``msg`` and are listed as such); the page is templates/zerocopy.py."""
+    hosts = []
     for host in sorted(reports):
         r = reports[host] or {}
         if "cells" not in r:
             continue
-        parts.append("<h2>%s</h2>" % escape(host))
-        for mode, why in sorted(modes_unsupported_in(r).items()):
-            parts.append("<p class='na'>%s unsupported: %s</p>" % (escape(mode), escape(str(why))))
-        for (path, proto), g in sorted(_groups(r).items()):
-            modes = g["modes"]
-            parts.append("<h3>%s, %s</h3><table><tr><th>size</th>%s%s%s</tr>" % (
-                escape(path), escape(proto.upper()), "".join("<th>%s Gbit/s</th>" % escape(m) for m in modes),
-                "".join("<th>%s CPU s/GB tx / rx</th>" % escape(m) for m in modes),
-                "".join("<th>%s copied %% / compl per notif</th>" % escape(m) for m in modes if m in ZEROCOPY_MODES)))
-            for s in g["sizes"]:
-                cells = [g["cells"][(s, m)] for m in modes]
-                row = ["<td>%s</td>" % fmt_size(s)]
-                row += ["<td%s>%s</td>" % ("" if c["status"] == "ok" else " class='na'", escape(cell_text(c)))
-                        for c in cells]
-                row += ["<td>%s / %s</td>" % (_f(_m(c, "sender_cpu_s_per_gb")), _f(_m(c, "receiver_cpu_s_per_gb")))
-                        if c["status"] == "ok" else "<td class='na'>-</td>" for c in cells]
-                row += ["<td>%s / %s</td>" % (
-                    _f(c["copied_fraction"] * 100 if c.get("copied_fraction") is not None else None, "%.0f"),
-                    _f(c.get("completions_per_notification"), "%.1f")) if c["status"] == "ok"
-                    else "<td class='na'>-</td>" for c in cells if c["mode"] in ZEROCOPY_MODES]
-                parts.append("<tr>%s</tr>" % "".join(row))
-            parts.append("</table>")
-            cross = r.get("crossover", {}).get(path, {}).get(proto, {})
-            if cross:
-                parts.append("<p>crossover: %s</p>" % "; ".join(
-                    "%s vs %s: throughput %s, sender CPU/GB %s" % (
-                        escape(m), escape(BASELINE[m]), escape(crossover_text(x, "throughput_size")),
-                        escape(crossover_text(x, "sender_cpu_size")))
-                    for m, x in sorted(cross.items())))
-        parts.extend(_plots(r, host))
-    parts.append("</body></html>")
-    return "\n".join(parts)
+        hosts.append({"host": host, "unsupported": [(mode, str(why)) for mode, why in sorted(modes_unsupported_in(r).items())],
+                      "groups": [_group_view(r, path, proto, g) for (path, proto), g in sorted(_groups(r).items())],
+                      "plots": [templating.trusted(p) for p in _plots(r, host)]})
+    return templating.render(page.NAME, page.SOURCE, title=title,
+                             fleet=[_fleet_row(host, reports[host] or {}) for host in sorted(reports)],
+                             notes=sorted(set(n for r in reports.values() if r for n in r.get("notes", []))), hosts=hosts)
