@@ -114,8 +114,8 @@ import os
 import shutil
 
 from ansible_collections.netstack.tuning.plugins.module_utils.core.frontend import NetstackModule
-from ansible_collections.netstack.tuning.plugins.module_utils.core.common import NetstackError
-from ansible_collections.netstack.tuning.plugins.module_utils.core.journal import ACTIVE_STATES, Journal, check_txn_id, wait_for_watchdogs
+from ansible_collections.netstack.tuning.plugins.module_utils.core.common import NetstackError, check_txn_id
+from ansible_collections.netstack.tuning.plugins.module_utils.core.journal import ACTIVE_STATES, Journal, wait_for_watchdogs
 
 
 def run(module):

@@ -8,6 +8,38 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 sys.path.insert(0, os.path.join(ROOT, "collections"))
 
 
+# Tests that need root's capabilities (network namespaces, mounts, kernel writes) carry the
+# marker ``root``; `pytest -m "not root" tests/unit` is the hermetic rest, which runs
+# anywhere.  Tests using test_engine's named-netns fixture are marked by that.  Without the
+# capabilities the marked tests are skipped, saying why; CI runs them all as root.
+ROOT_FIXTURES = ("netns",)
+CAP_NET_ADMIN, CAP_SYS_ADMIN = 12, 21
+
+
+def has_root_capabilities():
+    try:
+        with open("/proc/self/status") as f:
+            eff = int([ln.split()[1] for ln in f if ln.startswith("CapEff:")][0], 16)
+    except (OSError, IndexError, ValueError):
+        return False
+    return all(eff >> bit & 1 for bit in (CAP_NET_ADMIN, CAP_SYS_ADMIN))
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "root: needs root's capabilities (network namespaces, mounts, kernel writes)")
+
+
+def pytest_collection_modifyitems(config, items):
+    import pytest
+    privileged = has_root_capabilities()
+    for item in items:
+        if any(f in getattr(item, "fixturenames", ()) for f in ROOT_FIXTURES):
+            item.add_marker(pytest.mark.root)
+        if not privileged and item.get_closest_marker("root"):
+            item.add_marker(pytest.mark.skip(reason="needs root (CAP_SYS_ADMIN, CAP_NET_ADMIN): namespaces, mounts, "
+                                                    "kernel writes; run as root, or -m 'not root' for the hermetic tests"))
+
+
 def pytest_terminal_summary(terminalreporter):
     """The property suite's per-module counts (tests/unit/test_properties.py)."""
     harness = sys.modules.get("modharness")

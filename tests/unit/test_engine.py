@@ -108,6 +108,7 @@ def test_sysfs_and_file_paths_validated():
 
 # ---------------------------------------------------------------- planning
 
+@pytest.mark.root
 def test_plan_in_netns_normalises_and_detects_no_change(netns):
     cur = ns_sysctl(netns, "net.ipv4.tcp_rmem")
     spaced = "  ".join(cur.split())
@@ -116,6 +117,7 @@ def test_plan_in_netns_normalises_and_detects_no_change(netns):
     assert changes[1].before == ns_sysctl(netns, "net.ipv4.tcp_syn_retries")
 
 
+@pytest.mark.root
 @pytest.mark.parametrize("bad,field", [
     ({"net.ipv4.no_such_key": 1}, "net.ipv4.no_such_key"),
     ({"../../etc/passwd": 1}, "../../etc/passwd"),
@@ -149,6 +151,7 @@ def apply_set(j, ns, values, **kw):
     return j.apply([(c.item, c.after) for c in changes], **kw)
 
 
+@pytest.mark.root
 def test_apply_journals_before_values_durably(netns, tmp_path):
     j = Journal(str(tmp_path))
     before = ns_sysctl(netns, "net.ipv4.tcp_syn_retries")
@@ -161,6 +164,7 @@ def test_apply_journals_before_values_durably(netns, tmp_path):
     assert oct(os.stat(str(tmp_path / "journal.jsonl")).st_mode & 0o777) == "0o600"
 
 
+@pytest.mark.root
 def test_all_or_nothing_restores_earlier_keys_and_names_failing_key(netns, tmp_path):
     j = Journal(str(tmp_path))
     keys = ["net.ipv4.tcp_syn_retries", "net.ipv4.tcp_synack_retries", "net.ipv4.tcp_keepalive_time",
@@ -180,6 +184,7 @@ def test_all_or_nothing_restores_earlier_keys_and_names_failing_key(netns, tmp_p
     assert j.transactions()[-1].state == "failed"
 
 
+@pytest.mark.root
 def test_rollback_to_entry_undoes_it_and_later_ones(netns, tmp_path):
     j = Journal(str(tmp_path))
     k = "net.ipv4.tcp_syn_retries"
@@ -198,6 +203,7 @@ def test_rollback_to_entry_undoes_it_and_later_ones(netns, tmp_path):
     assert j.rollback_all() == []  # nothing left in force
 
 
+@pytest.mark.root
 def test_commit_confirm_reverts_without_confirm(netns, tmp_path):
     j = Journal(str(tmp_path))
     k = "net.ipv4.tcp_syn_retries"
@@ -218,6 +224,7 @@ def test_commit_confirm_reverts_without_confirm(netns, tmp_path):
     assert "expired" in str(e.value)
 
 
+@pytest.mark.root
 def test_commit_confirm_kept_when_confirmed(netns, tmp_path):
     j = Journal(str(tmp_path))
     k = "net.ipv4.tcp_syn_retries"
@@ -230,6 +237,7 @@ def test_commit_confirm_kept_when_confirmed(netns, tmp_path):
     assert "transaction confirmed" in (tmp_path / "watchdog.log").read_text()
 
 
+@pytest.mark.root
 def test_recover_restores_a_transaction_whose_writer_was_killed(netns, tmp_path):
     """A writer SIGKILLed after journaling and writing, before 'applied': recover() restores."""
     k = "net.ipv4.tcp_syn_retries"
@@ -262,6 +270,7 @@ j.apply([(item, "2")])
     assert j.transactions()[-1].state == "rolled_back"
 
 
+@pytest.mark.root
 def test_torn_last_line_is_ignored(tmp_path, netns):
     j = Journal(str(tmp_path))
     apply_set(j, netns, {"net.ipv4.tcp_syn_retries": 2})
@@ -282,6 +291,7 @@ def test_file_items_round_trip(tmp_path):
     assert not f.exists()
 
 
+@pytest.mark.root
 def test_plan_restore_uses_oldest_before(netns, tmp_path):
     j = Journal(str(tmp_path))
     k = "net.ipv4.tcp_syn_retries"
@@ -331,6 +341,7 @@ def test_dropin_name_validation():
         assert e.value.field == "persist_file"
 
 
+@pytest.mark.root
 def test_rollback_skips_items_of_deleted_namespaces(tmp_path):
     ns = NS + "-gone"
     subprocess.run(["ip", "netns", "add", ns], check=True)
@@ -347,6 +358,7 @@ def _host_sys_mounts():
     return sorted(line.split()[4] for line in open("/proc/self/mountinfo") if " /sys" in line)
 
 
+@pytest.mark.root
 def test_sysfs_item_inside_netns_is_journaled_and_host_untouched(netns, tmp_path):
     """A sysfs attribute of an interface that exists only in the namespace."""
     subprocess.run(["ip", "-n", netns, "link", "add", "nsv0", "type", "veth", "peer", "name", "nsv1"], check=True)
@@ -382,6 +394,7 @@ def _qdiscs(ns, dev):
     return [q["kind"] for q in json.loads(out or "[]")]
 
 
+@pytest.mark.root
 def test_sched_cls_attach_replace_detach_over_rtnetlink_in_a_netns(netns, tmp_path):
     """bpf/program.py attaches sched_cls programs with pyroute2 (0.7 on Debian's python, 0.9 in
     the venv): clsact added, a direct-action filter at the priority holding the program fd,

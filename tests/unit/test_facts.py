@@ -27,6 +27,7 @@ def _read(path):
 
 # --------------------------------------------------------------------------- gather
 
+@pytest.mark.root
 def test_gather_all_is_json_and_complete():
     out = facts.gather()
     assert set(facts.PROBES) <= set(out)
@@ -34,6 +35,7 @@ def test_gather_all_is_json_and_complete():
     json.dumps(out)  # goes back to Ansible as JSON
 
 
+@pytest.mark.root
 def test_gather_subset_only_runs_what_is_asked():
     out = facts.gather(["cpu", "kernel"])
     assert set(out) == {"cpu", "kernel", "gather_subset"}
@@ -62,6 +64,7 @@ def test_kernel_version_code(release, code):
 
 # --------------------------------------------------------------------------- bpf
 
+@pytest.mark.root
 @needs_root
 def test_bpf_probe_loads_what_netstack_needs():
     b = facts.probe_bpf()
@@ -75,6 +78,7 @@ def test_bpf_probe_loads_what_netstack_needs():
     assert set(b["prog_type_errors"]) == set(k for k, v in b["prog_types"].items() if not v)
 
 
+@pytest.mark.root
 @needs_root
 def test_bpf_failures_are_reported_with_errno():
     with pytest.raises(OSError) as e:
@@ -174,6 +178,7 @@ def _host_state():
             subprocess.check_output(["ip", "-o", "link", "show", "dev", "lo"]), mounts)
 
 
+@pytest.mark.root
 @needs_root
 @needs_iproute
 def test_qdisc_probe_is_real_and_leaves_host_alone():
@@ -220,6 +225,7 @@ def test_missing_netns_names_the_field():
     assert e.value.field == "netns" and "not found" in str(e.value)
 
 
+@pytest.mark.root
 @needs_root
 @needs_iproute
 def test_interfaces_inside_a_netns():

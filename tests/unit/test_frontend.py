@@ -3,6 +3,8 @@ the property suite's sandbox (tests/unit/modharness.py: private mount, network a
 namespaces, read-only root with throwaway layers), so nothing reaches the host."""
 import os
 
+import pytest
+
 from modharness import module_runner, run_case
 
 SANDBOX_DROPINS = "/etc/sysctl.d"  # an overlay inside the sandbox: the host's is untouched
@@ -15,6 +17,7 @@ def result_of(payload):
     return out["result"]
 
 
+@pytest.mark.root
 def test_an_integer_too_large_to_print_is_refused_naming_the_option():
     """Ansible turned '9'*5000 into an int, then its invocation log raised ValueError."""
     for name, args, field in (
@@ -44,6 +47,7 @@ def _sysctl_set_dropin_case(args, check_mode, diff):
                        "dropin": text}}
 
 
+@pytest.mark.root
 def test_sysctl_set_writes_the_dropin_of_a_commit_confirmed_change_on_confirm():
     res = result_of(run_case(_sysctl_set_dropin_case, {}, check_mode=False))
     assert res["first"]["changed"] and res["first"]["persist_on_confirm"] is True, res["first"]
@@ -52,6 +56,7 @@ def test_sysctl_set_writes_the_dropin_of_a_commit_confirmed_change_on_confirm():
     assert "net.ipv4.tcp_syn_retries = 3" in res["dropin"]
 
 
+@pytest.mark.root
 def test_a_non_finite_float_for_an_int_option_is_refused_naming_it():
     """YAML .inf for an int option was an OverflowError traceback in Ansible's conversion."""
     for name, args, field in (("traffic_profile", {"action": "analyze", "duration": float("inf")}, "duration"),
@@ -81,6 +86,7 @@ def _journal_remove_case(args, check_mode, diff):
                            after_check=after_check, after_remove=os.path.exists(state))}
 
 
+@pytest.mark.root
 def test_journal_remove_refuses_while_in_force_and_deletes_after_rollback():
     res = result_of(run_case(_journal_remove_case, {}, check_mode=False))
     assert res["applied"]["changed"], res["applied"]
@@ -137,6 +143,7 @@ def _constraint_cases(args, check_mode, diff):
     return {"exception": None, "result": out}
 
 
+@pytest.mark.root
 def test_declared_constraints_fail_naming_the_option_null_and_empty_included():
     cases = [(n, a, check, w) for n, a, w in CONSTRAINT_CASES for check in (True, False)]
     res = result_of(run_case(_constraint_cases, {"cases": cases}, check_mode=False, timeout=120))

@@ -210,6 +210,7 @@ def test_every_path_in_the_config_is_under_the_prefix(mode):
     assert paths and all(p == prefix or p.startswith(prefix + "/") for p in paths), paths
 
 
+@pytest.mark.root
 @pytest.mark.skipif(not which("nginx"), reason="nginx not installed")
 @pytest.mark.parametrize("mode", ["static", "proxy"])
 @pytest.mark.parametrize("use_jinja2", [True, False])
@@ -357,6 +358,7 @@ def _assert_gone(lab, pids):
     assert hb.SERVER_IFNAME not in host_links and hb.CLIENT_IFNAME not in host_links
 
 
+@pytest.mark.root
 @needs_lab
 @pytest.mark.parametrize("mode", ["static", "proxy"])
 def test_real_lab_run_and_nothing_left_behind(mode):
@@ -380,6 +382,7 @@ def test_real_lab_run_and_nothing_left_behind(mode):
     _assert_gone(lab, pids)
 
 
+@pytest.mark.root
 @needs_lab
 def test_failed_start_tears_down(monkeypatch):
     def boom(self):
@@ -392,6 +395,7 @@ def test_failed_start_tears_down(monkeypatch):
     _assert_gone(lab, [])
 
 
+@pytest.mark.root
 @needs_lab
 def test_unknown_server_sysctl_is_named_and_torn_down():
     lab = hb.Lab(netns_prefix="nsbunit", server_sysctls={"net.ipv4.no_such_key": 1})
@@ -401,6 +405,7 @@ def test_unknown_server_sysctl_is_named_and_torn_down():
     _assert_gone(lab, [])
 
 
+@pytest.mark.root
 @needs_lab
 def test_exception_inside_the_lab_tears_down():
     with pytest.raises(RuntimeError), hb.Lab(netns_prefix="nsbunit", worker_processes="1") as lab:
@@ -409,6 +414,7 @@ def test_exception_inside_the_lab_tears_down():
     _assert_gone(lab, pids)
 
 
+@pytest.mark.root
 @needs_lab
 def test_reap_stale_removes_labs_of_dead_processes():
     dead = subprocess.Popen(["true"])

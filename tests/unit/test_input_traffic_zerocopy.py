@@ -266,6 +266,7 @@ def _sandbox_or_skip():
 _SANDBOX = {}
 
 
+@pytest.mark.root
 @pytest.mark.parametrize("args,field", [
     ({"analysis": {"price_per_mbps": NAN}}, "analysis.price_per_mbps"),
     ({"analysis": {"holidays": NAN}}, "analysis.holidays"),
@@ -282,6 +283,7 @@ def test_traffic_profile_module_refuses_naming_the_field(args, field):
         assert res.get("failed") and field in res["msg"], res
 
 
+@pytest.mark.root
 @pytest.mark.parametrize("args,field", [
     ({"listen_address": "127.0.0.1", "serve_clients": -1}, "serve_clients"),
     ({"listen_address": "127.0.0.1", "serve_clients": 10 ** 30}, "serve_clients"),

@@ -112,6 +112,7 @@ def journal_module(**params):
 
 # ---------------------------------------------------------------- 1: bytes that are not UTF-8
 
+@pytest.mark.root
 def test_non_utf8_bytes_do_not_kill_the_watchdog_nor_any_reader(netns, tmp_path):
     j = Journal(str(tmp_path))
     orig = val(netns, K1)
@@ -138,6 +139,7 @@ def _lines(j):
     return open(j.path, "rb").read().split(b"\n")[:-1]
 
 
+@pytest.mark.root
 def test_a_cut_record_keeps_later_transactions_and_ids_are_never_reused(netns, tmp_path):
     j = Journal(str(tmp_path))
     orig = val(netns, K1)
@@ -165,6 +167,7 @@ def test_a_cut_record_keeps_later_transactions_and_ids_are_never_reused(netns, t
     assert val(netns, K1) == orig
 
 
+@pytest.mark.root
 def test_a_cut_last_line_is_set_aside_and_its_id_not_reused(netns, tmp_path):
     j = Journal(str(tmp_path))
     apply_set(j, netns, {K1: 2})
@@ -180,6 +183,7 @@ def test_a_cut_last_line_is_set_aside_and_its_id_not_reused(netns, tmp_path):
 
 # ---------------------------------------------------------------- 3: valid JSON, invalid records
 
+@pytest.mark.root
 @pytest.mark.parametrize("bad,why", [
     ({"rec": "begin", "id": "000002", "items": []}, "seq is not an integer"),
     ({"rec": "applied", "id": ["000001"]}, "id is not a string"),
@@ -212,6 +216,7 @@ def test_records_of_the_wrong_shape_are_reported_not_raised(netns, tmp_path, bad
 
 # ---------------------------------------------------------------- 4: the watchdog is gone
 
+@pytest.mark.root
 def test_an_expired_change_is_reverted_by_the_next_run_when_its_watchdog_died(netns, tmp_path):
     j = Journal(str(tmp_path))
     orig1, orig2 = val(netns, K1), val(netns, K2)
@@ -228,6 +233,7 @@ def test_an_expired_change_is_reverted_by_the_next_run_when_its_watchdog_died(ne
     assert val(netns, K2) == orig2
 
 
+@pytest.mark.root
 def test_netstack_journal_recover_reverts_an_expired_change(netns, tmp_path):
     j = Journal(str(tmp_path))
     orig = val(netns, K1)
@@ -238,6 +244,7 @@ def test_netstack_journal_recover_reverts_an_expired_change(netns, tmp_path):
 
 # ---------------------------------------------------------------- 5: a late confirm
 
+@pytest.mark.root
 def test_a_confirm_after_the_deadline_is_refused_and_the_change_reverted(netns, tmp_path):
     j = Journal(str(tmp_path))
     orig = val(netns, K1)
@@ -254,6 +261,7 @@ def test_a_confirm_after_the_deadline_is_refused_and_the_change_reverted(netns, 
 
 # ---------------------------------------------------------------- 6: later transactions
 
+@pytest.mark.root
 def test_a_watchdog_reverts_only_its_own_keys_and_reports_conflicts(netns, tmp_path):
     j = Journal(str(tmp_path))
     orig = {k: val(netns, k) for k in (K1, K2, K3)}
@@ -272,6 +280,7 @@ def test_a_watchdog_reverts_only_its_own_keys_and_reports_conflicts(netns, tmp_p
 
 # ---------------------------------------------------------------- persist=file and a reboot
 
+@pytest.mark.root
 def test_a_dropin_of_a_commit_confirmed_change_is_written_only_on_confirm(netns, tmp_path):
     j = Journal(str(tmp_path / "state"))
     dropin = kstate.Item("file", str(tmp_path / "60-x.conf"))
@@ -360,6 +369,7 @@ def _kill_tree_marked(marker):
                 pass
 
 
+@pytest.mark.root
 @pytest.mark.parametrize("step", ["mid_begin_write", "before_begin_fsync", "after_begin_fsync",
                                   "between_writes", "after_writes", "before_applied_fsync",
                                   "after_applied_fsync"])
@@ -385,6 +395,7 @@ def test_sigkill_at_each_step_of_apply_then_the_next_run_restores(netns, tmp_pat
 
 # ---------------------------------------------------------------- the agent watches deadlines
 
+@pytest.mark.root
 def test_the_agent_reverts_an_expired_change_when_its_watchdog_died(netns, tmp_path):
     """A running agent with a one-hour pass interval still reverts within seconds of the
     deadline: it wakes up for pending confirm deadlines."""

@@ -64,6 +64,7 @@ NOT_SHIPPED = {
     "tcp_policy": ["amp/", "shm_path/", "traffic/", "tuning/", "agent/"],
     "sysctl_set": ["amp/", "shm_path/", "traffic/", "tuning/", "bpf/", "agent/"],
     "netstack_journal": ["amp/", "shm_path/", "traffic/", "tuning/", "bpf/", "agent/"],
+    "http_bench": ["amp/", "shm_path/", "traffic/", "bpf/", "agent/", "core/journal.py"],
 }
 
 

@@ -630,6 +630,7 @@ def test_every_module_is_covered():
     assert mods == sorted(TARGETS)
 
 
+@pytest.mark.root
 @pytest.mark.parametrize("name", sorted(TARGETS))
 def test_module_properties(name):
     _sandbox_or_skip()
@@ -650,6 +651,7 @@ def test_module_properties(name):
     assert not summary["violations"], report
 
 
+@pytest.mark.root
 def test_oracle_catches_what_it_should():
     """The harness itself: a hang, an escaped exception, a check-mode write, a failure
     that names nothing, and the sandbox holding writes to /etc and /proc/sys."""

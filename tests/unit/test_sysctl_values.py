@@ -53,6 +53,7 @@ def test_normalize_refuses_bad_user_values_with_field(value):
     assert e.value.field == "k.e.y"
 
 
+@pytest.mark.root
 @pytest.mark.parametrize("value", BAD_VALUES)
 def test_plan_refuses_bad_user_values_naming_the_key(netns, value):
     with pytest.raises(NetstackError) as e:
@@ -75,6 +76,7 @@ def test_non_ascii_digits_are_a_string_not_an_integer(digits):
     assert e.value.field == "k"
 
 
+@pytest.mark.root
 def test_plan_refuses_arabic_indic_digits_for_an_integer_key(netns):
     with pytest.raises(NetstackError) as e:
         sysctl.plan({KEY: "\u0661\u0662\u0663\u0664"}, netns)
@@ -109,6 +111,7 @@ def test_kernel_values_never_raise(tmp_path, content, norm):
     assert kstate.normalize_kernel(content) == norm
 
 
+@pytest.mark.root
 def test_kernel_u64_value_plans_as_an_integer(netns):
     # kernel.shmmax-like values: 20 digits round-trip through read and plan unchanged
     assert kstate.value_shape(kstate.normalize_kernel("18446744073692774399")) == ("int", 1)

@@ -148,6 +148,15 @@ def strict_number(value, field, minimum=None, maximum=None):
     return value
 
 
+def check_txn_id(value, field="journal_id"):
+    """A journal id from user input (None: not given): a string of up to 12 ASCII digits,
+    refused before any journal is read (``../000001``, ``latest``)."""
+    if value is not None and not (isinstance(value, str) and value.isascii() and value.isdigit() and len(value) <= 12):
+        raise NetstackError("a journal id is a string of up to 12 ASCII digits, got %r" % (str(value)[:40],),
+                            field=field)
+    return value
+
+
 PATH_MAX = 4095
 
 

@@ -17,9 +17,8 @@ import glob
 import os
 import re
 
-from ansible_collections.netstack.tuning.plugins.module_utils.core.common import NetstackError, check_path, read_text
+from ansible_collections.netstack.tuning.plugins.module_utils.core.common import NetstackError, check_path, check_txn_id, read_text
 from ansible_collections.netstack.tuning.plugins.module_utils.core import kstate
-from ansible_collections.netstack.tuning.plugins.module_utils.core.journal import check_txn_id
 
 SYSCTL_D_DIRS = ("/etc/sysctl.d", "/run/sysctl.d", "/usr/local/lib/sysctl.d", "/usr/lib/sysctl.d",
                  "/lib/sysctl.d")
