@@ -433,3 +433,34 @@ def test_sched_cls_attach_replace_detach_over_rtnetlink_in_a_netns(netns, tmp_pa
     assert os.readlink("/proc/thread-self/ns/net") == own_ns  # the thread is back in its namespace
     assert subprocess.run(["tc", "-j", "qdisc", "show", "dev", "lo"], capture_output=True, text=True).stdout == host_lo
     assert not os.path.exists(str(tmp_path / "pins"))
+
+
+@pytest.mark.root
+def test_a_failed_load_unmounts_the_bpf_filesystem_it_mounted(tmp_path, monkeypatch):
+    """present mounts bpffs before it compiles; when the compile (or the verifier) fails
+    nothing is pinned and no record is written, so absent would find nothing to do: the
+    mount made for it goes at once, and a bpffs that was there already stays."""
+    from ansible_collections.netstack.tuning.plugins.module_utils.bpf import program as bpf
+
+    def refuse(*a, **k):
+        raise NetstackError("compile failed: test", field="source")
+
+    monkeypatch.setattr(bpf, "compile_and_load", refuse)
+    fs = tmp_path / "bpf"
+    fs.mkdir()
+    eng = bpf.Engine(state_dir=str(tmp_path / "state"), pin_root=str(fs / "netstack"))
+    progs = [{"function": "f", "type": "sock_ops", "cgroup": bpf.cgroup2_root()}]
+    try:
+        with pytest.raises(NetstackError) as e:
+            eng.present("t", "int f(void *ctx) { return 1; }", progs)
+        assert "compile failed: test" in str(e.value)
+        assert not bpf.bpffs_mounted(str(fs))
+        assert not os.path.exists(str(tmp_path / "state" / "bpf" / "bpffs.json"))
+        bpf.mount_bpffs(str(fs))  # someone else's mount
+        with pytest.raises(NetstackError) as e:
+            eng.present("t", "int f(void *ctx) { return 1; }", progs)
+        assert "compile failed: test" in str(e.value)
+        assert bpf.bpffs_mounted(str(fs))
+    finally:
+        if bpf.bpffs_mounted(str(fs)):
+            bpf.umount(str(fs))

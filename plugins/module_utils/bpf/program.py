@@ -833,8 +833,15 @@ class Engine(object):
                         "programs": cur["programs"] if cur else [], "maps": cur["maps"] if cur else [],
                         "pin_dir": self.pin_dir(name), "before": before,
                         "after": {"digest": digest, "programs": [p["function"] for p in progs]}, "notes": notes}
-            self.ensure_bpffs(name, notes)
-            loaded = compile_and_load(source, progs, cflags)
+            mounted = self.ensure_bpffs(name, notes)
+            try:
+                loaded = compile_and_load(source, progs, cflags)
+            except NetstackError:
+                # a compile error or a verifier rejection pinned nothing: a BPF filesystem
+                # mounted just now for this program goes again (absent would find no record)
+                if mounted:
+                    self.maybe_umount_bpffs(name, [])
+                raise
             try:
                 return self._install(name, progs, loaded, digest, cur, before, notes, origin, migrate_maps)
             finally:
