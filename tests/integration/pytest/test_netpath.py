@@ -58,22 +58,36 @@ def test_fidelity_of_the_impaired_path():
     assert lab_leftovers("nsnpfid") == []
 
 
+def _tail_moved(base, fast):
+    """defaults: a lost response costs 2 x 20 ms + 200 ms; with rto_min 5 ms, about 45 ms."""
+    return bool(base["ok"] and fast["ok"] and base["metrics"]["p99"] > 200
+                and fast["metrics"]["p99"] < 0.6 * base["metrics"]["p99"])
+
+
 def test_wan_scenario_rto_min_moves_the_tail():
     sc = scenario.load(scenario.shipped()["wan-lossy-keepalive"])
     bench = scenario.bench(sc, duration=3, warmup=1, repeats=1)
     before = snapshot()
     state = tempfile.mkdtemp(prefix="netstack-test-netpath-", dir="/run")
+    pairs = []
     try:
-        base = trial.run({}, bench, 300, state, netns_prefix="nsnpwan")
-        fast = trial.run({"net.ipv4.tcp_rto_min_us": "5000"}, bench, 300, state, netns_prefix="nsnpwan")
+        # A 3 s run has a few hundred requests, so its p99 rests on a handful of losses: a
+        # burst of them can lift the fast arm's tail too (suite run 22: 154 ms against 248 ms).
+        # The pair is measured again once when the first misses; with no effect of rto_min
+        # (both tails at 200 ms + RTT) neither pair would pass.
+        for _attempt in range(2):
+            base = trial.run({}, bench, 300, state, netns_prefix="nsnpwan")
+            fast = trial.run({"net.ipv4.tcp_rto_min_us": "5000"}, bench, 300, state, netns_prefix="nsnpwan")
+            pairs.append((base, fast))
+            if _tail_moved(base, fast):
+                break
         # a watchdog whose journal vanished before it looked would re-create the dir (suite run 10)
         assert journal.wait_for_watchdogs(state), open(os.path.join(state, "watchdog.log")).read()
     finally:
         shutil.rmtree(state, ignore_errors=True)
-    assert base["ok"] and fast["ok"], (base.get("error"), fast.get("error"))
-    assert base["scopes"] == {} and fast["scopes"] == {"net.ipv4.tcp_rto_min_us": "netns"}
-    # defaults: a lost response costs 2 x 20 ms + 200 ms; with 5 ms, about 45 ms
-    assert base["metrics"]["p99"] > 200, base["metrics"]
-    assert fast["metrics"]["p99"] < 0.6 * base["metrics"]["p99"], (base["metrics"], fast["metrics"])
+    for base, fast in pairs:
+        assert base["ok"] and fast["ok"], (base.get("error"), fast.get("error"))
+        assert base["scopes"] == {} and fast["scopes"] == {"net.ipv4.tcp_rto_min_us": "netns"}
+    assert any(_tail_moved(b, f) for b, f in pairs), [(b["metrics"], f["metrics"]) for b, f in pairs]
     assert snapshot() == before
     assert lab_leftovers("nsnpwan") == []
