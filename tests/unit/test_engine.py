@@ -410,17 +410,17 @@ def test_sched_cls_attach_replace_detach_over_rtnetlink_in_a_netns(netns, tmp_pa
     fds = [facts.bpf_prog_load(facts.PROG_TYPES["sched_cls"][0]) for n in range(2)]
     try:
         ids = [bpf.prog_info(fd)["id"] for fd in fds]
-        assert bpf._tc_filter_ids(p) == []
+        assert bpf.tc_filter_prog_ids(p) == []
         eng._attach(p, fds[0], None, {})
         assert p["_added_clsact"] and "clsact" in _qdiscs(netns, "lo")
         assert _tc_filters(netns, "lo", "egress") == [(7, ids[0], "ns_probe", True)]
-        assert bpf._tc_filter_ids(p) == ids[:1]
-        assert bpf._tc_filter_ids(dict(p, direction="ingress")) == []
-        assert bpf._tc_filter_ids(dict(p, priority=8)) == []
-        assert bpf._tc_filter_ids(dict(p, interface="nope0")) == []
+        assert bpf.tc_filter_prog_ids(p) == ids[:1]
+        assert bpf.tc_filter_prog_ids(dict(p, direction="ingress")) == []
+        assert bpf.tc_filter_prog_ids(dict(p, priority=8)) == []
+        assert bpf.tc_filter_prog_ids(dict(p, interface="nope0")) == []
         eng._attach(p, fds[1], p, {})  # the replacement: same pref and handle, the new program
         assert _tc_filters(netns, "lo", "egress") == [(7, ids[1], "ns_probe", True)]
-        assert bpf._tc_filter_ids(p) == ids[1:]
+        assert bpf.tc_filter_prog_ids(p) == ids[1:]
         with pytest.raises(NetstackError) as e:
             eng._attach(dict(p, interface="nope0"), fds[0], None, {})
         assert e.value.field == "programs.interface" and "nope0" in str(e.value)

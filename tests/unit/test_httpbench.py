@@ -494,3 +494,23 @@ def test_fleet_mode_unreachable_url_names_target_url():
         hb.benchmark({"mode": "fleet", "target_url": "http://127.0.0.1:%d/" % port, "duration": 1, "warmup": 0,
                       "repeats": 1, "connections": 1})
     assert e.value.field == "target_url" and "wrk failed" in str(e.value)
+
+
+class _FailingLab(nsutil.NetnsLab):
+    def setup(self):
+        assert all(os.path.exists(nsutil._netns_file(n)) for n in self.made)
+        raise RuntimeError("setup failed on purpose")
+
+
+@pytest.mark.root
+def test_netns_lab_removes_its_namespaces_when_setup_fails_and_on_exit():
+    lab = _FailingLab("nsutest")
+    made = list(lab.names.values())
+    with pytest.raises(RuntimeError, match="on purpose"):
+        with lab:
+            pass
+    assert not any(os.path.exists(nsutil._netns_file(n)) for n in made)
+    with nsutil.NetnsLab("nsutest", ("srv", "cli", "path")) as ok:
+        names = list(ok.names.values())
+        assert len(ok.made) == 3 and all(os.path.exists(nsutil._netns_file(n)) for n in names)
+    assert not any(os.path.exists(nsutil._netns_file(n)) for n in names) and ok.made == []

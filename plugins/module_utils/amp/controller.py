@@ -30,11 +30,11 @@ __metaclass__ = type
 import math
 import os
 import socket
-import threading
 import time
 
 from ansible_collections.netstack.tuning.plugins.module_utils.core.common import NetstackError, read_text
 from ansible_collections.netstack.tuning.plugins.module_utils.core.cpus import parse_cpulist
+from ansible_collections.netstack.tuning.plugins.module_utils.agent.worker import Worker
 from ansible_collections.netstack.tuning.plugins.module_utils.core import metrics as prom
 
 DEFAULTS = {
@@ -376,8 +376,7 @@ class AmpController(object):
 
     def __init__(self, agent):
         self.agent = agent
-        self.thread = None
-        self.stop = threading.Event()
+        self.worker = Worker("amp", join_timeout=10)
         self.sec = None
         self.cfg = None
         self.last = {}
@@ -417,26 +416,18 @@ class AmpController(object):
 
     # -- the sampling thread -----------------------------------------------------
     def _start(self):
-        if self.thread is not None and self.thread.is_alive():
-            return
-        self.stop.clear()
-        self.thread = threading.Thread(target=self._loop, name="amp")
-        self.thread.daemon = True
-        self.thread.start()
+        self.worker.start(self._loop)
 
     def close(self):
         self._stop()
 
     def _stop(self):
-        if self.thread is not None:
-            self.stop.set()
-            self.thread.join(10)
-            self.thread = None
+        self.worker.stop()
 
-    def _loop(self):
+    def _loop(self, stop_event):
         from ansible_collections.netstack.tuning.plugins.module_utils.amp import partition as amp
         ctl, key, prev, topo = None, None, None, None
-        while not self.stop.is_set():
+        while not stop_event.is_set():
             sec, cfg = self.sec, self.cfg
             s = settings(sec.get("controller"))
             try:
@@ -471,7 +462,7 @@ class AmpController(object):
                 self.counts["errors"] += 1
                 self.agent.log("amp", "controller pass failed", str(e))
                 prev = None
-            self.stop.wait(float(s["interval"]))
+            stop_event.wait(float(s["interval"]))
 
     def _resize(self, p, sec, topo, d, sig):
         from ansible_collections.netstack.tuning.plugins.module_utils.amp import partition as amp
@@ -480,7 +471,7 @@ class AmpController(object):
         cpus = sorted(c for core in order[:d["to"]] for c in core)
         why = d["why"]
         with self.agent.lock:
-            if self.stop.is_set():  # reconcile stopped us (absent, new config) while we waited
+            if self.worker.stop_event.is_set():  # reconcile stopped us (absent, new config) while we waited
                 return
             res = p.present(sec["partition"], net_cpus=cpus, source="netstack-agent", resize=True,
                             reason="AMP %s to %d core(s): %s" % (d["action"], d["to"], why))

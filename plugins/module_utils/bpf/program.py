@@ -633,7 +633,7 @@ def _tc(netns):
             ipr.close()
 
 
-def _tc_filter_ids(p):
+def tc_filter_prog_ids(p):
     """Ids of the programs in the tc bpf filters at ``p``'s interface, direction and priority;
     [] when there are none (no such interface, no clsact).  A missing netns or pyroute2 is a
     NetstackError."""
@@ -773,7 +773,7 @@ class Engine(object):
                 with opened(p["cgroup"]) as cg:
                     return prog_id in prog_query(cg, ATTACH_TYPES[p["attach_type"]])
             if p["type"] == "sched_cls":
-                return prog_id in _tc_filter_ids(p)
+                return prog_id in tc_filter_prog_ids(p)
             if p["type"] == "sk_msg":
                 mpath = self._map_target(p, maps_by_name or {})
                 fd = obj_get(mpath)
@@ -1083,7 +1083,7 @@ class Engine(object):
             return False
         try:
             if p["type"] == "sched_cls":
-                ids = _tc_filter_ids(p)
+                ids = tc_filter_prog_ids(p)
                 if p["id"] not in ids and (fd is None or prog_info(fd)["id"] not in ids):
                     return False
             self._detach(p, fd, {m["name"]: m["pin"] for m in (maps or [])})

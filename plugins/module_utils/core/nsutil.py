@@ -370,6 +370,9 @@ class NetnsLab(object):
     when the caller already did), then makes the namespaces; ``veth(...)`` joins two of
     them; ``close()`` removes every namespace made (killing what still runs inside), each
     even if an earlier one failed.
+
+    As a context manager it creates the namespaces, then runs ``setup()`` (a subclass's links
+    and addresses); when either fails, what was made is removed before the error goes on.
     """
 
     _seq = 0
@@ -381,6 +384,22 @@ class NetnsLab(object):
         self.names = dict((role, "%s-%s" % (self.base, role)) for role in roles)
         self.made = []
         self.reaped = []
+
+    def __enter__(self):
+        try:
+            self.create()
+            self.setup()
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+        return False
+
+    def setup(self):
+        """What a subclass builds once the namespaces exist; nothing here."""
 
     def name(self, role):
         return self.names.get(role)

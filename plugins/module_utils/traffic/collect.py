@@ -353,7 +353,7 @@ class Collector(object):
         st = self.engine.status(self.name) or {}
         ours = set(p.get("id") for p in rec.get("programs", [])) | set(p.get("id") for p in st.get("programs", []))
         for p in self.programs():
-            ids = bpf._tc_filter_ids(p)
+            ids = bpf.tc_filter_prog_ids(p)
             if ids and not set(ids) & ours:
                 raise NetstackError("tc %s %s pref %d already holds another program (id %s); choose another "
                                     "priority" % (p["interface"], p["direction"], self.priority, ids[0]),

@@ -9,8 +9,8 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 import json
-import threading
 
+from ansible_collections.netstack.tuning.plugins.module_utils.agent.worker import Worker
 from ansible_collections.netstack.tuning.plugins.module_utils.core import metrics as prom
 from ansible_collections.netstack.tuning.plugins.module_utils.traffic import collect as trafficcollect
 
@@ -50,8 +50,7 @@ class TrafficController(object):
 
     def __init__(self, agent):
         self.agent = agent
-        self.thread = None
-        self.stop = threading.Event()
+        self.worker = Worker("traffic", join_timeout=30)
         self.collector = None
         self.store = None
         self.key = None
@@ -85,28 +84,17 @@ class TrafficController(object):
         return {"state": "present", "changed": res["changed"]}
 
     def _start(self, interval):
-        if self.thread is not None and self.thread.is_alive():
-            return
-        self.stop.clear()
-
         def failed(e):
             self.counts["errors"] += 1
             self.agent.log("traffic", "scrape failed", str(e))
 
-        self.thread = threading.Thread(target=trafficcollect.scrape_loop, name="traffic",
-                                       args=(self.collector, self.store, interval),
-                                       kwargs={"stop_event": self.stop, "on_error": failed})
-        self.thread.daemon = True
-        self.thread.start()
+        self.worker.start(trafficcollect.scrape_loop, self.collector, self.store, interval, on_error=failed)
 
     def close(self):
         self._stop()
 
     def _stop(self):
-        if self.thread is not None:
-            self.stop.set()
-            self.thread.join(30)
-            self.thread = None
+        self.worker.stop()
 
     def metrics(self, cfg):
         sec = cfg.get("traffic")

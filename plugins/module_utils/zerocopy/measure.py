@@ -576,17 +576,10 @@ class VethLab(nsutil.NetnsLab):
         if os.geteuid() != 0:
             raise NetstackError("the veth path needs root (it creates network namespaces)", field="paths")
         nsutil.iproute_class(field="paths")  # pyroute2 builds the links: say so before anything is made
-        try:
-            self.create()
-            self.veth(("srv", SERVER_IFNAME, VETH_SERVER), ("cli", CLIENT_IFNAME, VETH_CLIENT), VETH_PREFIXLEN)
-        except BaseException:
-            self.close()
-            raise
-        return self
+        return super(VethLab, self).__enter__()
 
-    def __exit__(self, *exc):
-        self.close()
-        return False
+    def setup(self):
+        self.veth(("srv", SERVER_IFNAME, VETH_SERVER), ("cli", CLIENT_IFNAME, VETH_CLIENT), VETH_PREFIXLEN)
 
 
 PEER_START_WAIT = 20.0   # s a refused hello is retried (the peer's serve may still be starting)

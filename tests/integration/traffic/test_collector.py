@@ -461,7 +461,7 @@ def test_agent_traffic_controller(lab, scratch):
         a.reconcile("test start")
         assert a.last["traffic"]["ok"], a.last
         assert a.last["traffic"]["result"] == {"state": "present", "changed": True}
-        assert ctl.thread is not None and ctl.thread.is_alive()
+        assert ctl.worker.alive()
         lab.udp(11, 400, 53)
         deadline = time.time() + 10
         while time.time() < deadline and _dns_in(store)[0] < 11:
@@ -481,7 +481,7 @@ def test_agent_traffic_controller(lab, scratch):
         control.write_section(os.path.join(scratch, "agent.d"), "traffic", {"state": "absent", "name": name})
         assert a.reload()
         assert a.last["traffic"]["result"] == {"state": "absent", "changed": True}
-        assert ctl.thread is None
+        assert ctl.worker.thread is None and not ctl.worker.alive()
         assert not os.path.exists(os.path.join(bpf.PIN_ROOT, name))
         # the 11 datagrams exactly once; the last 2 were scraped when the section went absent
         assert _dns_in(store) == (13, 13 * (UDP4_HDR + 400))
