@@ -846,7 +846,7 @@ def test_hot_by_squeeze_or_latency():
 @pytest.mark.parametrize("cfg,field", [
     ({"low": 0.7, "high": 0.6}, "controller.low"),
     ({"low": 0.6, "high": 0.6}, "controller.low"),
-    ({"high": 1.5}, "controller.low"),
+    ({"high": 1.5}, "controller.high"),  # the schema names the bound it breaks
     ({"low": -0.1}, "controller.low"),
     ({"high": "0.6"}, "controller.high"),
     ({"low": [0.1]}, "controller.low"),

@@ -56,6 +56,23 @@ def test_a_port_in_use_is_an_error_naming_the_ports():
         busy.close()
 
 
+def test_a_failing_client_is_an_error_and_leaves_no_process(tmp_path):
+    before = _children()
+    with pytest.raises(NetstackError) as e:
+        pingpong.run([("path", _free_ports(1)[0])], seconds=0.1, rounds=1,
+                     cgroup_procs=str(tmp_path / "no-such-cgroup" / "cgroup.procs"))
+    assert e.value.field == "ports" and "the client failed: FileNotFoundError" in str(e.value)
+    assert _children() == before
+
+
+def test_a_client_past_its_timeout_is_killed_and_named():
+    before = _children()
+    with pytest.raises(NetstackError) as e:
+        pingpong.run([("path", _free_ports(1)[0])], seconds=5, rounds=1, timeout=0.3)
+    assert e.value.field == "seconds" and "did not finish in time" in str(e.value)
+    assert _children() == before
+
+
 def test_percentiles_of_few_values():
     """No round trip gives no percentile; one gives itself; more interpolate (core/stats.quantile)."""
     none = pingpong.summarize({"rtts": [], "count": 0, "elapsed": 0.0})

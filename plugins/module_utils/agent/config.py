@@ -21,12 +21,11 @@ import glob
 import hashlib
 import ipaddress
 import json
-import math
 import os
 
 from ansible_collections.netstack.tuning.plugins.module_utils.agent import registry
 from ansible_collections.netstack.tuning.plugins.module_utils.agent.control import CONFD, CONFIG
-from ansible_collections.netstack.tuning.plugins.module_utils.core.common import NetstackError, schema_error
+from ansible_collections.netstack.tuning.plugins.module_utils.core.common import NetstackError, first_non_finite, schema_error, schema_field
 
 DEFAULTS = {
     "interval": 10,
@@ -65,31 +64,6 @@ def schema(sections=None):
 
 # ------------------------------------------------------------------ config
 
-def _field(prefix, err):
-    out = prefix
-    for p in err.absolute_path:
-        out += "[%d]" % p if isinstance(p, int) else ("." if out else "") + str(p)
-    return out or "config"
-
-
-def _non_finite(value, path=""):
-    """(path, value) of the first NaN or infinity in ``value`` (dicts and lists walked), or
-    None."""
-    if isinstance(value, float):
-        return None if math.isfinite(value) else (path or "config", value)
-    if isinstance(value, dict):
-        items = (("%s.%s" % (path, k) if path else str(k), v) for k, v in value.items())
-    elif isinstance(value, (list, tuple)):
-        items = (("%s[%d]" % (path, i), v) for i, v in enumerate(value))
-    else:
-        return None
-    for p, v in items:
-        found = _non_finite(v, p)
-        if found:
-            return found
-    return None
-
-
 def is_loopback(host):
     """True for ``localhost`` and loopback address literals (127.0.0.0/8, ::1, and
     127.x written as IPv4-mapped IPv6)."""
@@ -116,7 +90,7 @@ def _check_metrics_listen(metrics, origin):
 def validate(cfg, origin="config"):
     """Validate a merged config; returns it with defaults filled in.  NetstackError names
     the field (and the file it came from)."""
-    bad = _non_finite(cfg)
+    bad = first_non_finite(cfg)
     if bad:  # before the schema: jsonschema takes NaN as a number, and NaN passes every bound
         raise NetstackError("must be a finite number, got %r (in %s)" % (bad[1], origin), field=bad[0])
     unknown = sorted(k for k in cfg if k not in ("interval", "state_dir", "log", "metrics") and not registry.known(k))
@@ -125,7 +99,7 @@ def validate(cfg, origin="config"):
                             field=unknown[0])
     err = schema_error(schema(sections=cfg), cfg)
     if err:
-        raise NetstackError("%s (in %s)" % (err.message, origin), field=_field("", err))
+        raise NetstackError("%s (in %s)" % (err.message, origin), field=schema_field(err) or "config")
     out = copy.deepcopy(DEFAULTS)
     for k, v in cfg.items():
         if k == "metrics":

@@ -27,12 +27,11 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
-import math
 import os
 import socket
 import time
 
-from ansible_collections.netstack.tuning.plugins.module_utils.core.common import NetstackError, read_text
+from ansible_collections.netstack.tuning.plugins.module_utils.core.common import NetstackError, check_schema, read_text
 from ansible_collections.netstack.tuning.plugins.module_utils.core.cpus import parse_cpulist
 from ansible_collections.netstack.tuning.plugins.module_utils.agent.worker import Worker
 from ansible_collections.netstack.tuning.plugins.module_utils.core import metrics as prom
@@ -175,9 +174,14 @@ CONTROLLER_KEYS = {
     "squeeze_per_s": {"type": ["number", "null"], "minimum": 0},
     "latency_high_us": {"type": ["number", "null"], "minimum": 0},
     "probe": {"type": ["object", "null"], "additionalProperties": False, "required": ["port"],
-              "properties": {"host": {"type": "string"}, "port": {"type": "integer", "minimum": 1, "maximum": 65535},
+              "properties": {"host": {"type": "string", "minLength": 1},
+                             "port": {"type": "integer", "minimum": 1, "maximum": 65535},
                              "count": {"type": "integer", "minimum": 1, "maximum": 100}}},
 }
+CONTROLLER_SCHEMA = {"type": "object", "additionalProperties": False, "properties": CONTROLLER_KEYS}
+# keys whose null means "none" (no cap, no latency rule, no application check); any other
+# key given as null takes its default
+NULLABLE = ("max_cores", "latency_high_us", "app_high")
 
 
 def check_controller(cfg, field="controller"):
@@ -194,49 +198,18 @@ def check_controller(cfg, field="controller"):
 
 
 def settings(cfg):
+    """The controller's settings: ``cfg`` (None values of keys that cannot be null mean
+    "the default") checked against CONTROLLER_KEYS, the defaults filled in, then the
+    relations a schema cannot state.  NetstackError names the field (``controller.high``)."""
+    given = dict((k, v) for k, v in (cfg or {}).items() if v is not None or k in NULLABLE)
+    check_schema(CONTROLLER_SCHEMA, given, "controller")
     s = dict(DEFAULTS)
-    s.update(dict((k, v) for k, v in (cfg or {}).items()
-                  if v is not None or k in ("max_cores", "latency_high_us", "app_high")))
-    # types first: without jsonschema nothing else has checked them, and a string here would
-    # raise TypeError below or in Controller.step instead of naming the field
-    for k in ("high", "low", "cooldown", "squeeze_per_s", "latency_high_us", "app_high"):
-        v = s[k]
-        if v is None and k in ("latency_high_us", "app_high"):
-            continue
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
-            raise NetstackError("must be a finite number >= 0, got %r" % (v,), field="controller." + k)
-    if not 0 <= s["low"] < s["high"] <= 1:
+    s.update(given)
+    if s["low"] >= s["high"]:
         raise NetstackError("need 0 <= low < high <= 1 (low %s, high %s)" % (s["low"], s["high"]), field="controller.low")
-    for k in ("grow_after", "shrink_after", "min_cores", "min_app_cores"):
-        if isinstance(s[k], bool) or not isinstance(s[k], int) or s[k] < 1:
-            raise NetstackError("must be an integer >= 1", field="controller." + k)
-    if s["max_cores"] is not None and (not isinstance(s["max_cores"], int) or s["max_cores"] < s["min_cores"]):
+    if s["max_cores"] is not None and s["max_cores"] < s["min_cores"]:
         raise NetstackError("must be an integer >= min_cores", field="controller.max_cores")
-    iv = s["interval"]
-    if isinstance(iv, bool) or not isinstance(iv, (int, float)) or not math.isfinite(iv) or not 0.2 <= iv <= 3600:
-        raise NetstackError("must be a finite number of seconds in 0.2..3600, got %r" % (iv,),
-                            field="controller.interval")
-    if not isinstance(s.get("enabled", True), bool):
-        raise NetstackError("must be true or false", field="controller.enabled")
-    _check_probe(s["probe"])
     return s
-
-
-def _check_probe(probe):
-    """The latency probe's settings, checked here as the agent's schema does (without
-    jsonschema nothing else would, and the module writes them into the agent's config)."""
-    if probe is None:
-        return
-    if not isinstance(probe, dict) or set(probe) - {"host", "port", "count"}:
-        raise NetstackError("a dict of host, port (required), count", field="controller.probe")
-    for key, lo, hi in (("port", 1, 65535), ("count", 1, 100)):
-        if key not in probe and key == "count":
-            continue
-        v = probe.get(key)
-        if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
-            raise NetstackError("must be an integer in %d..%d, got %r" % (lo, hi, v), field="controller.probe." + key)
-    if "host" in probe and (not isinstance(probe["host"], str) or not probe["host"]):
-        raise NetstackError("must be a host name or address", field="controller.probe.host")
 
 
 class Controller(object):

@@ -65,6 +65,45 @@ def schema_error(schema, instance):
     return errors[0] if errors else None
 
 
+def schema_field(err, prefix=""):
+    """The field a jsonschema error is about, written ``prefix.a[3].b`` (``prefix`` alone for
+    the instance itself)."""
+    out = prefix
+    for p in err.absolute_path:
+        out += "[%d]" % p if isinstance(p, int) else ("." if out else "") + str(p)
+    return out
+
+
+def first_non_finite(value, path=""):
+    """(path, value) of the first NaN or infinity in ``value`` (dicts and lists walked), or
+    None.  Checked before a schema: jsonschema takes NaN as a number, and NaN passes every
+    bound."""
+    if isinstance(value, float):
+        return None if math.isfinite(value) else (path, value)
+    if isinstance(value, dict):
+        items = (("%s.%s" % (path, k) if path else str(k), v) for k, v in value.items())
+    elif isinstance(value, (list, tuple)):
+        items = (("%s[%d]" % (path, i), v) for i, v in enumerate(value))
+    else:
+        return None
+    for p, v in items:
+        found = first_non_finite(v, p)
+        if found:
+            return found
+    return None
+
+
+def check_schema(schema, instance, field):
+    """NetstackError naming the field (under ``field``) of ``instance``'s first NaN or
+    infinity, else of its first JSON Schema error; nothing when it conforms."""
+    bad = first_non_finite(instance, field)
+    if bad:
+        raise NetstackError("must be a finite number, got %r" % (bad[1],), field=bad[0])
+    err = schema_error(schema, instance)
+    if err:
+        raise NetstackError(err.message, field=schema_field(err, field))
+
+
 def read_text(path, default=None):
     """Return the stripped content of a small text file, or ``default`` if unreadable."""
     try:

@@ -66,52 +66,83 @@ def libc_call(fn, what, *args):
         raise OSError(err, "%s: %s" % (what, errno_text(err)))
 
 
-def in_child(work, setup=None, timeout=120):
-    """Run ``work()`` in a forked child (after ``setup()``), return its JSON-able result.
+class Child(object):
+    """``work()`` running in a forked child (after ``setup()``); its JSON-able result, or its
+    error, comes back through a pipe.
 
-    The child is where namespaces are entered or created, so the caller's process and the
-    host never change.  Exceptions in the child come back as NetstackError.
+    The child is where namespaces are entered or cgroups joined, so the caller's process and
+    the host never change.  ``result()`` waits for the answer (an exception in the child comes
+    back as NetstackError, keeping its field); ``kill()`` ends a child that serves until told
+    (pingpong's echo server).  The child takes SIGTERM's default action, whatever handler the
+    parent installed.
     """
-    r, w = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # child: never returns
+
+    def __init__(self, work, setup=None):
+        r, w = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the child: never returns into the caller's code
+            try:
+                os.close(r)
+                signal.signal(signal.SIGTERM, signal.SIG_DFL)
+                if setup:
+                    setup()
+                payload = {"result": work()}
+            except NetstackError as e:
+                payload = {"error": e.msg, "field": e.field}
+            except BaseException as e:  # noqa: B902  # everything must reach the parent
+                payload = {"error": "%s: %s" % (type(e).__name__, e)}
+            try:
+                data = json.dumps(payload).encode("utf-8")
+                while data:
+                    data = data[os.write(w, data):]
+            finally:
+                os._exit(0)
+        os.close(w)
+        self.pid, self.fd = pid, r
+
+    def result(self, timeout, timed_out=None):
+        """The child's result; raises its error, or ``timed_out`` (a NetstackError) when no
+        answer came in ``timeout`` seconds (the child is killed)."""
+        chunks, deadline, answered = [], time.monotonic() + timeout, False
         try:
-            os.close(r)
-            if setup:
-                setup()
-            payload = {"result": work()}
-        except NetstackError as e:
-            payload = {"error": e.msg, "field": e.field}
-        except BaseException as e:  # everything must reach the parent
-            payload = {"error": "%s: %s" % (type(e).__name__, e)}
-        try:
-            data = json.dumps(payload).encode("utf-8")
-            while data:
-                data = data[os.write(w, data):]
+            while not answered:
+                left = deadline - time.monotonic()
+                if left <= 0 or not select.select([self.fd], [], [], left)[0]:
+                    raise timed_out or NetstackError("probe child timed out after %ss" % timeout)
+                chunk = os.read(self.fd, 65536)
+                chunks.append(chunk)
+                answered = not chunk  # end of file: the child wrote all it had and is exiting
         finally:
-            os._exit(0)
-    os.close(w)
-    chunks, deadline = [], time.time() + timeout
-    try:
-        while True:
-            ready = select.select([r], [], [], max(0.0, deadline - time.time()))[0]
-            if not ready:
-                os.kill(pid, signal.SIGKILL)
-                raise NetstackError("probe child timed out after %ss" % timeout)
-            chunk = os.read(r, 65536)
-            if not chunk:
-                break
-            chunks.append(chunk)
-    finally:
-        os.close(r)
-        os.waitpid(pid, 0)
-    try:
-        payload = json.loads(b"".join(chunks).decode("utf-8"))
-    except ValueError:
-        raise NetstackError("probe child died without an answer")
-    if "error" in payload:
-        raise NetstackError(payload["error"], field=payload.get("field"))
-    return payload["result"]
+            self.kill(force=not answered)
+        try:
+            payload = json.loads(b"".join(chunks).decode("utf-8"))
+        except ValueError:
+            raise NetstackError("probe child died without an answer")
+        if "error" in payload:
+            raise NetstackError(payload["error"], field=payload.get("field"))
+        return payload["result"]
+
+    def kill(self, force=True):
+        """Reap the child (SIGKILL first unless ``force`` is false); idempotent."""
+        if self.pid is None:
+            return
+        if force:
+            try:
+                os.kill(self.pid, signal.SIGKILL)
+            except OSError:
+                pass
+        try:
+            os.waitpid(self.pid, 0)
+        except OSError:
+            pass
+        os.close(self.fd)
+        self.pid = None
+
+
+def in_child(work, setup=None, timeout=120):
+    """Run ``work()`` in a forked child (after ``setup()``), return its JSON-able result
+    (Child, waited for)."""
+    return Child(work, setup).result(timeout)
 
 
 def netns_path(name):

@@ -46,7 +46,7 @@ import os
 import re
 import struct
 
-from ansible_collections.netstack.tuning.plugins.module_utils.core.common import NetstackError, collection_file, schema_error
+from ansible_collections.netstack.tuning.plugins.module_utils.core.common import NetstackError, collection_file, schema_error, schema_field
 from ansible_collections.netstack.tuning.plugins.module_utils.core import metrics as prom
 from ansible_collections.netstack.tuning.plugins.module_utils.bpf import program as bpf, btf
 from ansible_collections.netstack.tuning.plugins.module_utils.tcp_tuning import policy as tcppolicy
@@ -106,13 +106,6 @@ def default_source():
 
 # ------------------------------------------------------------------ validation
 
-def _path(prefix, err):
-    out = prefix
-    for p in err.absolute_path:
-        out += "[%d]" % p if isinstance(p, int) else "." + str(p)
-    return out
-
-
 def ports(value, field):
     """(lo, hi) of a port or 'lo-hi' range; 0 is not a service port."""
     if value is None:
@@ -134,7 +127,7 @@ def validate(config, field="shm"):
         raise NetstackError("must be a dict with policies, local_addresses, cgroup", field=field)
     err = schema_error(SCHEMA, config)
     if err:
-        raise NetstackError(err.message, field=_path(field, err).lstrip("."))
+        raise NetstackError(err.message, field=schema_field(err, field))
     pols = config.get("policies")
     if not isinstance(pols, list) or len(pols) > MAX_POLICIES:
         raise NetstackError("a list of at most %d policies is required" % MAX_POLICIES, field=_sub(field, "policies"))

@@ -15,15 +15,13 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
-import json
 import os
 import select
 import selectors
-import signal
 import socket
 import time
 
-from ansible_collections.netstack.tuning.plugins.module_utils.core import stats
+from ansible_collections.netstack.tuning.plugins.module_utils.core import nsutil, stats
 from ansible_collections.netstack.tuning.plugins.module_utils.core.common import NetstackError
 
 HOST = "127.0.0.1"
@@ -92,26 +90,19 @@ def _one_arm(port, size, seconds):
         c.close()
 
 
-def _client(arms, size, seconds, rounds, cgroup_procs, out):
-    """The client (in its own process): join the cgroup, run the rounds, write JSON to `out`."""
-    try:
-        if cgroup_procs:
-            with open(cgroup_procs, "w") as f:
-                f.write(str(os.getpid()))
-        res = dict((arm[0], {"count": 0, "elapsed": 0.0, "rtts": []}) for arm in arms)
-        for r in range(rounds):
-            for name, port in (arms if r % 2 == 0 else list(reversed(arms))):
-                n, el, rtts = _one_arm(port, size, seconds)
-                res[name]["count"] += n
-                res[name]["elapsed"] += el
-                res[name]["rtts"].extend(rtts)
-        payload = {"ok": True, "arms": dict((k, summarize(v)) for k, v in res.items())}
-    except Exception as e:  # pylint: disable=broad-except  # reported to the parent, which raises it
-        payload = {"ok": False, "error": "%s: %s" % (type(e).__name__, e)}
-    data = json.dumps(payload).encode()
-    while data:
-        data = data[os.write(out, data):]
-    os.close(out)
+def _client(arms, size, seconds, rounds, cgroup_procs):
+    """The client (in its own process): join the cgroup, run the rounds; {arm: summary}."""
+    if cgroup_procs:
+        with open(cgroup_procs, "w") as f:
+            f.write(str(os.getpid()))
+    res = dict((arm[0], {"count": 0, "elapsed": 0.0, "rtts": []}) for arm in arms)
+    for r in range(rounds):
+        for name, port in (arms if r % 2 == 0 else list(reversed(arms))):
+            n, el, rtts = _one_arm(port, size, seconds)
+            res[name]["count"] += n
+            res[name]["elapsed"] += el
+            res[name]["rtts"].extend(rtts)
+    return dict((k, summarize(v)) for k, v in res.items())
 
 
 def summarize(arm):
@@ -123,31 +114,6 @@ def summarize(arm):
 
 def _r(v):
     return None if v is None else round(v, 2)
-
-
-def _fork(fn, *args):
-    pid = os.fork()
-    if pid == 0:  # the child: run, never return into the caller's code
-        code = 0
-        try:
-            signal.signal(signal.SIGTERM, signal.SIG_DFL)
-            fn(*args)
-        except BaseException:  # noqa: B902  # pylint: disable=broad-except
-            code = 1
-        os._exit(code)
-    return pid
-
-
-def _reap(pid, kill=True):
-    if kill:
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except OSError:
-            pass
-    try:
-        os.waitpid(pid, 0)
-    except OSError:
-        pass
 
 
 def check(path_port, tcp_port, size, seconds, rounds):
@@ -172,38 +138,26 @@ def run(arms, size=64, seconds=1.0, rounds=3, cgroup_procs=None, timeout=None):
     server = client = None
     try:
         ready_r, ready_w = os.pipe()
-        server = _fork(_serve, listeners, ready_w)
-        os.close(ready_w)
-        if not select.select([ready_r], [], [], 10)[0] or os.read(ready_r, 1) != b"+":
-            raise NetstackError("the echo server did not start", field="ports")
-        os.close(ready_r)
-        out_r, out_w = os.pipe()
-        client = _fork(_client, arms, size, seconds, rounds, cgroup_procs, out_w)
-        os.close(out_w)
-        deadline = time.monotonic() + (timeout or (seconds + 0.2) * rounds * len(arms) + 30)
-        chunks = []
-        while True:
-            left = deadline - time.monotonic()
-            if left <= 0 or not select.select([out_r], [], [], left)[0]:
-                os.close(out_r)
-                raise NetstackError("the client did not finish in time", field="seconds")
-            chunk = os.read(out_r, 65536)
-            if not chunk:
-                break
-            chunks.append(chunk)
-        os.close(out_r)
-        _reap(client, kill=False)
-        client = None
         try:
-            payload = json.loads(b"".join(chunks).decode() or "{}")
-        except ValueError:
-            payload = {}
-        if not payload.get("ok"):
-            raise NetstackError("the client failed: %s" % payload.get("error", "no result"), field="ports")
-        return payload["arms"]
+            try:
+                server = nsutil.Child(lambda: _serve(listeners, ready_w))
+            finally:
+                os.close(ready_w)
+            if not select.select([ready_r], [], [], 10)[0] or os.read(ready_r, 1) != b"+":
+                raise NetstackError("the echo server did not start", field="ports")
+        finally:
+            os.close(ready_r)
+        client = nsutil.Child(lambda: _client(arms, size, seconds, rounds, cgroup_procs))
+        late = NetstackError("the client did not finish in time", field="seconds")
+        try:
+            return client.result(timeout or (seconds + 0.2) * rounds * len(arms) + 30, timed_out=late)
+        except NetstackError as e:
+            if e is late:
+                raise
+            raise NetstackError("the client failed: %s" % e.msg, field="ports")
     finally:
-        for pid in (client, server):
-            if pid:
-                _reap(pid)
+        for child in (client, server):
+            if child:
+                child.kill()
         for s in listeners:
             s.close()

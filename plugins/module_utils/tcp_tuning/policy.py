@@ -29,7 +29,7 @@ import re
 import struct
 
 from ansible_collections.netstack.tuning.plugins.module_utils.bpf import program as bpf
-from ansible_collections.netstack.tuning.plugins.module_utils.core.common import NetstackError, read_text, schema_error, strict_int
+from ansible_collections.netstack.tuning.plugins.module_utils.core.common import NetstackError, read_text, schema_error, schema_field, strict_int
 
 MAX_RULES = 32
 RULE_FMT = "<I16s16sHHHH10I16s"
@@ -129,13 +129,6 @@ def effective_hz(given=None):
 
 # ------------------------------------------------------------------ validation
 
-def _path(err):
-    out = ""
-    for p in err.absolute_path:
-        out += "[%d]" % p if isinstance(p, int) else ("." if out else "") + str(p)
-    return out
-
-
 def _ports(value, field):
     if value is None:
         return 0, 65535
@@ -163,7 +156,7 @@ def validate(rules, ccs=None):
         raise NetstackError("must be a list of rules", field="rules")
     e = schema_error(SCHEMA, rules)
     if e:
-        field = "rules" + _path(e)
+        field = schema_field(e, "rules")
         try:
             field = field.replace("rules[%d]" % e.absolute_path[0],
                                   "rules[%d] (%s)" % (e.absolute_path[0], rules[e.absolute_path[0]]["name"]), 1)

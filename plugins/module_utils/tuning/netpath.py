@@ -42,7 +42,7 @@ import signal
 import subprocess
 import time
 
-from ansible_collections.netstack.tuning.plugins.module_utils.core.common import NetstackError, run, schema_error, which
+from ansible_collections.netstack.tuning.plugins.module_utils.core.common import NetstackError, run, schema_error, schema_field, which
 from ansible_collections.netstack.tuning.plugins.module_utils.core import kstate, nsutil
 from ansible_collections.netstack.tuning.plugins.module_utils.tuning import netpath_src
 
@@ -93,13 +93,6 @@ TABLE = 100
 MTU_WIRE = 1514  # what tbf counts for a full-sized frame on a veth
 
 
-def _path_of(err):
-    out = ""
-    for p in err.absolute_path:
-        out += "[%d]" % p if isinstance(p, int) else ("." if out else "") + str(p)
-    return out
-
-
 def _present(d):
     return dict((k, v) for k, v in d.items() if v is not None) if isinstance(d, dict) else d
 
@@ -112,8 +105,7 @@ def validate(spec, field="path"):
         spec = dict((k, _present(v) if k in DIRECTIONS else v) for k, v in spec.items() if v is not None)
     err = schema_error(SCHEMA, spec)
     if err:
-        where = _path_of(err)
-        raise NetstackError(err.message, field="%s.%s" % (field, where) if where else field)
+        raise NetstackError(err.message, field=schema_field(err, field))
     out = {"backend": spec.get("backend", "auto"), "seed": spec.get("seed", 1)}
     for d in DIRECTIONS:
         s = dict(spec.get(d) or {})

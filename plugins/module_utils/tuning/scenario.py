@@ -26,7 +26,7 @@ __metaclass__ = type
 
 import os
 
-from ansible_collections.netstack.tuning.plugins.module_utils.core.common import NetstackError, collection_file, schema_error
+from ansible_collections.netstack.tuning.plugins.module_utils.core.common import NetstackError, collection_file, schema_error, schema_field
 from ansible_collections.netstack.tuning.plugins.module_utils.tuning import netpath
 
 SCHEMA = {
@@ -76,8 +76,7 @@ def validate(sc, field="scenario"):
     """Check a loaded scenario; NetstackError naming the field (``scenario.path.down.loss_pct``)."""
     err = schema_error(SCHEMA, sc)
     if err:
-        where = ".".join(str(p) for p in err.absolute_path)
-        raise NetstackError(err.message, field="%s.%s" % (field, where) if where else field)
+        raise NetstackError(err.message, field=schema_field(err, field))
     sc = dict(sc)
     sc["path"] = netpath.validate(sc.get("path"), field="%s.path" % field)
     return sc

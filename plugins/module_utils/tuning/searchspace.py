@@ -34,7 +34,7 @@ __metaclass__ = type
 
 import math
 
-from ansible_collections.netstack.tuning.plugins.module_utils.core.common import NetstackError, schema_error
+from ansible_collections.netstack.tuning.plugins.module_utils.core.common import NetstackError, schema_error, schema_field
 from ansible_collections.netstack.tuning.plugins.module_utils.core import kstate
 
 SCHEMA = {
@@ -79,20 +79,12 @@ SCHEMA = {
 }
 
 
-def _path(err):
-    """'parameters[3].low' from a jsonschema error path."""
-    out = ""
-    for p in err.absolute_path:
-        out += "[%d]" % p if isinstance(p, int) else ("." if out else "") + str(p)
-    return out or "space"
-
-
 def validate(space):
     """Validate a loaded space; return it normalised (sysctl filled in).  Raises
     NetstackError whose field names the parameter and its field."""
     e = schema_error(SCHEMA, space)
     if e:
-        field = _path(e)
+        field = schema_field(e) or "space"
         if e.absolute_path and len(e.absolute_path) >= 2 and e.absolute_path[0] == "parameters":
             try:
                 pname = space["parameters"][e.absolute_path[1]].get("name")
