@@ -1,12 +1,23 @@
 #!/usr/bin/env python3
 """Benchmark: traffic insight analyzer (capability 5).
 
-Part 1, detection: the evaluation generator (trafficgen: 4 sites, 28 days at 5 minutes,
-seasonality, growth, noise, benign bursts, holidays; 8 spikes, 4 level shifts, 4 drifts, 4 new
-heavy prefixes per run) for --seeds seeds that the detector was NOT tuned on (tuning used
-seeds 0-4; these start at 100).  Precision, recall and F1 per anomaly kind (trafficgen.score,
-tolerance 2 bins), kind accuracy, and attribution: the share of detected labels whose
-carrying dimension value is among the anomaly's top-3 contributors.
+Part 1, detection, on two generators designed apart:
+
+* trafficgen (the project's first: 4 sites, 28 days at 5 minutes, seasonality, growth, noise,
+  benign bursts, holidays; 8 spikes, 4 level shifts, 4 drifts, 4 new heavy prefixes per run),
+  --seeds seeds the detector was NOT tuned on (tuning used seeds 0-4; these start at 100);
+* worldgen (written separately, without reading the detector: 5 sites in their own time
+  zones with daylight-saving changes, piecewise office / residential / datacenter day shapes,
+  a 02:00 local batch job, half-day Saturdays, local holidays, first-business-day peaks,
+  per-site noise with AR(1) correlation, heavy-tailed benign bursts, growth, a 2-4 h data gap;
+  labelled spikes (+50 % up), dips, 1-6 h outages, level shifts, slow drifts and new
+  prefixes), 42 days per run: the seeds looked at while tuning (WORLD_TUNING_SEEDS) and
+  --seeds unseen ones from 1000, reported apart; the unseen ones also with the sites' time
+  zones and holidays withheld (UTC only), to show what the calendars are worth.
+
+Precision, recall and F1 per anomaly kind (trafficgen.score, tolerance 2 bins), kind
+accuracy, and attribution: the share of detected labels whose carrying dimension value is
+among the anomaly's top-3 contributors.
 
 Part 2, forecast: the same runs cut after day 21; a 7-day forecast per link at 5-minute
 resolution from the first 21 days (trafficanalysis.forecast) against the seasonal-naive
@@ -35,11 +46,14 @@ sys.path.insert(0, os.path.join(REPO, "collections"))
 sys.path.insert(0, HERE)
 
 from ansible_collections.netstack.tuning.plugins.module_utils.traffic import ingest as flowfile, profile as traffic, analysis as trafficanalysis  # noqa: E402
-from ansible_collections.netstack.tuning.tools import trafficgen  # noqa: E402
+from ansible_collections.netstack.tuning.tools import trafficgen, worldgen  # noqa: E402
 from figures import fmt_spread, spread  # noqa: E402
 
 RESULTS = os.path.join(HERE, "results")
 KINDS = ("spike", "level_shift", "drift", "new_prefix")
+WORLD_KINDS = ("spike", "dip", "outage", "level_shift", "drift", "new_prefix")
+WORLD_TUNING_SEEDS = (0, 1, 2)
+WORLD_FIRST_UNSEEN = 1000
 STEP = 300
 
 
@@ -47,9 +61,19 @@ def holidays(truth):
     return sorted(set(h["date"] for h in truth["holidays"]))
 
 
-def detection(seed):
-    rec, labels, truth = trafficgen.generate(seed=seed)
-    res = trafficanalysis.analyze(rec, {"holidays": holidays(truth)})
+def world_calendars(truth):
+    """The analysis options that tell the analyzer each worldgen site's zone and holidays."""
+    return {"timezones": dict((lk, s["tz"]) for lk, s in truth["sites"].items()),
+            "link_holidays": dict((lk, s["holidays"]) for lk, s in truth["sites"].items())}
+
+
+def detection(seed, generator="trafficgen", calendars=True):
+    if generator == "worldgen":
+        rec, labels, truth = worldgen.generate(seed=seed)
+        res = trafficanalysis.analyze(rec, world_calendars(truth) if calendars else {})
+    else:
+        rec, labels, truth = trafficgen.generate(seed=seed)
+        res = trafficanalysis.analyze(rec, {"holidays": holidays(truth)})
     sc = trafficgen.score(labels, res["anomalies"], tolerance=2 * STEP, holidays=truth["holidays"])
     hits, detected, own = 0, 0, {}
     for lb in labels:
@@ -64,6 +88,12 @@ def detection(seed):
     sc["attribution_top3"] = hits / float(detected) if detected else None
     sc["own_kind"] = own     # detected labels whose best-overlapping detection names their kind
     sc["records"] = len(rec)
+    gaps = truth.get("gaps") or []
+    sc["gaps"] = len(gaps)
+    sc["gaps_reported"] = sum(1 for g in gaps if any(r.get("link", g["link"]) == g["link"] and r["start"] <= g["end"]
+                                                     and r["end"] >= g["start"] - STEP for r in res["gaps"]))
+    sc["anomalies_in_gaps"] = sum(1 for a in res["anomalies"] for g in gaps
+                                  if a["link"] == g["link"] and a["start"] <= g["end"] and a["end"] >= g["start"])
     return sc
 
 
@@ -115,13 +145,14 @@ def ingest(n, repeats):
     return {"records": len(rec), "file_bytes": size, "seconds": spread(times), "records_per_s": spread([len(rec) / t for t in times])}
 
 
-def run_detection(seeds):
+def run_detection(seeds, generator="trafficgen", calendars=True):
     det = []
     for s in seeds:
-        det.append(detection(s))
-        print("detection seed %d: overall F1 %.2f" % (s, det[-1]["overall"]["f1"] or 0), flush=True)
+        det.append(detection(s, generator, calendars))
+        print("%s detection seed %d%s: overall F1 %.2f" % (generator, s, "" if calendars else " (UTC only)",
+                                                            det[-1]["overall"]["f1"] or 0), flush=True)
     per_kind = {}
-    for k in KINDS:
+    for k in (WORLD_KINDS if generator == "worldgen" else KINDS):
         per_kind[k] = dict((m, spread([d["per_kind"][k][m] for d in det])) for m in ("precision", "recall", "f1"))
         per_kind[k]["labels"] = sum(d["per_kind"][k]["labels"] for d in det)
         per_kind[k]["tp"] = sum(d["per_kind"][k]["tp"] for d in det)
@@ -135,6 +166,9 @@ def run_detection(seeds):
         "on_holiday": sum(d["overall"]["on_holiday"] for d in det),
         "kind_accuracy": spread([d["kind_accuracy"] for d in det]),
         "attribution_top3": spread([d["attribution_top3"] for d in det]),
+        "gaps": sum(d["gaps"] for d in det), "gaps_reported": sum(d["gaps_reported"] for d in det),
+        "anomalies_in_gaps": sum(d["anomalies_in_gaps"] for d in det),
+        "generator": generator, "seeds": list(seeds), "calendars": calendars,
         "runs": det,
     }
 
@@ -163,14 +197,15 @@ def main():
     ap.add_argument("--first-seed", type=int, default=100)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--sizes", default="1000000,10000000")
-    ap.add_argument("--parts", default="detection,forecast,throughput",
+    ap.add_argument("--world-seeds", type=int, default=10, help="unseen worldgen seeds, from %d" % WORLD_FIRST_UNSEEN)
+    ap.add_argument("--parts", default="detection,world,forecast,throughput",
                     help="which parts to run; the others are kept from the last results file")
     args = ap.parse_args()
     parts = set(args.parts.split(","))
     seeds = list(range(args.first_seed, args.first_seed + args.seeds))
     started = time.time()
     out = {}
-    if parts != {"detection", "forecast", "throughput"} and os.path.exists(os.path.join(RESULTS, "traffic.json")):
+    if parts != {"detection", "world", "forecast", "throughput"} and os.path.exists(os.path.join(RESULTS, "traffic.json")):
         with open(os.path.join(RESULTS, "traffic.json")) as f:
             out = json.load(f)
     out.update({"date": datetime.datetime.utcnow().strftime("%Y-%m-%d %H:%M UTC"), "host": platform.node(),
@@ -179,6 +214,11 @@ def main():
 
     if "detection" in parts:
         out["detection"] = run_detection(seeds)
+    if "world" in parts:
+        unseen = list(range(WORLD_FIRST_UNSEEN, WORLD_FIRST_UNSEEN + args.world_seeds))
+        out["world"] = {"tuning": run_detection(WORLD_TUNING_SEEDS, "worldgen"),
+                        "unseen": run_detection(unseen, "worldgen"),
+                        "unseen_utc_only": run_detection(unseen, "worldgen", calendars=False)}
     if "forecast" in parts:
         out["forecast"] = run_forecast(seeds)
     if "throughput" in parts:
@@ -202,25 +242,42 @@ def _p(s):
     return "n/a" if not s else "%.2f (%.2f-%.2f)" % (s["median"], s["min"], s["max"])
 
 
-def markdown(out):
-    d = out["detection"]
-    lines = ["# Traffic insight analyzer benchmark", "",
-             "%s, %s, kernel %s, %d CPUs, numpy %s; held-out seeds %d-%d (the detector was tuned on 0-4)."
-             % (out["date"], out["host"], out["kernel"], out["cpus"], out["numpy"], out["seeds"][0], out["seeds"][-1]), "",
-             "## Detection (per run: median (min-max) over %d runs of 4 sites x 28 days)" % len(out["seeds"]), "",
-             "| kind | labels | detected | named as this kind | precision | recall | F1 |", "|---|---|---|---|---|---|---|"]
-    for k in KINDS:
+def detection_table(d, kinds):
+    lines = ["| kind | labels | detected | named as this kind | precision | recall | F1 |", "|---|---|---|---|---|---|---|"]
+    for k in kinds:
         p = d["per_kind"][k]
         lines.append("| %s | %d | %d | %s | %s | %s | %s |" % (k, p["labels"], p["tp"], p.get("own_kind", "n/a"), _p(p["precision"]),
                                                                _p(p["recall"]), _p(p["f1"])))
     lines.append("| overall | | | | %s | %s | %s |" % (_p(d["overall"]["precision"]), _p(d["overall"]["recall"]),
                                                         _p(d["overall"]["f1"])))
-    lines += ["", "Recall counts a label as detected by a detection of any kind on its link that overlaps it (2-bin "
-              "tolerance); precision counts detections reported as the kind that overlap any label; \"named as this "
-              "kind\" counts detected labels whose best-overlapping detection reports their kind."]
     lines += ["", "False positives in all runs: %d (%d of them on a holiday). Kind accuracy %s. Attribution: the carrying "
               "dimension value is in the top-3 contributors for %s of detected labels." % (
-                  d["false_positives"], d["on_holiday"], _p(d["kind_accuracy"]), _p(d["attribution_top3"])), ""]
+                  d["false_positives"], d["on_holiday"], _p(d["kind_accuracy"]), _p(d["attribution_top3"]))]
+    if d.get("gaps"):
+        lines.append("Data gaps: %d, reported as gaps %d; anomalies reported inside a gap: %d."
+                     % (d["gaps"], d["gaps_reported"], d["anomalies_in_gaps"]))
+    return lines + [""]
+
+
+def markdown(out):
+    d = out["detection"]
+    lines = ["# Traffic insight analyzer benchmark", "",
+             "%s, %s, kernel %s, %d CPUs, numpy %s; held-out seeds %d-%d (the detector was tuned on 0-4)."
+             % (out["date"], out["host"], out["kernel"], out["cpus"], out["numpy"], out["seeds"][0], out["seeds"][-1]), "",
+             "## Detection, trafficgen (per run: median (min-max) over %d runs of 4 sites x 28 days)" % len(out["seeds"]), ""]
+    lines += detection_table(d, KINDS)
+    lines += ["Recall counts a label as detected by a detection of any kind on its link that overlaps it (2-bin "
+              "tolerance); precision counts detections reported as the kind that overlap any label; \"named as this "
+              "kind\" counts detected labels whose best-overlapping detection reports their kind.", ""]
+    w = out.get("world")
+    if w:
+        lines += ["## Detection, worldgen (the second generator: 5 sites in their own time zones x 42 days)", ""]
+        for key, title in (("unseen", "Unseen seeds %s, with each site's time zone and holidays"),
+                           ("unseen_utc_only", "The same unseen seeds %s, time zones and holidays withheld (UTC only)"),
+                           ("tuning", "Seeds looked at while tuning %s")):
+            r = w[key]
+            lines += ["### " + title % ("%d-%d" % (r["seeds"][0], r["seeds"][-1]) if len(r["seeds"]) > 1 else r["seeds"][0]), ""]
+            lines += detection_table(r, WORLD_KINDS)
     f = out["forecast"]
     lines += ["## Forecast (7 days at 5 minutes from 21 days of history, per link)", "",
               "MASE (model MAE / seasonal-naive MAE; < 1 is better than naive): all %d links %s; the %d links without a "

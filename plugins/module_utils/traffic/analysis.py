@@ -47,6 +47,11 @@ import time
 import warnings
 
 try:
+    import zoneinfo
+except ImportError:  # Python < 3.9: UTC only, a named zone says so
+    zoneinfo = None
+
+try:
     import numpy as np
 except ImportError:
     np = None  # trafficdata.require_numpy() says so where it is needed
@@ -64,6 +69,7 @@ DEFAULTS = {
     "spike_sigma": 6.0,      # spike threshold, in noise sigmas
     "spike_max": 12,         # longest spike, bins
     "spike_min": 1.0,        # and at least this relative change (1.0: double, or half for a dip)
+    "outage_min": 0.5,       # an outage: the link at least this much below its expected rate (0.5: halved)
     "shift_window": 6 * 3600,  # level-shift comparison window, s
     "shift_min": 0.25,       # smallest sustained change, log units (~ +28 % / -22 %)
     "shift_sigma": 8.0,      # and in sigmas of the windowed median
@@ -76,7 +82,10 @@ DEFAULTS = {
     "critical": 0.9,
     "price_per_mbps": None,  # per month, on the billable 95th percentile
     "horizon_days": 90,
-    "holidays": [],          # "YYYY-MM-DD" days that behave like a Sunday
+    "holidays": [],          # "YYYY-MM-DD" days that behave like a Sunday (every link, its local date)
+    "link_holidays": {},     # link -> more such days for that link only
+    "timezone": "UTC",       # IANA zone the day shape is built in (each link's local time)
+    "timezones": {},         # link -> its own zone
     "plot_points": 1500,
 }
 
@@ -93,6 +102,7 @@ BOUNDS = {
     "plot_points": ("int", 1, 1000000),
     "spike_sigma": ("number", 1e-9, 1e6),
     "spike_min": ("number", 1e-9, 1e6),
+    "outage_min": ("number", 0.01, 0.999),
     "shift_min": ("number", 1e-9, 1e6),
     "shift_sigma": ("number", 1e-9, 1e6),
     "drift_min": ("number", 1e-9, 1e6),
@@ -181,7 +191,69 @@ def options(opts=None, prefix=""):
         o["price_per_mbps"] = _number(o["price_per_mbps"], prefix + "price_per_mbps", 0, MAX_PRICE)
     holidays = _list(o["holidays"] or [], prefix + "holidays")
     o["_holiday_days"] = [holiday_day(h, "%sholidays[%d]" % (prefix, i)) for i, h in enumerate(holidays)]
+    o["_link_holidays"] = {}
+    for link, days in _link_map(o["link_holidays"], prefix + "link_holidays", "link names to lists of YYYY-MM-DD days").items():
+        field = "%slink_holidays.%s" % (prefix, link)
+        o["_link_holidays"][link] = [holiday_day(h, "%s[%d]" % (field, i)) for i, h in enumerate(_list(days, field))]
+    o["_zones"] = {None: zone(o["timezone"], prefix + "timezone")}
+    for link, name in _link_map(o["timezones"], prefix + "timezones", "link names to IANA time zones").items():
+        o["_zones"][link] = zone(name, "%stimezones.%s" % (prefix, link))
     return o
+
+
+def _link_map(value, field, what):
+    if not isinstance(value, dict):
+        raise NetstackError("must map %s" % what, field=field)
+    if len(value) > MAX_LIST:
+        raise NetstackError("at most %d links, got %d" % (MAX_LIST, len(value)), field=field)
+    for link in value:
+        if not isinstance(link, str) or not link or len(link) > 256:
+            raise NetstackError("link names are non-empty text of at most 256 characters, got %s"
+                                % repr(link)[:40], field=field)
+    return value
+
+
+def zone(name, field="timezone"):
+    """The tzinfo of an IANA zone name ("Europe/Berlin"); None for UTC."""
+    if name in ("UTC", "Etc/UTC", "Z"):
+        return None
+    if not isinstance(name, str) or not name or len(name) > 64:
+        raise NetstackError("must be an IANA time zone name such as Europe/Berlin, got %s" % repr(name)[:40],
+                            field=field)
+    if zoneinfo is None:
+        raise NetstackError("time zones need Python 3.9 or later (zoneinfo); use UTC", field=field)
+    try:
+        return zoneinfo.ZoneInfo(name)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError, OSError):
+        raise NetstackError("unknown time zone %r (an IANA name such as Europe/Berlin)" % name[:64], field=field)
+
+
+def link_calendar(o, link):
+    """(tzinfo or None, holiday day numbers) of ``link``: its own zone or the common one, and
+    the common holidays plus its own."""
+    return o["_zones"].get(link, o["_zones"][None]), sorted(set(o["_holiday_days"]) | set(o["_link_holidays"].get(link, ())))
+
+
+def local_times(times, tz):
+    """``times`` (UNIX s) as wall-clock seconds in ``tz`` counted from 1970-01-01 00:00 local,
+    so that ``// DAY`` is the local date's day number and ``% DAY`` the local time of day;
+    ``times`` itself for UTC (tz None).  The offset is looked up once per UTC day, and per
+    time only on days where it changes (a daylight-saving switch)."""
+    t = np.asarray(times, dtype=np.int64)
+    if tz is None or not len(t):
+        return t
+
+    def offset(x):
+        return int(datetime.datetime.fromtimestamp(int(x), datetime.timezone.utc).astimezone(tz).utcoffset().total_seconds())
+
+    days, inv = np.unique(t // DAY, return_inverse=True)
+    at_start = np.asarray([offset(d * DAY) for d in days], dtype=np.int64)
+    at_end = np.asarray([offset(d * DAY + DAY - 1) for d in days], dtype=np.int64)
+    off = at_start[inv]
+    for k in np.flatnonzero(at_start != at_end):
+        sel = np.flatnonzero(inv == k)
+        off[sel] = [offset(x) for x in t[sel]]
+    return t + off
 
 
 # ------------------------------------------------------------------ binning
@@ -227,14 +299,36 @@ class Binned(object):
         empty = np.bincount(self.bin, minlength=self.nbins) == 0
         self.gap = empty if self.nbins >= 8 and empty.mean() <= 1.0 - GAP_DENSITY else np.zeros(self.nbins, bool)
         self.valid &= ~self.gap[None, :]
+        # The same per link: a bin without a single record of a link that has records in
+        # nearly every bin of its span is that link's exporter or collector missing, not its
+        # traffic stopping (an outage leaves some flows: the routing protocol, the monitoring).
+        lk = rec.codes["link"].astype(np.int64)
+        nlinks = max(1, len(rec.cats["link"]))
+        rows = np.bincount(lk * self.nbins + self.bin, minlength=nlinks * self.nbins).reshape(nlinks, self.nbins)
+        self.link_gap = {}
+        for code in np.unique(lk):
+            seen = np.flatnonzero(rows[code])
+            span = np.zeros(self.nbins, bool)
+            span[seen[0]:seen[-1] + 1] = True
+            missing = span & (rows[code] == 0) & ~self.gap
+            if missing.any() and span.sum() >= 8 and missing.sum() <= (1.0 - GAP_DENSITY) * span.sum():
+                self.link_gap[rec.cats["link"][int(code)]] = missing
+        for i, link in enumerate(self.links):
+            if link in self.link_gap:
+                self.valid[i] &= ~self.link_gap[link]
         self._bps = self.bytes * 8.0 / step
 
     def gaps(self):
-        """[{start, end, bins}] of each run of gap bins (times in UNIX s, end inclusive)."""
+        """[{start, end, bins}] of each run of gap bins (times in UNIX s, end inclusive), and
+        [{link, start, end, bins}] of each run of one link's own gap bins."""
         out = []
-        edges = np.flatnonzero(np.diff(np.concatenate(([0], self.gap.astype(np.int8), [0]))))
-        for i0, i1 in zip(edges[::2], edges[1::2]):
-            out.append({"start": int(self.times[i0]), "end": int(self.times[i1 - 1]) + self.step - 1, "bins": int(i1 - i0)})
+        for link, mask in [(None, self.gap)] + sorted(self.link_gap.items()):
+            edges = np.flatnonzero(np.diff(np.concatenate(([0], mask.astype(np.int8), [0]))))
+            for i0, i1 in zip(edges[::2], edges[1::2]):
+                g = {"start": int(self.times[i0]), "end": int(self.times[i1 - 1]) + self.step - 1, "bins": int(i1 - i0)}
+                if link is not None:
+                    g["link"] = link
+                out.append(g)
         return out
 
     def bps(self):
@@ -292,7 +386,9 @@ def _day_kind(days, holidays):
 # ------------------------------------------------------------------ the seasonal model
 
 class Model(object):
-    """Seasonal profile + noise scale of one series (see the module docstring)."""
+    """Seasonal profile + noise scale of one series (see the module docstring).  ``times``
+    are the bins' starts in the link's local time (local_times), so days and times of day
+    are the link's own; a day of a daylight-saving switch has one hour more or less."""
 
     def __init__(self, bps, valid, times, step, holidays):
         self.step = step
@@ -318,7 +414,7 @@ class Model(object):
             first = int(days[0])
             dn = days - first
             daily = self._daily_median(y, dn)
-            shape = self._profile(y - daily[dn], kind, tod)
+            shape = self._profile(y - daily[dn], kind, tod, dn)
             wk = np.zeros(7)
             day_kind = _day_kind(np.arange(len(daily)) + first, holidays) if self.season == "weekly" else np.zeros(len(daily), int)
             if self.season == "weekly":
@@ -352,18 +448,18 @@ class Model(object):
         diffs = diffs[~np.isnan(diffs)]
         self.sigma = max(1e-3, 1.4826 * float(np.median(np.abs(diffs))) / math.sqrt(2)) if len(diffs) else 1.0
 
-    def _profile(self, y, kind, tod):
+    def _profile(self, y, kind, tod, dn):
         nk = int(kind.max()) + 1 if len(kind) else 1
         prof = np.full(nk * self.per_day, np.nan)
+        ndays = int(dn.max()) + 1 if len(dn) else 1
         for k in range(nk):
             sel = kind == k
             if not sel.any():
                 continue
-            ndays = (len(y) + int(tod[0])) // self.per_day + 1
             rows = np.full((ndays, self.per_day), np.nan)
-            # place each sample by (day number relative to the first day, time of day)
-            dn = ((np.arange(len(y)) + int(tod[0])) // self.per_day)[sel]
-            rows[dn, tod[sel]] = y[sel]
+            # place each sample by (day number relative to the first day, time of day); the
+            # hour repeated when clocks go back keeps its later sample
+            rows[dn[sel], tod[sel]] = y[sel]
             stacked = np.concatenate([np.roll(rows, -1, axis=1), rows, np.roll(rows, 1, axis=1)], axis=0)
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", RuntimeWarning)
@@ -436,6 +532,7 @@ def _volume_events(model, o):
         if (peak > 0 and mag < o["spike_min"]) or (peak < 0 and mag > -o["spike_min"] / (1 + o["spike_min"])):
             continue
         events.append(("spike" if peak > 0 else "dip", i0, i1, abs(peak), mag))
+    events.extend(_outages(model, o))
     smooth = _rolling(d, max(3, (3 * 3600 // step) | 1), np.nanmedian) if n >= DAY // step else None
     # sustained changes at two scales: hours (shift or fast drift) and a day (slow drift)
     for scale, win in (("hours", o["shift_window"] // step), ("day", DAY // step)):
@@ -465,6 +562,31 @@ def _volume_events(model, o):
             events.append((kind, start, i1 if kind == "drift" else min(n - 1, qj + win), abs(size) / max(noise, 1e-6),
                            float(math.exp(size) - 1)))
     return _merge_events(events, o["shift_window"] // step, d, o["drift_min"])
+
+
+def _outages(model, o):
+    """Drops longer than a dip (``spike_max`` bins) and no longer than ``shift_window``: the
+    link at least ``outage_min`` below the rate this time of day and the previous days' level
+    lead to expect (the model's expected_y, which a few hours of outage cannot move), and at
+    least 3 noise sigmas below it, on a 5-bin running median.  A drop that lasts longer is a
+    level shift; one still running at the end of the data is reported (it may yet become one).
+    Bins without data (gaps) end a run: a gap is not an outage."""
+    if model.profile is None or len(model.y) < 5:
+        return []
+    step = o["step"]
+    resid = model.y - model.expected_y
+    low = _rolling(resid, 5, np.nanmedian)
+    thr = min(math.log1p(-o["outage_min"]), -3.0 * model.sigma)
+    out = []
+    for i0, i1 in _runs(np.nan_to_num(low, nan=0.0) < thr):
+        length = i1 - i0 + 1
+        if length <= o["spike_max"] or length * step > o["shift_window"]:
+            continue
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            depth = float(np.nanmedian(resid[i0:i1 + 1]))
+        out.append(("outage", i0, i1, abs(depth) / model.sigma, float(math.exp(depth) - 1)))
+    return out
 
 
 def _ramp_start(smooth, d, qj, size, step):
@@ -501,10 +623,20 @@ def _merge_events(events, margin, d, drift_min):
     shift is the ramp before it only when d moved by ``drift_min`` between the drift's start
     and the shift's start (then it is cut where the shift begins), otherwise it is the
     shift's own edge seen through a day-long window."""
-    rank = {"level_shift": 0, "drift": 1, "spike": 2, "dip": 2}
+    rank = {"outage": 0, "level_shift": 1, "drift": 2, "spike": 3, "dip": 3}
+    edge = max(1, margin // 6)   # an hour at the defaults: the 2-hour rolling median's half width
     events = sorted(events, key=lambda e: (rank[e[0]], e[1]))
     kept = []
     for e in events:
+        if e[0] in ("spike", "dip"):
+            k = next((k for k in kept if _explains(k, e, edge)), None)
+            if k is None:
+                kept.append(e)   # a spike inside a drift or a shift is an event of its own
+                continue
+            if k[0] == e[0]:     # one spike seen twice: one event
+                kept[kept.index(k)] = (k[0], min(k[1], e[1]), max(k[2], e[2]), max(k[3], e[3]),
+                                       k[4] if abs(k[4]) >= abs(e[4]) else e[4])
+            continue             # else the outage, or the shift's or drift's sharp edge
         if e[0] == "drift":
             shift = next((k for k in kept if k[0] == "level_shift" and e[1] <= k[2] + margin and k[1] <= e[2] + margin), None)
             if shift is not None:
@@ -529,6 +661,18 @@ def _merge_events(events, margin, d, drift_min):
                            k[4] if abs(k[4]) >= abs(e[4]) else e[4])
         # a lower-ranked event overlapping a kept one is explained by it
     return sorted(kept, key=lambda e: e[1])
+
+
+def _explains(k, e, edge):
+    """Whether the kept event ``k`` accounts for the spike or dip ``e``: e lies inside an outage
+    (or within ``edge`` bins of it), or at the sharp edge of a level shift (its start) or of a
+    drift (its end, where a ramp snaps back), or it is the same kind and overlaps."""
+    if k[0] == e[0]:
+        return e[1] <= k[2] and k[1] <= e[2]
+    if k[0] == "outage":
+        return k[1] - edge <= e[1] and e[2] <= k[2] + edge
+    at = k[1] if k[0] == "level_shift" else k[2] if k[0] == "drift" else None
+    return at is not None and abs(e[1] - at) <= edge
 
 
 def _new_prefixes(rec, binned, o):
@@ -693,7 +837,8 @@ def project(binned, o):
     horizon = o["horizon_days"]
     for i in range(len(binned.links)):
         valid = binned.valid[i]
-        days = binned.times // DAY
+        tz, holidays = link_calendar(o, binned.links[i])
+        days = local_times(binned.times, tz) // DAY
         udays = np.unique(days[valid])
         # whole days only (at least 80 % of the bins present)
         counts = np.bincount(days[valid] - udays[0], minlength=len(udays)) if len(udays) else np.array([])
@@ -705,7 +850,7 @@ def project(binned, o):
             continue
         p95 = np.asarray([np.percentile(bps[i][valid & (days == dday)], 95) for dday in full])
         ly = np.log(np.maximum(p95, 1.0))
-        wd = _day_kind(full, o["_holiday_days"])
+        wd = _day_kind(full, holidays)
         factor = np.zeros(7)
         if len(full) >= 14:
             for k in range(7):
@@ -726,7 +871,7 @@ def project(binned, o):
                            % (_day(full[k]), ratio, len(full) - k))
         rlo, rhi = np.percentile(resid, [5, 95])
         fut = np.arange(1, horizon + 1, dtype=float)
-        fwd = _day_kind(full[-1] + fut.astype(np.int64), o["_holiday_days"])
+        fwd = _day_kind(full[-1] + fut.astype(np.int64), holidays)
         point = a + b * fut + factor[fwd]
         # slope uncertainty grows with the horizon, residual spread does not
         lo = point + (blo - b) * fut + rlo
@@ -808,11 +953,12 @@ def water_levels(binned, proj, o):
 
 # ------------------------------------------------------------------ profile
 
-def profile(binned, i, holidays):
-    """Median rate per weekday x hour (7 x 24, NaN where unseen), hourly and daily means."""
+def profile(binned, i, holidays, local):
+    """Median rate per weekday x hour (7 x 24, NaN where unseen), hourly and daily means, in
+    the link's local time (``local``: local_times of the bins)."""
     bps = binned.bps()[i]
     valid = binned.valid[i]
-    t = binned.times[valid]
+    t = local[valid]
     v = bps[valid]
     wd = _day_kind(t // DAY, holidays)
     hr = (t % DAY) // 3600
@@ -859,13 +1005,16 @@ def analyze(rec, opts=None):
     for i, (link, direction) in enumerate(zip(binned.links, binned.directions)):
         valid = binned.valid[i]
         v = bps[i][valid]
-        model = Model(bps[i], valid, binned.times, step, o["_holiday_days"])
+        tz, holidays = link_calendar(o, link)
+        local = local_times(binned.times, tz)
+        model = Model(bps[i], valid, local, step, holidays)
         expected = model.expected_bps()
         pct = dict(("p%g" % p, float(np.percentile(v, p))) for p in o["percentiles"])
         series.append({"link": link, "direction": direction, "bins": int(valid.sum()), "bytes": float(binned.bytes[i].sum()),
                        "mean_bps": float(v.mean()), "peak_bps": float(v.max()), "percentiles_bps": pct,
                        "season": model.season, "noise_sigma": model.sigma,
-                       "profile": profile(binned, i, o["_holiday_days"])})
+                       "timezone": str(tz) if tz is not None else "UTC",
+                       "profile": profile(binned, i, holidays, local)})
         for kind, i0, i1, score, mag in _volume_events(model, o):
             t0, t1 = int(binned.times[i0]), int(binned.times[i1]) + step
             exp_bytes = float(expected[i0:i1 + 1].sum() * step / 8)
@@ -911,8 +1060,9 @@ def forecast(rec, start, bins, opts=None):
     times = int(start) + np.arange(bins) * step
     out = {}
     for i, key in enumerate(zip(binned.links, binned.directions)):
-        model = Model(binned.bps()[i], binned.valid[i], binned.times, step, o["_holiday_days"])
-        y = model.forecast_y(times, o["_holiday_days"])
+        tz, holidays = link_calendar(o, key[0])
+        model = Model(binned.bps()[i], binned.valid[i], local_times(binned.times, tz), step, holidays)
+        y = model.forecast_y(local_times(times, tz), holidays)
         out[key] = np.maximum(np.exp(y) - model.floor, 0.0) * step / 8.0
     return out
 

@@ -5,6 +5,7 @@
 
     netstack-traffic analyze SOURCE... [--json FILE] [--report FILE] [--step S]
                              [--capacity LINK=BPS]... [--price PER_MBPS] [--holiday YYYY-MM-DD]...
+                             [--timezone ZONE] [--link-timezone LINK=ZONE]... [--link-holiday LINK=YYYY-MM-DD]...
                              [--local PREFIX]... [--horizon DAYS]
     netstack-traffic generate DIR [--seed N] [--sites N] [--days N] [--records N]
 
@@ -57,7 +58,10 @@ def parser():
     a.add_argument("--step", help="bin width, seconds")
     a.add_argument("--capacity", action="append", default=[], metavar="LINK=BPS", help="a link's capacity, bits/s")
     a.add_argument("--price", help="price per Mbit/s of the 95th percentile")
-    a.add_argument("--holiday", action="append", default=[], metavar="YYYY-MM-DD")
+    a.add_argument("--holiday", action="append", default=[], metavar="YYYY-MM-DD", help="a day like a Sunday, every link")
+    a.add_argument("--timezone", help="IANA zone the day shape is built in (default UTC)")
+    a.add_argument("--link-timezone", action="append", default=[], metavar="LINK=ZONE", help="a link's own zone")
+    a.add_argument("--link-holiday", action="append", default=[], metavar="LINK=YYYY-MM-DD", help="a holiday of one link")
     a.add_argument("--local", action="append", default=[], metavar="PREFIX", help="this site's prefixes")
     a.add_argument("--horizon", help="projection horizon, days")
     g = sub.add_parser("generate", help="evaluation data with labelled anomalies: DIR/traffic.csv and DIR/labels.json")
@@ -68,7 +72,19 @@ def parser():
 
 
 def _analysis(o):
-    analysis = {"holidays": o.holiday, "capacity": {}}
+    analysis = {"holidays": o.holiday, "capacity": {}, "timezones": {}, "link_holidays": {}}
+    for opt, values in (("--link-timezone", o.link_timezone), ("--link-holiday", o.link_holiday)):
+        for c in values:
+            link, _sep, value = c.rpartition("=")
+            if not link or not value:
+                raise NetstackError("want LINK=%s, got %r" % ("ZONE" if opt == "--link-timezone" else "YYYY-MM-DD", c[:80]),
+                                    field=opt)
+            if opt == "--link-timezone":
+                analysis["timezones"][link] = value
+            else:
+                analysis["link_holidays"].setdefault(link, []).append(value)
+    if o.timezone is not None:
+        analysis["timezone"] = o.timezone
     for c in o.capacity:
         link, _sep, bps = c.rpartition("=")
         if not link:
