@@ -84,7 +84,7 @@ bench-amp:        ## AMP: redis + redis-benchmark under stress-ng: default / irq
 bench-zerocopy:   ## zero-copy: size x mode table on loopback and veth, crossover; module loop vs a plain C loop
 	/usr/bin/python3 benchmarks/zerocopy_bench.py
 
-bench-traffic:    ## traffic insight: detection F1 per kind, forecast vs seasonal-naive, records/s at 1M/10M; collector overhead on veth
+bench-traffic:    ## traffic insight: detection F1 per kind on two generators (trafficgen; worldgen tuning/unseen/UTC-only), forecast vs seasonal-naive, records/s at 1M/10M; collector overhead on veth
 	$(PY) benchmarks/traffic_bench.py --seeds 10 --repeats 3
 	/usr/bin/python3 benchmarks/traffic_collector_overhead.py --repeats 5
 

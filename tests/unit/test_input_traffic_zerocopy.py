@@ -67,6 +67,17 @@ def _entries(tmp_path):
     ({"warn": "1e400"}, "analysis.warn"),
     ({"warn": "\u0660.5"}, "analysis.warn"),
     ({"nosuch": 1}, "analysis.nosuch"),
+    ({"timezone": "Mars/Olympus"}, "analysis.timezone"),
+    ({"timezone": 5}, "analysis.timezone"),
+    ({"timezone": "../../etc/passwd"}, "analysis.timezone"),
+    ({"timezones": ["Europe/Berlin"]}, "analysis.timezones"),
+    ({"timezones": {"eth0": "Nowhere/City"}}, "analysis.timezones.eth0"),
+    ({"timezones": {"": "UTC"}}, "analysis.timezones"),
+    ({"link_holidays": ["2026-12-25"]}, "analysis.link_holidays"),
+    ({"link_holidays": {"eth0": "2026-12-25"}}, "analysis.link_holidays.eth0"),
+    ({"link_holidays": {"eth0": ["2026-02-30"]}}, "analysis.link_holidays.eth0[0]"),
+    ({"outage_min": 1.5}, "analysis.outage_min"),
+    ({"outage_min": NAN}, "analysis.outage_min"),
 ])
 def test_analysis_options_are_strict_and_named(tmp_path, opts, field):
     src = _flows(tmp_path)

@@ -99,6 +99,19 @@ def test_cli_errors_name_the_option(capsys):
     assert traffic_cli.main(["analyze", "x.csv", "--capacity", "5e9"]) == 2
     assert "--capacity" in capsys.readouterr().err
     assert traffic_cli.main(["frobnicate"]) == 2
+    assert traffic_cli.main(["analyze", "x.csv", "--link-timezone", "Europe/Berlin"]) == 2
+    assert "--link-timezone" in capsys.readouterr().err
+    assert traffic_cli.main(["analyze", "x.csv", "--link-holiday", "fra:wan="]) == 2
+    assert "--link-holiday" in capsys.readouterr().err
+
+
+def test_cli_calendars_reach_the_analysis_options():
+    o = traffic_cli.parser().parse_args(["analyze", "x.csv", "--timezone", "Asia/Tokyo", "--link-timezone",
+                                         "fra:wan=Europe/Berlin", "--link-holiday", "fra:wan=2026-04-06",
+                                         "--link-holiday", "fra:wan=2026-05-01", "--holiday", "2026-12-25"])
+    a = traffic_cli._analysis(o)
+    assert a["timezone"] == "Asia/Tokyo" and a["timezones"] == {"fra:wan": "Europe/Berlin"}
+    assert a["link_holidays"] == {"fra:wan": ["2026-04-06", "2026-05-01"]} and a["holidays"] == ["2026-12-25"]
 
 
 def test_oneshot_refuses_to_take_the_agents_collector(tmp_path):

@@ -72,7 +72,7 @@ DEFAULTS = {
     "outage_min": 0.5,       # an outage: the link at least this much below its expected rate (0.5: halved)
     "shift_window": 6 * 3600,  # level-shift comparison window, s
     "shift_min": 0.25,       # smallest sustained change, log units (~ +28 % / -22 %)
-    "shift_sigma": 8.0,      # and in sigmas of the windowed median
+    "shift_sigma": 6.0,      # and in sigmas of the windowed median (8 before the second generator)
     "drift_min": 0.25,       # smallest change over a day for a drift, log units
     "warmup_days": 7,        # history before new prefixes count as new
     "new_prefix_share": 0.08,
@@ -349,6 +349,17 @@ def _rolling(x, w, fn):
             return fn(view, axis=1)
 
 
+def _block_rolling_median(x, w, k):
+    """Centred rolling median over about ``w`` bins, taken over the medians of ``k``-bin
+    blocks (hours): a day-long window for a fraction of the cost, centred to within a block."""
+    n = len(x)
+    m = -(-n // k) * k
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        blocks = np.nanmedian(np.concatenate([x, np.full(m - n, np.nan)]).reshape(-1, k), axis=1)
+    return np.repeat(_rolling(blocks, max(1, w // k) | 1, np.nanmedian), k)[:n]
+
+
 def _windowed_median(x, w):
     """(median of x[t-w:t], median of x[t:t+w]) for every t, NaN where a side is short."""
     n = len(x)
@@ -409,8 +420,8 @@ class Model(object):
             # The shape of a day and the level of a day are estimated apart, so growth, a
             # level shift or a drift (which move whole days) cannot leak into the shape:
             # shape = median over days of the same kind of (y - that day's median);
-            # weekday effect = median over days of a kind of (day median - its centred
-            # 7-day rolling median), a window that holds each weekday once.
+            # weekday effect = median over days of a kind of (day median - the median of
+            # the working days in the centred 7-day window around it).
             first = int(days[0])
             dn = days - first
             daily = self._daily_median(y, dn)
@@ -420,7 +431,14 @@ class Model(object):
             if self.season == "weekly":
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore", RuntimeWarning)
-                    rel = daily - _rolling(daily, 7, np.nanmedian)
+                    # against the working days (Monday to Friday, holidays not) around each
+                    # day: a week with holidays in it would pull a plain 7-day median down
+                    # to the weekend's level and hide the weekend effect
+                    work = np.where(day_kind < 5, daily, np.nan)
+                    base = _rolling(work, 7, np.nanmedian)
+                    few = _rolling(np.isfinite(work).astype(float), 7, np.nansum) < 2
+                    base = np.where(few, _rolling(work, 15, np.nanmedian), base)
+                    rel = daily - base
                     for k in range(7):
                         if np.isfinite(rel[day_kind == k]).any():
                             wk[k] = np.nanmedian(rel[day_kind == k])
@@ -576,9 +594,14 @@ def _outages(model, o):
     step = o["step"]
     resid = model.y - model.expected_y
     low = _rolling(resid, 5, np.nanmedian)
+    # and against the day around it: d's median over a centred 24-hour window, which a drop of
+    # at most 6 hours cannot move, while a day the model puts at the wrong level (a weekend
+    # or a holiday unlike the ones before) moves with it
+    day = _block_rolling_median(model.d, DAY // step, max(1, 3600 // step))
+    local = _rolling(model.d, 5, np.nanmedian) - day
     thr = min(math.log1p(-o["outage_min"]), -3.0 * model.sigma)
     out = []
-    for i0, i1 in _runs(np.nan_to_num(low, nan=0.0) < thr):
+    for i0, i1 in _runs((np.nan_to_num(low, nan=0.0) < thr) & (np.nan_to_num(local, nan=0.0) < thr)):
         length = i1 - i0 + 1
         if length <= o["spike_max"] or length * step > o["shift_window"]:
             continue
@@ -637,6 +660,8 @@ def _merge_events(events, margin, d, drift_min):
                 kept[kept.index(k)] = (k[0], min(k[1], e[1]), max(k[2], e[2]), max(k[3], e[3]),
                                        k[4] if abs(k[4]) >= abs(e[4]) else e[4])
             continue             # else the outage, or the shift's or drift's sharp edge
+        if e[0] in ("level_shift", "drift") and any(k[0] == "outage" and k[1] - edge <= e[1] <= k[2] + edge for k in kept):
+            continue             # the outage's fall or its recovery, seen through a longer window
         if e[0] == "drift":
             shift = next((k for k in kept if k[0] == "level_shift" and e[1] <= k[2] + margin and k[1] <= e[2] + margin), None)
             if shift is not None:
