@@ -297,7 +297,7 @@ class Lab(object):
             self.mounts.append("/sys/devices/system/cpu/online")
         if not os.path.isdir("/run/netstack"):
             os.makedirs("/run/netstack", 0o755)
-            self.events.append("created /run/netstack (left in place, empty)")
+            self.events.append("created /run/netstack (run directly in a mount namespace: left in place, empty)")
         # the agent writes its pid and status files there: keep the host's untouched
         sh(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", "/run/netstack"])
 
@@ -909,10 +909,19 @@ def main():
         if not shutil.which(tool):
             sys.exit("missing tool: %s" % tool)
     if os.environ.get(ENV_FLAG) != "1":
-        # a private mount namespace: the sysfs views and tmpfs mounts below die with this process
+        # a private mount namespace: the sysfs views and tmpfs mounts below die with its process.
+        # /run/netstack, the mount point of the tmpfs the agent writes to, is made here when the
+        # host has none and removed afterwards, so the host is left as it was found.
         os.environ[ENV_FLAG] = "1"
-        os.execvp("unshare", ["unshare", "--mount", "--propagation", "private", sys.executable,
-                              os.path.abspath(__file__)] + sys.argv[1:])
+        made = not os.path.isdir("/run/netstack")
+        if made:
+            os.makedirs("/run/netstack", 0o755)
+        try:
+            return subprocess.call(["unshare", "--mount", "--propagation", "private", sys.executable,
+                                    os.path.abspath(__file__)] + sys.argv[1:])
+        finally:
+            if made:
+                os.rmdir("/run/netstack")
     for s in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
         signal.signal(s, _on_signal)
     leftovers = [d for d in os.listdir(CPUSET) if d.startswith("netstack-bench-")]

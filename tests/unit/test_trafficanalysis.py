@@ -411,3 +411,22 @@ def test_one_links_missing_hours_are_its_gap_not_an_outage():
     r = ta.analyze(gapped)
     assert r["gaps"] == [{"link": "a", "start": g0, "end": g0 + 3 * 3600 - 1, "bins": 36}]
     assert not _overlapping(r, g0, g0 + 3 * 3600), r["anomalies"]
+
+
+def test_a_record_of_a_million_times_the_bytes_inside_a_drift_is_reported():
+    """Issue 24, point 6: one record carrying 1e6 times a bin's bytes in the middle of a
+    drift went unreported (the drift's window swallowed it)."""
+    n = 28 * PER_DAY
+    t, rate = seasonal_rate(n, seed=12, noise=0.04)
+    rate = rate.copy()
+    ramp = (t >= T0 + 12 * 86400) & (t < T0 + 15 * 86400)
+    rate[ramp] *= np.linspace(1.0, 2.2, int(ramp.sum()))
+    hit = int(np.flatnonzero(t >= T0 + 14 * 86400 + 3 * 3600)[0])
+    extra = np.zeros(n)
+    extra[hit] = 1e6 * rate[hit]
+    r = ta.analyze(records(t, rate, carry={4: extra}))
+    found = _overlapping(r, int(t[hit]), int(t[hit]) + STEP - 1)
+    spikes = [a for a in found if a["kind"] == "spike"]
+    assert spikes and spikes[0]["magnitude"] > 1e5, kinds(r)
+    assert spikes[0]["top_contributors"][0]["value"] == "10.0.4.0/24"
+    assert any(a["kind"] == "drift" for a in r["anomalies"]), kinds(r)
