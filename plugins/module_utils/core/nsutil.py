@@ -393,7 +393,24 @@ def link_veth(ip, server, client, prefixlen):
             set_up(ipr, ifname)
 
 
-class NetnsLab(object):
+class Closing(object):
+    """A context manager over ``open()`` and ``close()``: when ``open`` fails, ``close``
+    removes what it had made before the error goes on; leaving the block closes."""
+
+    def __enter__(self):
+        try:
+            self.open()
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+        return False
+
+
+class NetnsLab(Closing):
     """Throwaway named network namespaces ``<prefix>-<pid>-<seq>-<role>`` (roles ``srv``,
     ``cli``, ``path``), the one lab the HTTP benchmark and the zero-copy test build on.
 
@@ -416,18 +433,9 @@ class NetnsLab(object):
         self.made = []
         self.reaped = []
 
-    def __enter__(self):
-        try:
-            self.create()
-            self.setup()
-        except BaseException:
-            self.close()
-            raise
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
-        return False
+    def open(self):
+        self.create()
+        self.setup()
 
     def setup(self):
         """What a subclass builds once the namespaces exist; nothing here."""

@@ -317,6 +317,7 @@ class Binned(object):
             if link in self.link_gap:
                 self.valid[i] &= ~self.link_gap[link]
         self._bps = self.bytes * 8.0 / step
+        self._local = {}
 
     def gaps(self):
         """[{start, end, bins}] of each run of gap bins (times in UNIX s, end inclusive), and
@@ -334,6 +335,14 @@ class Binned(object):
     def bps(self):
         """Rates, bits/s per (series, bin); computed once, shared by every step."""
         return self._bps
+
+    def local(self, tz):
+        """local_times of the bin starts in ``tz``, computed once per zone (a link's two
+        directions and the projection share them)."""
+        key = str(tz)
+        if key not in self._local:
+            self._local[key] = local_times(self.times, tz)
+        return self._local[key]
 
 
 # ------------------------------------------------------------------ helpers
@@ -863,7 +872,7 @@ def project(binned, o):
     for i in range(len(binned.links)):
         valid = binned.valid[i]
         tz, holidays = link_calendar(o, binned.links[i])
-        days = local_times(binned.times, tz) // DAY
+        days = binned.local(tz) // DAY
         udays = np.unique(days[valid])
         # whole days only (at least 80 % of the bins present)
         counts = np.bincount(days[valid] - udays[0], minlength=len(udays)) if len(udays) else np.array([])
@@ -1031,7 +1040,7 @@ def analyze(rec, opts=None):
         valid = binned.valid[i]
         v = bps[i][valid]
         tz, holidays = link_calendar(o, link)
-        local = local_times(binned.times, tz)
+        local = binned.local(tz)
         model = Model(bps[i], valid, local, step, holidays)
         expected = model.expected_bps()
         pct = dict(("p%g" % p, float(np.percentile(v, p))) for p in o["percentiles"])
@@ -1086,7 +1095,7 @@ def forecast(rec, start, bins, opts=None):
     out = {}
     for i, key in enumerate(zip(binned.links, binned.directions)):
         tz, holidays = link_calendar(o, key[0])
-        model = Model(binned.bps()[i], binned.valid[i], local_times(binned.times, tz), step, holidays)
+        model = Model(binned.bps()[i], binned.valid[i], binned.local(tz), step, holidays)
         y = model.forecast_y(local_times(times, tz), holidays)
         out[key] = np.maximum(np.exp(y) - model.floor, 0.0) * step / 8.0
     return out

@@ -614,7 +614,7 @@ def http_get(netns, addr, port, path, timeout=2.0):
     return (int(status[1]) if len(status) > 1 and status[1].isdigit() else 0), len(body)
 
 
-class Lab(object):
+class Lab(nsutil.Closing):
     """Server and client network namespaces joined by a veth pair, nginx in the server one.
 
     ::
@@ -665,17 +665,8 @@ class Lab(object):
         self.nginx = self.wrk = self.ip = None
 
     # -- lifecycle ---------------------------------------------------------------
-    def __enter__(self):
-        try:
-            self.start()
-        except BaseException:
-            self.close()
-            raise
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
-        return False
+    def open(self):
+        self.start()
 
     def start(self):
         if os.geteuid() != 0:
