@@ -10,6 +10,7 @@ import struct
 import pytest
 
 from ansible_collections.netstack.tuning.plugins.module_utils.traffic import ingest as flowfile, data as trafficdata
+from ansible_collections.netstack.tuning.plugins.module_utils.core import nsutil
 from ansible_collections.netstack.tuning.plugins.module_utils.core.common import NetstackError
 from ansible_collections.netstack.tuning.tools import flowencode
 
@@ -38,6 +39,26 @@ def _rec(ts, link, direction, prefix, proto, port_class, dscp, nbytes, packets):
     return dict(zip(trafficdata.HEADER, (ts, link, direction, prefix, proto, port_class, dscp, nbytes, packets)))
 
 
+@pytest.fixture(params=["one process", "two processes"])
+def reader(request, monkeypatch):
+    """Each CSV test both ways: as small files are read (one process), and through the reader
+    of large files (the second half in a forked child), forced here with tiny blocks so the
+    halves, the first block read before the fork and the line numbers across them are real."""
+    children = []
+    if request.param == "two processes":
+        monkeypatch.setattr(flowfile, "PARALLEL_MIN_BYTES", 0)
+        monkeypatch.setattr(flowfile, "CSV_BLOCK_BYTES", 64)
+        monkeypatch.setattr(flowfile, "_cpus", lambda: 2)
+        real = nsutil.Child
+
+        def spy(*a, **kw):
+            children.append(real(*a, **kw))
+            return children[-1]
+        monkeypatch.setattr(nsutil, "Child", spy)
+    yield children
+    assert all(c.pid is None for c in children)         # every child reaped, error or not
+
+
 # ----------------------------------------------------------------------------- native CSV
 
 NATIVE = HEADER + "\n" + "\n".join([
@@ -59,7 +80,7 @@ def _check_native(records):
         assert set(records.codes[k].tolist()) == set(range(len(records.cats[k])))   # every category used
 
 
-def test_native_csv_every_field(tmp_path):
+def test_native_csv_every_field(tmp_path, reader):
     stats = {}
     records = flowfile.read(_write(tmp_path, "store.csv", NATIVE), stats=stats)
     _check_native(records)
@@ -67,7 +88,7 @@ def test_native_csv_every_field(tmp_path):
     assert records.stats is stats
 
 
-def test_native_csv_crlf_quotes_and_no_final_newline_read_the_same(tmp_path):
+def test_native_csv_crlf_quotes_and_no_final_newline_read_the_same(tmp_path, reader):
     crlf = NATIVE.replace("\n", "\r\n").rstrip("\r\n")
     _check_native(flowfile.read(_write(tmp_path, "crlf.csv", crlf)))
     _check_native(flowfile.read(_write(tmp_path, "blank.csv", NATIVE.replace("\n", "\n\n") + "\n")))
@@ -82,7 +103,7 @@ def test_native_csv_header_only_is_empty(tmp_path):
     assert len(records) == 0 and records.cats["prefix"] == []
 
 
-def test_native_csv_many_blocks_keep_order_and_line_numbers(tmp_path):
+def test_native_csv_many_blocks_keep_order_and_line_numbers(tmp_path, reader):
     n = 40000                      # several fast-path blocks
     lines = ["%d,h:e%d,in,10.%d.0.0/16,6,web,0,%d,1" % (T0 + i, i % 3, i % 7, i) for i in range(n)]
     path = _write(tmp_path, "big.csv", HEADER + "\n" + "\n".join(lines) + "\n")
@@ -94,6 +115,51 @@ def test_native_csv_many_blocks_keep_order_and_line_numbers(tmp_path):
     err = _error(_write(tmp_path, "bad.csv", HEADER + "\n" + "\n".join(lines) + "\n"))
     assert "line 31002: field 'dscp'" in err.msg and "'77' is out of range 0-63" in err.msg
     assert err.field == "%s:31002:dscp" % str(tmp_path / "bad.csv")
+
+
+def _halves_file(tmp_path, name, second_half_line=None, first_half_line=None):
+    """600 rows; links, prefixes and classes first met in the second half, and the ones of the
+    first half met there in another order (so the child's codes differ from this process's)."""
+    rows = []
+    for i in range(600):
+        late = i >= 300
+        rows.append("%d,%s,%s,%s,6,%s,0,%d,1" % (
+            T0 + i, ("late:%d" % (i % 2)) if late and i % 3 == 0 else "h:%d" % ((i if late else -i) % 4),
+            "out" if i % 5 == 0 else "in", "10.%d.0.0/16" % ((i % 9) + (20 if late and i % 4 == 0 else 0)),
+            ("dns", "web", "ssh")[i % 3] if late else ("web", "ssh")[i % 2], i))
+    if second_half_line is not None:
+        rows[450] = second_half_line
+    if first_half_line is not None:
+        rows[100] = first_half_line
+    return _write(tmp_path, name, HEADER + "\n" + "\n".join(rows) + "\n")
+
+
+def test_two_processes_read_what_one_does(tmp_path, monkeypatch):
+    path = _halves_file(tmp_path, "h.csv")
+    one = flowfile.read(path)
+    children = []
+    real = nsutil.Child
+    monkeypatch.setattr(nsutil, "Child", lambda *a, **kw: children.append(real(*a, **kw)) or children[-1])
+    monkeypatch.setattr(flowfile, "PARALLEL_MIN_BYTES", 0)
+    monkeypatch.setattr(flowfile, "_cpus", lambda: 2)
+    monkeypatch.setattr(flowfile, "CSV_BLOCK_BYTES", 512)
+    stats = {}
+    two = flowfile.read(path, stats=stats)
+    assert len(children) == 1 and children[0].pid is None
+    assert stats["rows"] == 600 and two.rows() == one.rows()
+    assert two.cats == one.cats and "late:0" in two.cats["link"] and "dns" in two.cats["port_class"]
+    # an error in each half: the first half's (the earlier line) is the one reported
+    err = _error(_halves_file(tmp_path, "e2.csv", second_half_line="x,h,in,-,0,none,0,1,1"))
+    assert "line 452: field 'ts'" in err.msg
+    err = _error(_halves_file(tmp_path, "e1.csv", "x,h,in,-,0,none,0,1,1", "1700000000,h,in,-,0,none,77,1,1"))
+    assert "line 102: field 'dscp'" in err.msg
+    # a quoted cell in the second half only: the whole file again through one reader
+    quoted = _halves_file(tmp_path, "q.csv", second_half_line='1700000450,"h:2",in,10.0.0.0/16,6,web,0,450,1')
+    monkeypatch.setattr(flowfile, "PARALLEL_MIN_BYTES", 1 << 40)
+    expect = flowfile.read(quoted).rows()
+    monkeypatch.setattr(flowfile, "PARALLEL_MIN_BYTES", 0)
+    assert flowfile.read(quoted).rows() == expect and expect[450]["link"] == "h:2"
+    assert all(c.pid is None for c in children) and len(children) == 4
 
 
 @pytest.mark.parametrize("row, line_field, text", [
@@ -116,7 +182,7 @@ def test_native_csv_many_blocks_keep_order_and_line_numbers(tmp_path):
     ("4200000000,h,in,198.51.100.0/24,6,web,0,5,1", "ts", "is after 2100"),
 ])
 @pytest.mark.parametrize("quoted", [False, True], ids=["fast", "csv-module"])
-def test_native_csv_bad_cells_name_line_and_field(tmp_path, row, line_field, text, quoted):
+def test_native_csv_bad_cells_name_line_and_field(tmp_path, reader, row, line_field, text, quoted):
     good = "1700000000,h,in,198.51.100.0/24,6,web,0,1,1"
     first = good.replace(",h,", ',"h",') if quoted else good      # a quote sends the file through the csv module
     path = _write(tmp_path, "flows.csv", "\n".join([HEADER, first, good, row, good]) + "\n")
@@ -126,7 +192,7 @@ def test_native_csv_bad_cells_name_line_and_field(tmp_path, row, line_field, tex
     assert err.field == "%s:4:%s" % (path, line_field)
 
 
-def test_native_csv_error_line_counts_quoted_newlines(tmp_path):
+def test_native_csv_error_line_counts_quoted_newlines(tmp_path, reader):
     # a quoted link spanning two lines: the bad row after it is on line 5, the 3rd data row
     text = HEADER + '\n1700000000,"h\nx",in,-,0,none,0,1,1\n1700000000,h,in,-,0,none,0,1,1\n1700000000,h,in,-,0,none,99,1,1\n'
     err = _error(_write(tmp_path, "q.csv", text))
@@ -134,7 +200,7 @@ def test_native_csv_error_line_counts_quoted_newlines(tmp_path):
 
 
 @pytest.mark.parametrize("link", ["h", '"h"'], ids=["fast", "csv-module"])
-def test_native_csv_truncated_last_line(tmp_path, link):
+def test_native_csv_truncated_last_line(tmp_path, reader, link):
     path = _write(tmp_path, "cut.csv", HEADER + "\n\n1700000000,%s,in,-,0,none,0,1,1\n1700000001,h,in,-,0" % link)
     err = _error(path)
     assert "line 4: field 'port_class': truncated last line (no newline at the end of the file): 5 of 9 fields" in err.msg
@@ -150,7 +216,7 @@ def test_native_header_in_another_order_is_named(tmp_path):
     assert "line 1: field 'header'" in err.msg and "another order" in err.msg
 
 
-def test_empty_unknown_and_non_utf8_files(tmp_path):
+def test_empty_unknown_and_non_utf8_files(tmp_path, reader):
     err = _error(_write(tmp_path, "empty.csv", ""))
     assert "empty file" in err.msg
     err = _error(_write(tmp_path, "u.csv", "alpha,beta,gamma\n1,2,3\n"))
@@ -162,7 +228,7 @@ def test_empty_unknown_and_non_utf8_files(tmp_path):
 
 # ----------------------------------------------------------------------------- generic CSV
 
-def test_generic_csv_direction_prefix_port_class_and_units(tmp_path):
+def test_generic_csv_direction_prefix_port_class_and_units(tmp_path, reader):
     text = "\n".join([
         "Start_Time,End_Time,SrcAddr,DstAddr,SrcPort,DstPort,Protocol,Pkts,Octets,TOS",
         "1700000000,1700000010,203.0.113.9,10.1.2.3,443,51000,tcp,10,14000,184",          # to local: in, remote src
@@ -189,7 +255,7 @@ def test_generic_csv_without_local_prefixes_remote_is_the_source(tmp_path):
     assert records.rows()[0]["prefix"] == "2001:db8::/32"
 
 
-def test_generic_csv_link_column_dscp_and_delimiters(tmp_path):
+def test_generic_csv_link_column_dscp_and_delimiters(tmp_path, reader):
     text = "ts;src_ip;dst_ip;dport;sport;proto;bytes;packets;dscp;link\n" \
            "1700000000;192.0.2.1;10.0.0.5;5432;40000;6;100;2;10;r1:ge-0/0/1\n" \
            "1700000000;192.0.2.1;10.0.0.5;5432;40000;6;100;2;10;\n"
@@ -222,7 +288,7 @@ def test_generic_csv_end_wins_over_start_and_kbytes_scale(tmp_path):
     ("src,dst,bytes,ts,dscp", "192.0.2.1,192.0.2.2,1,1,64", "dscp", "out of range 0-63"),
     ("src,dst,bytes,ts", "192.0.2.1,192.0.2.2,1,1700000000000", "ts", "not a Unix time in seconds (milliseconds?)"),
 ])
-def test_generic_csv_bad_cells(tmp_path, header, row, field, text):
+def test_generic_csv_bad_cells(tmp_path, reader, header, row, field, text):
     good = "192.0.2.1,192.0.2.2,1,1" + "".join(",1" for _ in header.split(",")[4:])
     path = _write(tmp_path, "flows.csv", "\n".join([header, good, row]) + "\n")
     err = _error(path)

@@ -1,8 +1,10 @@
 """The traffic analyzer on synthetic series whose answers are known by construction."""
 import math
+import warnings
 
 import numpy as np
 import pytest
+from hypothesis import given, settings, strategies as st
 
 from ansible_collections.netstack.tuning.plugins.module_utils.traffic import analysis as ta
 from ansible_collections.netstack.tuning.plugins.module_utils.traffic import data as td
@@ -430,3 +432,23 @@ def test_a_record_of_a_million_times_the_bytes_inside_a_drift_is_reported():
     assert spikes and spikes[0]["magnitude"] > 1e5, kinds(r)
     assert spikes[0]["top_contributors"][0]["value"] == "10.0.4.0/24"
     assert any(a["kind"] == "drift" for a in r["anomalies"]), kinds(r)
+
+
+# ------------------------------------------------------------------ the fast medians
+
+_FLOATS = st.lists(st.one_of(st.floats(-1e6, 1e6, allow_nan=False), st.just(float("nan")), st.sampled_from([0.0, 1.0, -1.0])),
+                   min_size=0, max_size=60)
+
+
+@settings(max_examples=300, deadline=None)
+@given(values=_FLOATS, w=st.integers(1, 40))
+def test_fast_medians_equal_numpys_nanmedian(values, w):
+    """row_nanmedian and sliding_nanmedian replace np.nanmedian on windows (for speed): the
+    same values, bit for bit, NaN for a window with no number, ties and repeats included."""
+    pad = np.concatenate([np.full(w, np.nan), np.asarray(values, dtype=float), np.full(w, np.nan)])
+    view = np.lib.stride_tricks.sliding_window_view(pad, w)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        want = np.nanmedian(view, axis=1)
+    assert np.array_equal(ta.row_nanmedian(view), want, equal_nan=True)
+    assert np.array_equal(ta.sliding_nanmedian(pad, w), want, equal_nan=True)

@@ -36,10 +36,12 @@ import gc
 import io
 import ipaddress
 import itertools
+import mmap
 import os
 import re
 import socket
 import struct
+import tempfile
 import time
 
 try:
@@ -47,12 +49,15 @@ try:
 except ImportError:  # ansible-test sanity imports module_utils without numpy
     np = None  # trafficdata.require_numpy() says so where it is needed
 
+from ansible_collections.netstack.tuning.plugins.module_utils.core import nsutil
 from ansible_collections.netstack.tuning.plugins.module_utils.core.common import NetstackError
 from ansible_collections.netstack.tuning.plugins.module_utils.traffic import data as trafficdata
 
 FORMATS = ("auto", "csv", "netflow")
 CHUNK_ROWS = 200000            # rows per step of the csv-module reader
 CSV_BLOCK_BYTES = 128 << 10    # bytes per step of the fast CSV reader (small: stays in the CPU caches)
+PARALLEL_MIN_BYTES = 16 << 20  # a CSV file this large is read in two processes (below, a fork costs more than it saves)
+CHILD_TIMEOUT = 3600           # seconds the reader of a second half may take after the first is done
 
 PCAP_MAGICS = {
     b"\xa1\xb2\xc3\xd4": ">", b"\xd4\xc3\xb2\xa1": "<",      # microseconds
@@ -165,11 +170,7 @@ class _Coder(object):
     def add(self, raw, cat=None):
         if cat is None:
             cat = raw if self.canon is None else self.canon(raw)
-        code = self._by_cat.get(cat)
-        if code is None:
-            code = self._by_cat[cat] = len(self.cats)
-            self.cats.append(cat)
-        self.index[raw] = code
+        code = self.index[raw] = self.code_of(cat)
         return code
 
     def encode(self, values):
@@ -189,6 +190,14 @@ class _Coder(object):
         if bad:
             raise _BadValues(bad)
         return np.fromiter(map(index.__getitem__, values), dtype=np.int32, count=len(values))
+
+    def code_of(self, cat):
+        """The code of canonical value ``cat``, given a new code if it has none."""
+        code = self._by_cat.get(cat)
+        if code is None:
+            code = self._by_cat[cat] = len(self.cats)
+            self.cats.append(cat)
+        return code
 
     def sorted(self, codes):
         """(sorted cats, codes remapped to them)."""
@@ -505,8 +514,13 @@ def _int_in(lo, hi, what):
 
 
 def _addr_key(v):
+    s = v.strip()
+    try:    # the usual dotted quad, in C (inet_pton is as strict as ipaddress: no leading zeros)
+        return int.from_bytes(socket.inet_pton(socket.AF_INET, s), "big")
+    except (OSError, ValueError):
+        pass
     try:
-        a = ipaddress.ip_address(v.strip())
+        a = ipaddress.ip_address(s)
     except ValueError:
         raise ValueError("not an IP address")
     return int(a) | (_Localizer.V6 if a.version == 6 else 0)
@@ -542,7 +556,8 @@ def _norm_header(name):
 def _read_csv(path, link, loc, st):
     """Blocks of whole lines go the fast way (split on the delimiter, columns by slicing)
     while every line has exactly the header's number of fields and no quotes; from the
-    first block that does not, the csv module reads the rest of the file."""
+    first block that does not, the csv module reads the rest of the file.  A large file is
+    read in two processes, the second half in a forked child (see _read_halves)."""
     try:
         with open(path, "rb") as f:
             header_bytes = f.readline()
@@ -552,27 +567,140 @@ def _read_csv(path, link, loc, st):
                 raise NetstackError("%s line 1: field 'header': not UTF-8 text" % path, field="%s:1:header" % path)
             delim = _delimiter(header_line)
             header = next(csv.reader([header_line], delimiter=delim), [])
-            parser = _csv_dialect(path, [_norm_header(h) for h in header], link, loc, st)
+            names = [_norm_header(h) for h in header]
+            parser = _csv_dialect(path, names, link, loc, st)
             parser.delim = delim
-            offset, line, rest = len(header_bytes), 2, b""
-            while True:
-                data = f.read(CSV_BLOCK_BYTES)
-                buf = rest + data
-                cut = buf.rfind(b"\n") + 1 if data else len(buf)
-                block, rest = buf[:cut], buf[cut:]
-                if not block:
-                    if data:
-                        continue
-                    break
-                if not parser.fast_block(block, line):
-                    f.seek(offset)
-                    _read_csv_module(path, f, offset, line, delim, parser)
-                    break
-                offset += len(block)
-                line += block.count(b"\n")
+            offset = len(header_bytes)
+            if os.fstat(f.fileno()).st_size - offset >= PARALLEL_MIN_BYTES and _cpus() > 1:
+                if _read_halves(path, f, parser, offset):
+                    return parser.finish()
+                # a block the fast way cannot read (quotes, bare CRs): all of it again, one process
+                st.clear()
+                st.update({"format": None, "rows": 0})
+                parser = _csv_dialect(path, names, link, loc, st)
+                parser.delim = delim
+            f.seek(offset)
+            fast, offset, line = _read_blocks(f, parser, offset, 2, None)
+            if not fast:
+                _read_csv_module(path, f, offset, line, delim, parser)
     except (IOError, OSError) as e:
         raise NetstackError("%s: cannot read: %s" % (path, e.strerror or e), field=path)
     return parser.finish()
+
+
+def _read_blocks(f, parser, offset, line, end):
+    """Read whole lines from ``offset`` (line number ``line``; ``f`` positioned there) to
+    ``end`` (a line start; None: the end of the file) the fast way.  (True, ...) when done;
+    (False, offset, line) at the first block the fast way cannot read."""
+    while end is None or offset < end:
+        data = f.read(CSV_BLOCK_BYTES if end is None else min(CSV_BLOCK_BYTES, end - offset))
+        block = data
+        if data and (end is None or offset + len(data) < end):
+            cut = data.rfind(b"\n") + 1
+            if cut == 0:                        # a line longer than a block: take it whole
+                block = data + f.readline()
+            elif cut < len(data):
+                block = data[:cut]
+                f.seek(offset + cut)
+        if not block:
+            break
+        if not parser.fast_block(block, line):
+            f.seek(offset)
+            return False, offset, line
+        offset += len(block)
+        line += block.count(b"\n")
+    return True, offset, line
+
+
+def _cpus():
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def _read_halves(path, f, parser, offset):
+    """Read a large file in two processes: this one from ``offset`` to the middle, a forked
+    child the rest, whose columns come back (pickled, through a pipe) and are appended with
+    their category codes mapped to this parser's coders.  The first block is read before
+    the fork, so both halves check times against the same reference.  An error in the first
+    half wins (it is the earlier line); False if either half meets a block the fast way
+    cannot read (the caller reads the whole file again in one process)."""
+    size = os.fstat(f.fileno()).st_size
+    f.seek(offset + CSV_BLOCK_BYTES)
+    f.readline()
+    first_end = min(f.tell(), size)
+    f.seek(offset)
+    fast, offset, line = _read_blocks(f, parser, offset, 2, first_end)
+    if not fast:
+        return False
+    f.seek(offset + (size - offset) // 2)
+    f.readline()
+    mid = f.tell()
+
+    def second_half(lines_before):
+        with open(path, "rb") as g:
+            g.seek(mid)
+            parser.parts = []
+            parser.st = {"rows": 0}
+            done = _read_blocks(g, parser, mid, 1 + lines_before, size)[0]
+            return parser.handover(scratch) if done else None
+
+    def child_work():
+        try:
+            return second_half(0)       # line numbers are only needed for an error message...
+        except NetstackError:
+            with open(path, "rb") as g:
+                before = _count_newlines(g, mid)
+            return second_half(before)  # ...so only then are the lines before the half counted
+
+    with _scratch() as scratch:
+        child = nsutil.Child(child_work)
+        try:
+            f.seek(offset)
+            fast = _read_blocks(f, parser, offset, line, mid)[0]
+        except BaseException:
+            child.kill()
+            raise
+        if not fast:
+            child.kill()
+            return False
+        theirs = child.result(CHILD_TIMEOUT, NetstackError("%s: the process reading the second half gave no answer in "
+                                                           "%d s" % (path, CHILD_TIMEOUT), field=path))
+        if theirs is None:
+            return False
+        parser.take_over(theirs, scratch)
+    return True
+
+
+def _scratch():
+    """An unnamed file in memory (memfd; a deleted temporary file where there is none) that a
+    child writes its columns to and this process maps: no copy through a pipe, no pickling."""
+    if hasattr(os, "memfd_create"):
+        try:
+            return os.fdopen(os.memfd_create("netstack-traffic-csv", os.MFD_CLOEXEC), "r+b", buffering=0)
+        except OSError:
+            pass
+    return tempfile.TemporaryFile(buffering=0)
+
+
+def _json_key(c):
+    """A category as JSON brought it back (a list where it was a tuple)."""
+    return tuple(c) if isinstance(c, list) else c
+
+
+def _count_newlines(f, end):
+    """Newlines in the first ``end`` bytes of ``f`` (then positioned at ``end``)."""
+    f.seek(0)
+    n, left = 0, end
+    while left > 0:
+        chunk = f.read(min(left, 8 << 20))
+        if not chunk:
+            break
+        n += chunk.count(b"\n")
+        left -= len(chunk)
+    f.seek(end)
+    return n
 
 
 def _read_csv_module(path, f, offset, first_line, delim, parser):
@@ -786,6 +914,39 @@ class _CsvBase(object):
         self.st["rows"] += len(cols[0])
         return True
 
+    def handover(self, scratch):
+        """What a child that read part of the file sends back: its columns, written one after
+        the other to ``scratch`` (each at a 64-byte boundary), and as JSON their places there,
+        the categories its codes stand for and its row count."""
+        layout, at = [], 0
+        for k in (sorted(self.parts[0]) if self.parts else ()):
+            at = -(-at // 64) * 64
+            scratch.seek(at)
+            count = 0
+            for p in self.parts:
+                data = memoryview(np.ascontiguousarray(p[k])).cast("B")
+                while data:
+                    data = data[scratch.write(data):]
+                count += len(p[k])
+            layout.append((k, self.parts[0][k].dtype.str, at, count))
+            at += count * self.parts[0][k].dtype.itemsize
+        return {"layout": layout, "bytes": at, "rows": self.st["rows"],
+                "cats": dict((name, coder.cats) for name, coder in self.coders.items())}
+
+    def take_over(self, theirs, scratch):
+        """Append a child's ``handover()``, mapped from ``scratch`` (read-only; the final
+        concatenation copies it), its codes mapped to this parser's coders."""
+        if theirs["layout"] and theirs["bytes"]:
+            mm = mmap.mmap(scratch.fileno(), theirs["bytes"], prot=mmap.PROT_READ)
+            cols = dict((k, np.frombuffer(mm, dtype=np.dtype(dt), count=count, offset=at))
+                        for k, dt, at, count in theirs["layout"])
+            for name, coder in self.coders.items():
+                remap = np.array([coder.code_of(_json_key(c)) for c in theirs["cats"][name]] or [0], dtype=np.int32)
+                for column in self.code_columns[name]:
+                    cols[column] = remap[cols[column]]
+            self.parts.append(cols)
+        self.st["rows"] += theirs["rows"]
+
     def count_error(self, have, truncated_last):
         """The error of a row with ``have`` fields."""
         if have < self.ncol:
@@ -820,6 +981,7 @@ class _NativeCsv(_CsvBase):
             "prefix": _Coder(_canon_prefix),
             "port_class": _Coder(_canon_in(trafficdata.CLASS_NAMES, "a port class")),
         }
+        self.code_columns = dict((name, (name,)) for name in self.coders)
 
     def convert(self, cols):
         h = trafficdata.HEADER
@@ -867,6 +1029,8 @@ class _GenericCsv(_CsvBase):
         self.default_link = link if link else os.path.basename(path)
         self.links = _Coder()
         self.addrs = _Coder(_addr_key)
+        self.coders = {"link": self.links, "addr": self.addrs}
+        self.code_columns = {"link": ("link",), "addr": ("src", "dst")}
         self.caches = dict((k, {}) for k in ("ts", "proto", "sport", "dport", "dscp", "tos"))
 
     def convert(self, cols):
@@ -1013,8 +1177,8 @@ class _FlowSink(object):
     def __init__(self):
         self.cols = dict((k, array.array("q")) for k in _FLOW_COLUMNS)
         self.links = _Coder()
-        self.addr_index = {}
-        self.addr_keys = []
+        self.addrs = _Coder()
+        self.addr = self.addrs.code_of       # address key -> its index (in the order first seen)
 
     def link_code(self, exporter, ifindex):
         key = (exporter, ifindex)
@@ -1023,17 +1187,10 @@ class _FlowSink(object):
             code = self.links.add(key, "%s:%d" % (exporter, ifindex))
         return code
 
-    def addr(self, key):
-        i = self.addr_index.get(key)
-        if i is None:
-            i = self.addr_index[key] = len(self.addr_keys)
-            self.addr_keys.append(key)
-        return i
-
     def records(self, loc):
         cols = dict((k, np.frombuffer(v, dtype=np.int64).copy() if len(v) else np.zeros(0, dtype=np.int64))
                     for k, v in self.cols.items())
-        return loc.assemble(cols, self.addr_keys, self.links)
+        return loc.assemble(cols, self.addrs.cats, self.links)
 
 
 class _Exporter(object):
