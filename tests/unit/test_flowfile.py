@@ -5,9 +5,11 @@ the module's own encoders, some packets are packed here field by field from the 
 layouts, so an encoder and a decoder sharing one mistake cannot pass together.
 """
 import os
+import socket
 import struct
 
 import pytest
+from hypothesis import given, settings, strategies as st
 
 from ansible_collections.netstack.tuning.plugins.module_utils.traffic import ingest as flowfile, data as trafficdata
 from ansible_collections.netstack.tuning.plugins.module_utils.core import nsutil
@@ -569,3 +571,39 @@ def test_written_pcap_file(tmp_path):
     flowencode.write_pcap(path, [flowencode.encode_v5(FLOWS[:1], T0 + 5)], src_ip="198.18.0.1")
     assert os.path.getsize(path) == 24 + 16 + 14 + 20 + 8 + 24 + 48
     assert flowfile.read(path).rows()[0]["link"] == "198.18.0.1:5"
+
+
+_QUAD_PART = st.one_of(st.integers(0, 300).map(str), st.sampled_from(["", "00", "01", "007", "1a", " 1", "+1", "-1", "1.5"]))
+_CELL = st.one_of(st.lists(_QUAD_PART, min_size=3, max_size=5).map(".".join), st.text("0123456789.\n ", max_size=16))
+
+
+@settings(max_examples=400, deadline=None)
+@given(cells=st.lists(_CELL, min_size=1, max_size=6))
+def test_dotted_quads_read_at_once_as_inet_pton_reads_them(cells):
+    """The column-at-once IPv4 reader gives inet_pton's value for a column of plain dotted
+    quads and hands anything else (leading zeros, 256, three parts, spaces, newlines inside
+    a cell) to the cell-by-cell reader: never a different address."""
+    want = []
+    for c in cells:
+        try:
+            want.append(int.from_bytes(socket.inet_pton(socket.AF_INET, c), "big"))
+        except (OSError, ValueError):
+            want = None
+            break
+    got = flowfile._ipv4_keys(cells)
+    assert (None if got is None else got.tolist()) == want
+
+
+def test_a_column_of_many_addresses_keeps_one_code_per_address(tmp_path, monkeypatch):
+    """Addresses met in the column-at-once way and the cell-by-cell way (the block with an
+    IPv6 row) share codes: each address one prefix, whichever way it came."""
+    monkeypatch.setattr(flowfile, "CSV_BLOCK_BYTES", 256)     # a few rows per block
+    rows = ["%d,198.18.%d.%d,10.0.0.1,100" % (T0 + i, i % 7, i % 5) for i in range(50)]
+    rows[20] = "%d,2001:db8::1,10.0.0.1,100" % T0
+    text = "ts,src,dst,bytes\n" + "\n".join(rows) + "\n" + "\n".join(r for r in rows if "2001" not in r) + "\n"
+    records = flowfile.read(_write(tmp_path, "many.csv", text), local_prefixes=["10.0.0.0/8"], prefix_v4=32)
+    prefixes = records.strings("prefix")
+    assert len(records) == 99
+    assert sorted(set(prefixes)) == sorted(set(["198.18.%d.%d/32" % (i % 7, i % 5) for i in range(50) if i != 20]) | {"2001:db8::/48"})
+    assert prefixes[:20].tolist() == prefixes[50:70].tolist()
+    assert records.codes["prefix"][21:50].tolist() == records.codes["prefix"][70:99].tolist()

@@ -166,6 +166,7 @@ class _Coder(object):
         self.cats = []
         self.canon = canon
         self._by_cat = {}
+        self._sorted_keys = self._sorted_codes = None     # encode_keys
 
     def add(self, raw, cat=None):
         if cat is None:
@@ -176,20 +177,42 @@ class _Coder(object):
     def encode(self, values):
         """An int32 array of codes; raises _BadValues(set of bad raw values) on invalid ones."""
         index = self.index
-        try:        # usually every value is known already (few distinct links, classes, prefixes)
-            return np.fromiter(map(index.__getitem__, values), dtype=np.int32, count=len(values))
-        except KeyError:
-            pass
-        new = set(values).difference(index)
+        codes = np.fromiter(map(index.get, values, itertools.repeat(-1)), dtype=np.int32, count=len(values))
+        missing = np.flatnonzero(codes < 0)     # values not seen before (usually none: few links, classes)
         bad = {}
-        for v in new:
-            try:
-                self.add(v)
-            except ValueError as e:
-                bad[v] = str(e)
+        for i in missing.tolist():
+            v = values[i]
+            code = index.get(v)
+            if code is None and v not in bad:
+                try:
+                    code = self.add(v)
+                except ValueError as e:
+                    bad[v] = str(e)
+            if code is not None:
+                codes[i] = code
         if bad:
             raise _BadValues(bad)
-        return np.fromiter(map(index.__getitem__, values), dtype=np.int32, count=len(values))
+        return codes
+
+    def encode_keys(self, keys):
+        """An int32 array of the codes of canonical values ``keys`` (an int64 array), looked
+        up in a sorted array of the keys met this way (a column of many distinct addresses
+        would otherwise cost a dict lookup per cell)."""
+        if self._sorted_keys is None:
+            self._sorted_keys, self._sorted_codes = np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int32)
+        uniq, inv = np.unique(keys, return_inverse=True)
+        known = self._sorted_keys
+        at = np.searchsorted(known, uniq)
+        found = at < len(known)
+        found[found] = known[at[found]] == uniq[found]
+        codes = np.empty(len(uniq), dtype=np.int32)
+        codes[found] = self._sorted_codes[at[found]]
+        new = np.flatnonzero(~found)
+        if len(new):
+            codes[new] = np.fromiter(map(self.code_of, uniq[new].tolist()), dtype=np.int32, count=len(new))
+            self._sorted_keys = np.insert(known, at[new], uniq[new])
+            self._sorted_codes = np.insert(self._sorted_codes, at[new], codes[new])
+        return codes[inv.reshape(-1)]
 
     def code_of(self, cat):
         """The code of canonical value ``cat``, given a new code if it has none."""
@@ -511,6 +534,37 @@ def _int_in(lo, hi, what):
             raise ValueError("is not %s %d-%d" % (what, lo, hi))
         return int(s)
     return conv
+
+
+def _ipv4_keys(values):
+    """The 32-bit values of a column of dotted quads (int64), read at once; None unless every
+    cell is one exactly as inet_pton reads it (four decimal parts 0-255, no leading zeros, no
+    spaces): then _addr_key decides, cell by cell."""
+    if not values:
+        return None
+    text = "\n".join(values)
+    try:
+        raw = text.encode("ascii")
+    except UnicodeEncodeError:
+        return None
+    if raw.translate(None, b"0123456789.\n"):
+        return None
+    b = np.frombuffer(raw, dtype=np.uint8)
+    sep = np.flatnonzero((b == 46) | (b == 10))
+    if len(sep) != 4 * len(values) - 1:
+        return None
+    kinds = np.append(b[sep], 10).reshape(-1, 4)
+    if (kinds[:, :3] != 46).any() or (kinds[:, 3] != 10).any():
+        return None
+    starts = np.concatenate([[0], sep + 1])
+    lens = np.append(sep, len(b)) - starts
+    if (lens < 1).any() or (lens > 3).any() or ((lens > 1) & (b[np.minimum(starts, len(b) - 1)] == 48)).any():
+        return None
+    parts = np.fromstring(text.replace(".", "\n"), dtype=np.int64, sep="\n")
+    if len(parts) != 4 * len(values) or (parts > 255).any():
+        return None
+    parts = parts.reshape(-1, 4)
+    return (parts[:, 0] << 24) | (parts[:, 1] << 16) | (parts[:, 2] << 8) | parts[:, 3]
 
 
 def _addr_key(v):
@@ -1059,6 +1113,10 @@ class _GenericCsv(_CsvBase):
             out["dscp"] = out["tos"] >> 2
         for side in ("src", "dst"):
             values = cols[c[side]]
+            keys = _ipv4_keys(values)
+            if keys is not None:            # the usual column of dotted quads, without a dict lookup per cell
+                out[side] = self.addrs.encode_keys(keys)
+                continue
             try:
                 out[side] = self.addrs.encode(values)
             except _BadValues as e:
