@@ -121,7 +121,8 @@ options:
         billable 95th percentile), C(horizon_days), C(holidays) (C(YYYY-MM-DD) local days
         that behave like a Sunday, every link), C(link_holidays) (link -> such days),
         C(timezone) (the IANA zone day shapes are built in, default C(UTC)), C(timezones)
-        (link -> its own zone), C(spike_sigma), C(outage_min), C(shift_min), C(drift_min),
+        (link -> its own zone), C(spike_sigma), C(spike_min), C(spike_min_sustained),
+        C(spike_sustained) (s), C(outage_min), C(shift_min), C(drift_min),
         C(new_prefix_share), C(warmup_days), C(top_k). See docs/traffic.md.
       - Numbers must be finite and within the bounds docs/traffic.md gives; C(holidays) and
         C(percentiles) are lists. A bad value fails naming C(analysis.<key>) before anything

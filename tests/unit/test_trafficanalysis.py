@@ -452,3 +452,20 @@ def test_fast_medians_equal_numpys_nanmedian(values, w):
         want = np.nanmedian(view, axis=1)
     assert np.array_equal(ta.row_nanmedian(view), want, equal_nan=True)
     assert np.array_equal(ta.sliding_nanmedian(pad, w), want, equal_nan=True)
+
+
+def test_a_sustained_moderate_spike_is_one_spike_a_short_burst_of_that_size_is_none():
+    """+60 % for 20 minutes is a spike (at least spike_min_sustained for at least
+    spike_sustained seconds), reported once although one of its bins falls under the
+    threshold; the same +60 % for 10 minutes is a burst like many, below spike_min."""
+    n = 14 * PER_DAY
+    t, rate = seasonal_rate(n, noise=0.03)
+    rate = rate.copy()
+    a, b = 9 * PER_DAY + 140, 11 * PER_DAY + 140
+    rate[a:a + 4] *= [1.6, 1.6, 1.3, 1.6]            # 20 minutes, the third bin only +30 % (about 5 sigmas)
+    rate[b:b + 2] *= 1.6                              # 10 minutes
+    found = kinds(ta.analyze(records(t, rate)))
+    spikes = [d for k, d in found if k == "spike"]
+    assert spikes == [round((a * STEP) / 86400.0, 2)], found
+    # with spike_min_sustained as high as spike_min, the 20 minutes are not enough either
+    assert not [k for k, _d in kinds(ta.analyze(records(t, rate), {"spike_min_sustained": 1.0})) if k == "spike"]

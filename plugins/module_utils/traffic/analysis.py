@@ -70,6 +70,8 @@ DEFAULTS = {
     "spike_sigma": 6.0,      # spike threshold, in noise sigmas
     "spike_max": 12,         # longest spike, bins
     "spike_min": 1.0,        # and at least this relative change (1.0: double, or half for a dip)
+    "spike_min_sustained": 0.5,  # ... or this much, when above spike_sigma for spike_sustained seconds or more
+    "spike_sustained": 900,
     "outage_min": 0.5,       # an outage: the link at least this much below its expected rate (0.5: halved)
     "shift_window": 6 * 3600,  # level-shift comparison window, s
     "shift_min": 0.25,       # smallest sustained change, log units (~ +28 % / -22 %)
@@ -103,6 +105,8 @@ BOUNDS = {
     "plot_points": ("int", 1, 1000000),
     "spike_sigma": ("number", 1e-9, 1e6),
     "spike_min": ("number", 1e-9, 1e6),
+    "spike_min_sustained": ("number", 1e-9, 1e6),
+    "spike_sustained": ("int", 1, DAY),
     "outage_min": ("number", 0.01, 0.999),
     "shift_min": ("number", 1e-9, 1e6),
     "shift_sigma": ("number", 1e-9, 1e6),
@@ -598,15 +602,18 @@ def _volume_events(model, o):
     w = max(5, (2 * 3600 // step) | 1)
     base = _rolling(d, w, np.nanmedian)
     z = (d - base) / sigma
-    flagged = np.abs(np.nan_to_num(z)) > o["spike_sigma"]
-    for i0, i1 in _runs(flagged):
-        if i1 - i0 + 1 > o["spike_max"]:
-            continue
+    # a run: bins at least half the threshold out, one of them past it (so a spike that dips
+    # under the threshold for a bin is one spike, and its length is its own)
+    absz = np.abs(np.nan_to_num(z))
+    for i0, i1 in _runs(absz > o["spike_sigma"] / 2):
         seg = z[i0:i1 + 1]
         peak = float(seg[np.nanargmax(np.abs(seg))])
+        if abs(peak) <= o["spike_sigma"] or i1 - i0 + 1 > o["spike_max"]:
+            continue
         dev = (d - base)[i0:i1 + 1]
         mag = float(np.exp(dev[np.nanargmax(np.abs(dev))]) - 1)   # +1.0: doubled, -0.5: halved
-        if (peak > 0 and mag < o["spike_min"]) or (peak < 0 and mag > -o["spike_min"] / (1 + o["spike_min"])):
+        least = o["spike_min_sustained"] if (i1 - i0 + 1) * step >= o["spike_sustained"] else o["spike_min"]
+        if (peak > 0 and mag < least) or (peak < 0 and mag > -least / (1 + least)):
             continue
         events.append(("spike" if peak > 0 else "dip", i0, i1, abs(peak), mag))
     events.extend(_outages(model, o))
