@@ -469,3 +469,25 @@ def test_a_sustained_moderate_spike_is_one_spike_a_short_burst_of_that_size_is_n
     assert spikes == [round((a * STEP) / 86400.0, 2)], found
     # with spike_min_sustained as high as spike_min, the 20 minutes are not enough either
     assert not [k for k, _d in kinds(ta.analyze(records(t, rate), {"spike_min_sustained": 1.0})) if k == "spike"]
+
+
+def test_a_link_wide_outage_is_attributed_to_the_link_a_carried_dip_to_its_prefix():
+    """When every prefix drops alike, the contributor is the link itself (no prefix stands
+    out); when one prefix with 60 % of the bytes stops, it is that prefix, not the link."""
+    n = 14 * PER_DAY
+    t, rate = seasonal_rate(n, noise=0.03)
+    whole = rate.copy()
+    a = 9 * PER_DAY + 120
+    whole[a:a + 24] *= 0.1                                 # 2 hours at -90 %, every prefix
+    r = ta.analyze(records(t, whole, prefixes=4))
+    out = [x for x in r["anomalies"] if x["kind"] == "outage"]
+    assert out and out[0]["top_contributors"][0]["dimension"] == "link", r["anomalies"]
+    assert out[0]["top_contributors"][0]["value"] == "dc1:up" and out[0]["top_contributors"][0]["share_of_change"] == 1.0
+    carried = np.zeros(n)
+    carried[:] = rate * 8                                 # prefix 3 carries most of the link...
+    carried[a:a + 24] = 0                                 # ...and stops for 2 hours
+    r = ta.analyze(records(t, rate, prefixes=3, carry={3: carried}))
+    ev = [x for x in r["anomalies"] if x["start"] <= t[a + 23] and x["end"] >= t[a]]
+    assert ev, r["anomalies"]
+    assert ev[0]["top_contributors"][0]["dimension"] == "prefix" and ev[0]["top_contributors"][0]["value"] == "10.0.3.0/24"
+    assert all(c["dimension"] != "link" for x in ev for c in x["top_contributors"])

@@ -278,3 +278,11 @@ def test_axis_of_values_equal_to_float_resolution_terminates():
     assert lo <= 259.84 <= hi and 2 <= len(ticks) <= 100
     page = svgplot.line_chart({"a": [(1795579200, 259.84)], "b": [(1795579200, 259.8399999999999)]})
     assert page.startswith("<svg")
+
+
+def test_a_link_wide_contributor_reads_as_the_whole_link():
+    link = {"dimension": "link", "value": "dc1:up", "bytes": 1e9, "expected_bytes": 1e10, "delta_bytes": -9e9,
+            "share_of_change": 1.0, "new": False}
+    prefix = dict(link, dimension="prefix", value="10.0.0.0/24", share_of_change=0.8)
+    assert tr._contributor(link).startswith("link dc1:up -") and "the whole link" in tr._contributor(link)
+    assert "80.0 % of change" in tr._contributor(prefix) and "whole link" not in tr._contributor(prefix)

@@ -120,6 +120,7 @@ MAX_PRICE = 1e9              # per Mbit/s per month
 MAX_BINS = 4000000           # bins per series (about 38 years at 300 s, 7.6 at 60 s)
 GAP_DENSITY = 0.9            # empty bins count as gaps in data with records in at least 90 % of bins
 MAX_LIST = 10000             # holidays, percentiles
+LINK_WIDE_SHARE = 0.1        # attribution: values with this share of a link's bytes must all change alike for "the whole link"
 SLIDING_MIN = 32             # windows from this many bins take sliding_nanmedian (below, a partition per window is faster)
 _DECIMAL = re.compile(r"\A\s*[-+]?(?:[0-9]{1,20}(?:\.[0-9]{0,20})?|\.[0-9]{1,20})(?:[eE][-+]?[0-9]{1,3})?\s*\Z")
 _DATE = re.compile(r"\A([0-9]{4})-([0-9]{2})-([0-9]{2})\Z")
@@ -861,6 +862,11 @@ def attribute(rec, slicer, link, t0, t1, ref0, ref1, expected_total, top_k, dire
     ref_total = float(rec.ints["bytes"][ref].sum()) or 1.0
     excess = actual_total - expected_total
     out = []
+    # Link-wide: in every dimension, each value with a tenth of the expected bytes or more,
+    # and the rest taken together, changed in proportion (0.5-2x its share of the change):
+    # the link itself changed (an outage, a shift of everything), not one prefix or class,
+    # which would stand out against the others.
+    link_wide = excess != 0 and expected_total > 0
     for dim in DIMENSIONS:
         if dim == "direction" and direction is not None:
             continue
@@ -871,6 +877,15 @@ def attribute(rec, slicer, link, t0, t1, ref0, ref1, expected_total, top_k, dire
         r = np.bincount(rv, weights=rec.ints["bytes"][ref], minlength=size)
         e = r / ref_total * expected_total
         delta = a - e
+        if link_wide:
+            share = e / expected_total
+            big = share >= LINK_WIDE_SHARE
+            # the values under a tenth each, taken together as one more value
+            groups_share = np.append(share[big], share[~big].sum())
+            groups_delta = np.append(delta[big], delta[~big].sum())
+            seen = groups_share >= LINK_WIDE_SHARE
+            ratio = (groups_delta[seen] / excess) / groups_share[seen]
+            link_wide = bool(len(ratio)) and bool(((ratio >= 0.5) & (ratio <= 2.0)).all())
         for v in np.argsort(-np.abs(delta))[:top_k]:
             if delta[v] == 0:
                 continue
@@ -881,6 +896,9 @@ def attribute(rec, slicer, link, t0, t1, ref0, ref1, expected_total, top_k, dire
     # Rank by change x relative change: among values that carry the same change, the one
     # whose own traffic changed the most (the specific culprit, not the class it sits in) wins.
     out.sort(key=lambda c: -abs(c["delta_bytes"]) * abs(c["delta_bytes"]) / max(c["bytes"], c["expected_bytes"], 1.0))
+    if link_wide:
+        out.insert(0, {"dimension": "link", "value": link, "bytes": actual_total, "expected_bytes": float(expected_total),
+                       "delta_bytes": excess, "share_of_change": 1.0, "new": False})
     return out[:top_k]
 
 

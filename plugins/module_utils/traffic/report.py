@@ -165,7 +165,9 @@ def _contributor(c):
     delta = _num(c.get("delta_bytes"))
     if delta is not None:
         text += " %s%s" % ("+" if delta > 0 else "-", fmt_bytes(abs(delta)))
-    if _num(c.get("share_of_change")) is not None:
+    if c.get("dimension") == "link":
+        extra.append("the whole link: every prefix and class alike")
+    elif _num(c.get("share_of_change")) is not None:
         extra.append("%s of change" % fmt_pct(c["share_of_change"], signed=False))
     elif _num(c.get("share")) is not None:
         extra.append("%s of link" % fmt_pct(c["share"], signed=False))
