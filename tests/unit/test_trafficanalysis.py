@@ -491,3 +491,18 @@ def test_a_link_wide_outage_is_attributed_to_the_link_a_carried_dip_to_its_prefi
     assert ev, r["anomalies"]
     assert ev[0]["top_contributors"][0]["dimension"] == "prefix" and ev[0]["top_contributors"][0]["value"] == "10.0.3.0/24"
     assert all(c["dimension"] != "link" for x in ev for c in x["top_contributors"])
+
+
+@pytest.mark.parametrize("seed", [1, 4])
+def test_a_step_on_a_noisy_link_is_a_level_shift_where_it_happens(seed):
+    """+70 % at one bin on a link with 40 % noise per bin: the 6-hour windows are too noisy to
+    see it, the day-long ones see it; it is still a step (most of the change within an hour),
+    so a level shift at the step, not a drift starting half a day before it."""
+    n = 21 * PER_DAY
+    t, rate = seasonal_rate(n, seed=seed, noise=0.4)
+    rate = rate.copy()
+    a = 10 * PER_DAY + 150
+    rate[a:] *= 1.7
+    r = ta.analyze(records(t, rate))
+    first = min(r["anomalies"], key=lambda x: abs(x["start"] - t[a]))
+    assert first["kind"] == "level_shift" and abs(first["start"] - t[a]) <= 3600, r["anomalies"]
