@@ -638,7 +638,9 @@ def _volume_events(model, o):
             k0, k1 = max(0, i0 - win // 2), min(n, i1 + win // 2 + 1)
             qj = k0 + int(np.nanargmax(np.abs(np.nan_to_num(quick[k0:k1]) * np.sign(size))))
             sharp = float(np.nan_to_num(quick[qj])) / size if size else 0.0
-            kind = "level_shift" if sharp >= 0.6 else "drift"
+            # a day-window find must be sharper to be a step: the day's windows also see a
+            # drift, and a spike on its ramp is sharp for an hour
+            kind = "level_shift" if sharp >= (0.6 if scale == "hours" else 0.8) else "drift"
             start = qj if kind == "level_shift" else i0
             if kind == "level_shift" and smooth is not None:
                 ramp0 = _ramp_start(smooth, d, qj, size, step)
