@@ -101,7 +101,30 @@ def detection(seed, generator="trafficgen", calendars=True):
                                                      and r["end"] >= g["start"] - STEP for r in res["gaps"]))
     sc["anomalies_in_gaps"] = sum(1 for a in res["anomalies"] for g in gaps
                                   if a["link"] == g["link"] and a["start"] <= g["end"] and a["end"] >= g["start"])
+    if generator == "worldgen":
+        sc["projection"] = projection_check(res, labels, truth)
     return sc
+
+
+def projection_check(res, labels, truth):
+    """Growth per year against worldgen's own (its sites' weekly growth): whether the 90 %
+    interval holds it, apart for series with a level shift or drift lasting to the end."""
+    out = {"clean": 0, "clean_held": 0, "stepped": 0, "stepped_held": 0, "stepped_named": 0, "abs_errors": []}
+    for p in res["projection"]:
+        if "growth_per_year" not in p:
+            continue
+        true = (1 + truth["sites"][p["link"]]["growth_per_week"]) ** 52 - 1
+        lo, hi = p["growth_per_year_interval"]
+        lasting = any(lb["link"] == p["link"] and lb["kind"] in ("level_shift", "drift") and lb["end"] >= res["end"] - 86400
+                      for lb in labels)
+        key = "stepped" if lasting else "clean"
+        out[key] += 1
+        out[key + "_held"] += lo <= true <= hi
+        if lasting:
+            out["stepped_named"] += "level_shift" in p or "recent_change" in p
+        else:
+            out["abs_errors"].append(abs(p["growth_per_year"] - true))
+    return out
 
 
 def forecast(seed, cut_day=21, days=7):
@@ -248,6 +271,10 @@ def run_detection(seeds, generator="trafficgen", calendars=True):
         "gaps": sum(d["gaps"] for d in det), "gaps_reported": sum(d["gaps_reported"] for d in det),
         "anomalies_in_gaps": sum(d["anomalies_in_gaps"] for d in det),
         "generator": generator, "seeds": list(seeds), "calendars": calendars,
+        "projection": dict((k, sum(d["projection"][k] for d in det)) for k in ("clean", "clean_held", "stepped", "stepped_held",
+                                                                               "stepped_named"))
+        if generator == "worldgen" else None,
+        "growth_abs_error": spread([e for d in det for e in d["projection"]["abs_errors"]]) if generator == "worldgen" else None,
         "runs": det,
     }
 
@@ -336,6 +363,13 @@ def detection_table(d, kinds):
     if d.get("gaps"):
         lines.append("Data gaps: %d, reported as gaps %d; anomalies reported inside a gap: %d."
                      % (d["gaps"], d["gaps_reported"], d["anomalies_in_gaps"]))
+    if d.get("projection"):
+        pr = d["projection"]
+        lines.append("Projection, growth per year against the generator's: the 90 %% interval holds it for %d of %d series "
+                     "without a lasting change (absolute error %s) and %d of %d series whose level shift or drift lasts to "
+                     "the end, %d of which the projection names (a level shift it stepped over, or a change too recent)."
+                     % (pr["clean_held"], pr["clean"], _p(d["growth_abs_error"]), pr["stepped_held"], pr["stepped"],
+                        pr["stepped_named"]))
     return lines + [""]
 
 

@@ -506,3 +506,32 @@ def test_a_step_on_a_noisy_link_is_a_level_shift_where_it_happens(seed):
     r = ta.analyze(records(t, rate))
     first = min(r["anomalies"], key=lambda x: abs(x["start"] - t[a]))
     assert first["kind"] == "level_shift" and abs(first["start"] - t[a]) <= 3600, r["anomalies"]
+
+
+@pytest.mark.parametrize("days_after", [4, 6])
+def test_growth_across_a_recent_step_is_the_whole_historys(days_after):
+    """+60 %/year growth, then a step to 0.4x a few days before the end: the slope is the
+    whole history's with the step taken out (from 4 days after the step alone it was
+    +10^14 %/year), and the projection starts from the level after the step."""
+    n = 40 * PER_DAY
+    t, rate = seasonal_rate(n, noise=0.05, growth=0.6)
+    step_at = T0 + (40 - days_after) * 86400
+    rate = np.where(t >= step_at, rate * 0.4, rate)
+    p = ta.analyze(records(t, rate), {"horizon_days": 90})["projection"][0]
+    assert p["level_shift"] and 0.35 < p["level_shift"]["ratio"] < 0.45, p.get("level_shift")
+    lo, hi = p["growth_per_year_interval"]
+    assert 0.0 < p["growth_per_year"] < 1.5 and lo <= 0.6 <= hi and hi < 20, (p["growth_per_year"], lo, hi)
+    # from the level after the step (the day 30 ahead may be a weekend, at 60 %), not 2.5x above
+    assert 0.5 * p["last_day_p95_bps"] < p["p95_in_30d"]["point_bps"] < 1.5 * p["last_day_p95_bps"]
+
+
+def test_a_step_in_the_last_days_is_named_on_the_projection():
+    """A level shift 1.5 days before the end is too recent for the projection (3 whole days
+    on each side of a step): the projection says so instead of reading it as growth."""
+    n = 30 * PER_DAY
+    t, rate = seasonal_rate(n, noise=0.05)
+    rate = np.where(t >= T0 + int(28.5 * 86400), rate * 0.4, rate)
+    r = ta.analyze(records(t, rate))
+    p = r["projection"][0]
+    assert any(a["kind"] == "level_shift" for a in r["anomalies"]), r["anomalies"]
+    assert p["recent_change"]["kind"] == "level_shift" and "too recent" in p["note"], p

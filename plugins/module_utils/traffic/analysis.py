@@ -935,17 +935,25 @@ def billing(binned, o):
     return out
 
 
-def theil_sen(x, y, z=1.645):
-    """Theil-Sen slope with Sen's rank-based 90 % interval (z = 1.645), and the intercept."""
+def theil_sen(x, y, z=1.645, groups=None):
+    """Theil-Sen slope with Sen's rank-based 90 % interval (z = 1.645), and the intercept.
+    ``groups`` (small ints): only pairs within one group count, so a step between groups
+    is no slope (the interval's variance is then the groups' sum, as in a blocked Kendall
+    test); the intercept is over all points (with groups, take each group's level instead)."""
     i, j = np.triu_indices(len(x), 1)
+    sizes = [len(x)]
+    if groups is not None:
+        same = groups[i] == groups[j]
+        i, j = i[same], j[same]
+        sizes = np.bincount(groups).tolist()
     dx = x[j] - x[i]
     ok = dx != 0
     slopes = np.sort((y[j] - y[i])[ok] / dx[ok])
     if not len(slopes):
         return 0.0, 0.0, 0.0, float(np.median(y)) if len(y) else 0.0
     b = float(np.median(slopes))
-    n, m = len(x), len(slopes)
-    c = z * math.sqrt(n * (n - 1) * (2 * n + 5) / 18.0)
+    m = len(slopes)
+    c = z * math.sqrt(sum(k * (k - 1) * (2 * k + 5) for k in sizes) / 18.0)
     lo = slopes[max(0, int(math.floor((m - c) / 2.0)))]
     hi = slopes[min(m - 1, int(math.ceil((m + c) / 2.0)))]
     a = float(np.median(y - b * x))
@@ -985,13 +993,19 @@ def project(binned, o):
         resid = adj - (a + b * x)
         shift = _level_shift(adj, resid)
         if shift is not None:
-            # A lasting step is not growth: project from the days after it (at least 3), and say so.
+            # A lasting step is not growth. The trend is the whole history's with the step
+            # taken out (a few days after a step are far too few for a slope: they gave
+            # +10^14 %/year), and the projection starts from the level after the step.
             k, ratio = shift
-            b, blo, bhi, a = theil_sen(x[k:], adj[k:])
-            resid = adj[k:] - (a + b * x[k:])
+            after = (np.arange(len(adj)) >= k).astype(np.int64)
+            b, blo, bhi, _a = theil_sen(x, adj, groups=after)       # pairs on one side of the step only
+            flat = adj - b * x
+            level = np.where(after == 1, np.median(flat[after == 1]), np.median(flat[after == 0]))
+            resid = flat - level
+            a = float(level[-1])
             rec["level_shift"] = {"day": _day(full[k]), "ratio": round(ratio, 3)}
-            rec["note"] = ("a lasting level shift on %s (x%.2f): growth is estimated from the %d days after it"
-                           % (_day(full[k]), ratio, len(full) - k))
+            rec["note"] = ("a lasting level shift on %s (x%.2f): growth is the trend of all %d days with the step "
+                           "taken out, projected from the level after it" % (_day(full[k]), ratio, len(full)))
         rlo, rhi = np.percentile(resid, [5, 95])
         fut = np.arange(1, horizon + 1, dtype=float)
         fwd = _day_kind(full[-1] + fut.astype(np.int64), holidays)
@@ -1013,6 +1027,23 @@ def project(binned, o):
                               "hi_bps": float(math.exp(hi[k - 1]))}
         out.append(rec)
     return out
+
+
+def _note_recent_changes(proj, anomalies, end):
+    """A level shift or drift that began in the last 3 days of the data has too few days
+    after it for the projection to tell it from growth (it needs 3 whole days on each side of
+    a step): say so on the series' projection."""
+    for rec in proj:
+        recent = [a for a in anomalies if a["kind"] in ("level_shift", "drift") and a["link"] == rec["link"]
+                  and rec["direction"] in a["directions"] and a["start"] >= end - 3 * DAY]
+        if not recent or "level_shift" in rec or "growth_per_year" not in rec:
+            continue
+        a = max(recent, key=lambda x: x["start"])
+        rec["recent_change"] = {"kind": a["kind"], "start": a["start"], "magnitude": a["magnitude"]}
+        rec["note"] = ("a %s of %+.0f %% began %s, %.1f days before the end of the data: too recent for the trend "
+                       "to tell it from growth; the projection does not include it yet"
+                       % (a["kind"].replace("_", " "), 100 * a["magnitude"], _day(a["start"] // DAY),
+                          (end - a["start"]) / float(DAY)))
 
 
 def _level_shift(adj, resid, min_ratio=1.25):
@@ -1159,6 +1190,7 @@ def analyze(rec, opts=None):
                           "top_contributors": [{"dimension": "prefix", "value": prefix, "new": True, "share": share}]})
     anomalies = _combine(anomalies, o["shift_window"])
     proj = project(binned, o)
+    _note_recent_changes(proj, anomalies, int(binned.times[-1]) + step)
     result = {
         "step": step, "start": int(binned.times[0]), "end": int(binned.times[-1]) + step - 1,
         "records": int(len(rec)), "bytes": float(rec.ints["bytes"].sum()),
