@@ -935,6 +935,13 @@ def billing(binned, o):
     return out
 
 
+def _lag1(r):
+    """Lag-1 autocorrelation of residuals ``r`` (0 when it cannot be told)."""
+    r = np.asarray(r, dtype=float) - np.mean(r) if len(r) else np.asarray(r, dtype=float)
+    den = float((r * r).sum())
+    return float((r[1:] * r[:-1]).sum() / den) if len(r) > 3 and den > 0 else 0.0
+
+
 def theil_sen(x, y, z=1.645, groups=None):
     """Theil-Sen slope with Sen's rank-based 90 % interval (z = 1.645), and the intercept.
     ``groups`` (small ints): only pairs within one group count, so a step between groups
@@ -1006,6 +1013,12 @@ def project(binned, o):
             rec["level_shift"] = {"day": _day(full[k]), "ratio": round(ratio, 3)}
             rec["note"] = ("a lasting level shift on %s (x%.2f): growth is the trend of all %d days with the step "
                            "taken out, projected from the level after it" % (_day(full[k]), ratio, len(full)))
+        # days are not independent (a busy week is busy on every day of it): with lag-1
+        # autocorrelation rho > 0 the slope's interval is widened by sqrt((1 + rho) / (1 - rho))
+        rho = min(max(_lag1(resid), 0.0), 0.9)
+        if rho > 0:
+            groups = (np.arange(len(adj)) >= shift[0]).astype(np.int64) if shift is not None else None
+            _b, blo, bhi, _a = theil_sen(x, adj, z=1.645 * math.sqrt((1 + rho) / (1 - rho)), groups=groups)
         rlo, rhi = np.percentile(resid, [5, 95])
         fut = np.arange(1, horizon + 1, dtype=float)
         fwd = _day_kind(full[-1] + fut.astype(np.int64), holidays)
