@@ -535,3 +535,21 @@ def test_a_step_in_the_last_days_is_named_on_the_projection():
     p = r["projection"][0]
     assert any(a["kind"] == "level_shift" for a in r["anomalies"]), r["anomalies"]
     assert p["recent_change"]["kind"] == "level_shift" and "too recent" in p["note"], p
+
+
+def test_growth_interval_holds_with_autocorrelated_days():
+    """Daily levels that wander (AR(1), rho 0.8, as busy weeks do) around +100 %/year: the
+    slope's 90 % interval, widened for the autocorrelation, holds the true growth in at least
+    8 of 10 fixed draws (without the widening: 6 of 10)."""
+    held = 0
+    for seed in range(1, 11):
+        n = 42 * PER_DAY
+        t, rate = seasonal_rate(n, seed=seed, noise=0.05, growth=1.0)
+        rng = np.random.default_rng(100 + seed)
+        level = np.zeros(42)
+        for d in range(1, 42):
+            level[d] = 0.8 * level[d - 1] + rng.normal(0, 0.08)
+        p = ta.analyze(records(t, rate * np.exp(np.repeat(level, PER_DAY))))["projection"][0]
+        lo, hi = p["growth_per_year_interval"]
+        held += lo <= 1.0 <= hi
+    assert held >= 8, held
