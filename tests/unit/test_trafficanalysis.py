@@ -553,3 +553,18 @@ def test_growth_interval_holds_with_autocorrelated_days():
         lo, hi = p["growth_per_year_interval"]
         held += lo <= 1.0 <= hi
     assert held >= 8, held
+
+
+def test_pieces_of_one_drift_are_one_alert():
+    """The day windows' threshold can cut one slow ramp into pieces minutes apart: drifts of
+    one link going the same way less than an hour apart are one alert; a drift the other way,
+    or spikes, are not joined across a gap."""
+    def ev(kind, start, end, mag):
+        return {"kind": kind, "link": "a", "directions": ["in"], "start": start, "end": end, "score": 5.0,
+                "magnitude": mag, "top_contributors": []}
+    h = 3600
+    got = ta._combine([ev("drift", 0, 7 * h, 0.3), ev("drift", 7 * h + 600, 8 * h, 0.28), ev("drift", 8 * h + 1800, 9 * h, 0.29),
+                       ev("drift", 9 * h + 600, 12 * h, -0.5), ev("spike", 20 * h, 20 * h + 300, 2.0),
+                       ev("spike", 20 * h + 1200, 20 * h + 1500, 2.0)], 6 * h)
+    assert [(a["kind"], a["start"], a["end"]) for a in got] == [
+        ("drift", 0, 9 * h), ("drift", 9 * h + 600, 12 * h), ("spike", 20 * h, 20 * h + 300), ("spike", 20 * h + 1200, 20 * h + 1500)]

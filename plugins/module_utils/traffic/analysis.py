@@ -1257,8 +1257,12 @@ def _combine(anomalies, margin):
                   and x["start"] - margin <= a["end"] and _explained_by(a, x)), None)
         if n is not None and a["kind"] in ("level_shift", "spike", "drift"):
             continue
+        # one event: overlapping windows of one kind, or pieces of one drift (same way) that
+        # the day windows' threshold cut apart less than an hour from each other
+        gap = 3600 if a["kind"] == "drift" else 0
         prev = next((x for x in out if x["link"] == a["link"] and x["kind"] == a["kind"]
-                     and a["start"] <= x["end"] and x["start"] <= a["end"]), None)
+                     and a["start"] <= x["end"] + gap and x["start"] - gap <= a["end"]
+                     and (not gap or (x["magnitude"] > 0) == (a["magnitude"] > 0))), None)
         if prev is not None:
             prev["directions"] = sorted(set(prev["directions"] + a["directions"]))
             prev["start"], prev["end"] = min(prev["start"], a["start"]), max(prev["end"], a["end"])
