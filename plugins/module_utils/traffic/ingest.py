@@ -287,6 +287,31 @@ class _Localizer(object):
             s = self._pref[masked] = "%s/%d" % (ipaddress.IPv4Address(masked), self.len4)
         return s
 
+    def _local_and_prefix(self, keys):
+        """(is local, prefix code) of each address key, and the prefix coder.  IPv4 keys go at
+        once (a mask per local network, one string per distinct prefix); the rest one by one."""
+        local = np.zeros(len(keys), dtype=bool)
+        pref = np.zeros(len(keys), dtype=np.int32)
+        pcoder = _Coder()
+        v4 = np.fromiter((0 <= k < (1 << 32) for k in keys), dtype=bool, count=len(keys))
+        if v4.any():
+            k4 = np.fromiter((k for k in keys if 0 <= k < (1 << 32)), dtype=np.int64, count=int(v4.sum()))
+            hit = np.zeros(len(k4), dtype=bool)
+            for mask, net in self.nets:
+                if not net & self.V6:
+                    hit |= (k4 & (mask & 0xFFFFFFFF)) == net
+            local[v4] = hit
+            nets, inv = np.unique(k4 & self.mask4, return_inverse=True)
+            codes = np.fromiter((pcoder.add(self.prefix(int(m))) for m in nets.tolist()), dtype=np.int32, count=len(nets))
+            pref[v4] = codes[inv.reshape(-1)]
+        for i in np.flatnonzero(~v4).tolist():
+            k = keys[i]
+            local[i] = self.is_local(k)
+            p = self.prefix(k)
+            code = pcoder.index.get(p)
+            pref[i] = pcoder.add(p) if code is None else code
+        return local, pref, pcoder
+
     def assemble(self, cols, addr_keys, link_coder):
         """Records from decoded flow columns.
 
@@ -295,13 +320,7 @@ class _Localizer(object):
         """
         n = len(cols["ts"])
         keys = list(addr_keys) or [-1]
-        local = np.fromiter((self.is_local(k) for k in keys), dtype=bool, count=len(keys))
-        pcoder = _Coder()
-        pref = np.zeros(len(keys), dtype=np.int32)
-        for i, k in enumerate(keys):
-            p = self.prefix(k)
-            code = pcoder.index.get(p)
-            pref[i] = pcoder.add(p) if code is None else code
+        local, pref, pcoder = self._local_and_prefix(keys)
         src = np.asarray(cols["src"], dtype=np.int64)
         dst = np.asarray(cols["dst"], dtype=np.int64)
         dst_local, src_local = local[dst], local[src]
