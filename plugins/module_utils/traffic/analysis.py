@@ -290,34 +290,34 @@ class Binned(object):
         self.links = [rec.cats["link"][int(s) // 2] for s in present]
         self.directions = [trafficdata.DIRECTIONS[int(s) % 2] for s in present]
         n = len(present) * self.nbins
-        flat = np.bincount(self.sid * self.nbins + self.bin, weights=rec.ints["bytes"], minlength=n)
-        self.bytes = flat.reshape(len(present), self.nbins)
+        key = self.sid * self.nbins + self.bin
+        self.bytes = np.bincount(key, weights=rec.ints["bytes"], minlength=n).reshape(len(present), self.nbins)
+        # records per (series, bin): where each series has data, and (summed) each link and the
+        # whole set, without another pass over the records
+        has = np.bincount(key, minlength=n).reshape(len(present), self.nbins) > 0
+        del key
         # bins before a series' first record and after its last are "no data", not zero traffic
-        first = np.full(len(present), self.nbins, dtype=np.int64)
-        last = np.full(len(present), -1, dtype=np.int64)
-        np.minimum.at(first, self.sid, self.bin)
-        np.maximum.at(last, self.sid, self.bin)
+        first = has.argmax(axis=1)
+        last = self.nbins - 1 - has[:, ::-1].argmax(axis=1)
         idx = np.arange(self.nbins)
         self.valid = (idx[None, :] >= first[:, None]) & (idx[None, :] <= last[:, None])
         self.times = self.t0 + idx * step               # bin starts
         # Gaps in the data: bins in which no link has a single record, in data that has records
         # in nearly every bin (a collector or an export that stopped, not a quiet network).
         # They are "no data" for every series: not an outage, not zero traffic for billing.
-        empty = np.bincount(self.bin, minlength=self.nbins) == 0
+        empty = ~has.any(axis=0)
         self.gap = empty if self.nbins >= 8 and empty.mean() <= 1.0 - GAP_DENSITY else np.zeros(self.nbins, bool)
         self.valid &= ~self.gap[None, :]
         # The same per link: a bin without a single record of a link that has records in
         # nearly every bin of its span is that link's exporter or collector missing, not its
         # traffic stopping (an outage leaves some flows: the routing protocol, the monitoring).
-        lk = rec.codes["link"].astype(np.int64)
-        nlinks = max(1, len(rec.cats["link"]))
-        rows = np.bincount(lk * self.nbins + self.bin, minlength=nlinks * self.nbins).reshape(nlinks, self.nbins)
         self.link_gap = {}
-        for code in np.unique(lk):
-            seen = np.flatnonzero(rows[code])
+        for code in np.unique(present // 2):
+            seen_any = has[present // 2 == code].any(axis=0)
+            seen = np.flatnonzero(seen_any)
             span = np.zeros(self.nbins, bool)
             span[seen[0]:seen[-1] + 1] = True
-            missing = span & (rows[code] == 0) & ~self.gap
+            missing = span & ~seen_any & ~self.gap
             if missing.any() and span.sum() >= 8 and missing.sum() <= (1.0 - GAP_DENSITY) * span.sum():
                 self.link_gap[rec.cats["link"][int(code)]] = missing
         for i, link in enumerate(self.links):
@@ -798,8 +798,11 @@ def _new_prefixes(rec, binned, o):
     out = []
     if not len(cand):
         return out
-    link_bytes = np.bincount(link * binned.nbins + binned.bin, weights=rec.ints["bytes"],
-                             minlength=len(rec.cats["link"]) * binned.nbins).reshape(-1, binned.nbins)
+    # bytes per (link, bin): the binned series' (a link's directions summed), not another pass over the records
+    link_bytes = np.zeros((len(rec.cats["link"]), binned.nbins))
+    link_index = dict((name, i) for i, name in enumerate(rec.cats["link"]))
+    for i, name in enumerate(binned.links):
+        link_bytes[link_index[name]] += binned.bytes[i]
     is_cand = np.zeros(len(ukey), dtype=bool)
     is_cand[cand] = True
     rows = is_cand[inv]
@@ -1277,9 +1280,10 @@ def top_talkers(rec, k):
     """The biggest values of each dimension over the whole span."""
     out = {}
     total = float(rec.ints["bytes"].sum()) or 1.0
+    weights = rec.ints["bytes"].astype(np.float64)     # once (bincount would convert it for every dimension)
     for dim in DIMENSIONS + ("link",):
         vals, cats = (rec.codes[dim], rec.cats[dim]) if dim in trafficdata.STRING_COLUMNS else (rec.ints[dim], None)
-        b = np.bincount(vals, weights=rec.ints["bytes"])
+        b = np.bincount(vals, weights=weights)
         top = np.argsort(-b)[:k]
         out[dim] = [{"value": cats[v] if cats is not None else int(v), "bytes": float(b[v]), "share": float(b[v] / total)}
                     for v in top if b[v] > 0]
