@@ -305,11 +305,8 @@ class _Localizer(object):
             codes = np.fromiter((pcoder.add(self.prefix(int(m))) for m in nets.tolist()), dtype=np.int32, count=len(nets))
             pref[v4] = codes[inv.reshape(-1)]
         for i in np.flatnonzero(~v4).tolist():
-            k = keys[i]
-            local[i] = self.is_local(k)
-            p = self.prefix(k)
-            code = pcoder.index.get(p)
-            pref[i] = pcoder.add(p) if code is None else code
+            local[i] = self.is_local(keys[i])
+            pref[i] = pcoder.add(self.prefix(keys[i]))       # add gives a known prefix its code
         return local, pref, pcoder
 
     def assemble(self, cols, addr_keys, link_coder):
