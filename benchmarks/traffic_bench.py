@@ -316,7 +316,9 @@ def main():
             out = json.load(f)
     out.update({"date": datetime.datetime.utcnow().strftime("%Y-%m-%d %H:%M UTC"), "host": platform.node(),
            "kernel": platform.release(), "cpus": os.cpu_count(), "seeds": seeds, "numpy": np.__version__,
-           "repeats": args.repeats, "parts_run_last": sorted(parts)})
+           "parts_run_last": sorted(parts)})
+    if "throughput" in parts:
+        out["repeats"] = args.repeats      # of the throughput runs, which a run without them keeps
 
     if "detection" in parts:
         out["detection"] = run_detection(seeds)
