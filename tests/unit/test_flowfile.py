@@ -7,6 +7,7 @@ layouts, so an encoder and a decoder sharing one mistake cannot pass together.
 import os
 import socket
 import struct
+import tempfile
 
 import pytest
 from hypothesis import given, settings, strategies as st
@@ -607,3 +608,85 @@ def test_a_column_of_many_addresses_keeps_one_code_per_address(tmp_path, monkeyp
     assert sorted(set(prefixes)) == sorted(set(["198.18.%d.%d/32" % (i % 7, i % 5) for i in range(50) if i != 20]) | {"2001:db8::/48"})
     assert prefixes[:20].tolist() == prefixes[50:70].tolist()
     assert records.codes["prefix"][21:50].tolist() == records.codes["prefix"][70:99].tolist()
+
+
+# ----------------------------------------------------------------------------- plain rows
+
+_PLAIN_HEADS = ["start,end,srcaddr,dstaddr,srcport,dstport,protocol,packets,bytes", "ts,src,dst,bytes",
+                "end;src_ip;dst_ip;proto;tos;bytes", "ts\tsrc\tdst\tsport\tdport\tpkts\tbytes"]
+_PLAIN_CELL = {
+    "time": st.one_of(st.integers(T0, T0 + 7200).map(str), st.sampled_from(["0%d" % T0, "", "2023-11-14T22:13:20Z", "x", "%d" % (T0 * 1000),
+                                                                       "%d" % (T0 + 4000 * 86400)])),
+    "addr": st.one_of(st.tuples(*[st.integers(0, 255)] * 4).map(lambda q: "%d.%d.%d.%d" % q),
+                      st.sampled_from(["2001:db8::1", "::ffff:10.0.0.1", "256.1.1.1", "01.2.3.4", "1.2.3", "10.0.0.7", ""])),
+    "port": st.one_of(st.integers(0, 65535).map(str), st.sampled_from(["", "-", "0443", "65536", "http"])),
+    "proto": st.one_of(st.sampled_from(["6", "17", "1"]), st.sampled_from(["tcp", "300", "", "06"])),
+    "tos": st.one_of(st.integers(0, 255).map(str), st.sampled_from(["256", "0x10"])),
+    "count": st.one_of(st.integers(0, 10 ** 12).map(str), st.sampled_from(["", "99999999999999999999", "1.5", "007", "1e3"])),
+}
+_PLAIN_KIND = {"start": "time", "end": "time", "ts": "time", "srcaddr": "addr", "dstaddr": "addr", "src": "addr",
+               "dst": "addr", "src_ip": "addr", "dst_ip": "addr", "srcport": "port", "dstport": "port", "sport": "port",
+               "dport": "port", "protocol": "proto", "proto": "proto", "tos": "tos", "packets": "count", "pkts": "count",
+               "bytes": "count"}
+
+
+def _plain_or_not(path, plain):
+    """What flowfile.read makes of ``path``, with the plain-row reader on or off: (rows, None)
+    or (None, the error)."""
+    with pytest.MonkeyPatch.context() as m:
+        if not plain:
+            m.setattr(flowfile._GenericCsv, "_plain_block", lambda self, block, first_line: False)
+        try:
+            return _sorted(flowfile.read(path, local_prefixes=["10.0.0.0/8"]).rows()), None
+        except NetstackError as e:
+            return None, (str(e), e.field)
+
+
+@settings(max_examples=300, deadline=None)
+@given(head=st.sampled_from(_PLAIN_HEADS), data=st.data(), odd_share=st.sampled_from([0.02, 0.1, 0.5]), blank=st.booleans())
+def test_plain_rows_read_at_once_as_the_cell_by_cell_reader_reads_them(head, data, odd_share, blank):
+    """Flow logs of plain rows (numbers and dotted quads) mixed with rows that have one other
+    cell (IPv6, names, leading zeros, empty cells, values out of range, bad times): the
+    at-once reader gives the same records as the cell-by-cell reader, or the same error
+    naming the same line and field."""
+    delim = ";" if ";" in head else "\t" if "\t" in head else ","
+    names = head.split(delim)
+    n = data.draw(st.integers(1, 40))
+    lines = [head]
+    for i in range(n):
+        cells = [str(T0 + i) if _PLAIN_KIND[name] == "time" else "10.%d.0.%d" % (i % 3, i) if _PLAIN_KIND[name] == "addr"
+                 else "6" if _PLAIN_KIND[name] == "proto" else str(i * 37 % 256) for name in names]
+        if data.draw(st.floats(0, 1)) < odd_share:
+            col = data.draw(st.integers(0, len(names) - 1))
+            cells[col] = data.draw(_PLAIN_CELL[_PLAIN_KIND[names[col]]])
+        lines.append(delim.join(cells))
+        if blank and i == n // 2:
+            lines.append("")
+    with pytest.MonkeyPatch.context() as m:
+        m.setattr(flowfile, "CSV_BLOCK_BYTES", 48)       # blocks of 192 bytes: a few rows each, split across blocks
+        fd, path = tempfile.mkstemp(suffix=".csv")
+        try:
+            with os.fdopen(fd, "w") as f:
+                f.write("\n".join(lines) + "\n")
+            assert _plain_or_not(path, True) == _plain_or_not(path, False)
+        finally:
+            os.unlink(path)
+
+
+def test_plain_rows_take_the_at_once_reader_and_ipv6_rows_keep_their_place(tmp_path, monkeypatch):
+    """A flow log of dotted quads is read the at-once way (it is what makes it fast); IPv6
+    rows in its blocks are read cell by cell and come back in file order."""
+    monkeypatch.setattr(flowfile, "CSV_BLOCK_BYTES", 256)
+    calls = []
+    real = flowfile._GenericCsv._plain_columns
+    monkeypatch.setattr(flowfile._GenericCsv, "_plain_columns", lambda self, nums, plan: calls.append(len(nums)) or real(self, nums, plan))
+    rows = ["%d,%d,198.18.%d.%d,10.0.0.1,40000,443,6,2,%d" % (T0 + i, T0 + i, i % 7, i % 5, 100 + i) for i in range(60)]
+    for i in (3, 31, 32, 59):
+        rows[i] = "%d,%d,2001:db8::%x,10.0.0.1,40000,443,6,2,%d" % (T0 + i, T0 + i, i, 100 + i)
+    path = _write(tmp_path, "flows.csv", "start,end,srcaddr,dstaddr,srcport,dstport,protocol,packets,bytes\n" + "\n".join(rows) + "\n")
+    records = flowfile.read(path, local_prefixes=["10.0.0.0/8"], prefix_v4=32)
+    assert sum(calls) == 56
+    assert records.ints["bytes"].tolist() == [100 + i for i in range(60)]
+    assert records.ints["ts"].tolist() == [T0 + i for i in range(60)]
+    assert records.strings("prefix")[[3, 31, 32, 59]].tolist() == ["2001:db8::/48"] * 4
+    assert records.strings("prefix")[10] == "198.18.3.0/32"

@@ -200,6 +200,10 @@ class _Coder(object):
         would otherwise cost a dict lookup per cell)."""
         if self._sorted_keys is None:
             self._sorted_keys, self._sorted_codes = np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int32)
+        if len(self._sorted_keys):      # usually every key is known by now: one binary search each
+            at = np.minimum(np.searchsorted(self._sorted_keys, keys), len(self._sorted_keys) - 1)
+            if (self._sorted_keys[at] == keys).all():
+                return self._sorted_codes[at]
         uniq, inv = np.unique(keys, return_inverse=True)
         known = self._sorted_keys
         at = np.searchsorted(known, uniq)
@@ -663,7 +667,8 @@ def _read_blocks(f, parser, offset, line, end):
     ``end`` (a line start; None: the end of the file) the fast way.  (True, ...) when done;
     (False, offset, line) at the first block the fast way cannot read."""
     while end is None or offset < end:
-        data = f.read(CSV_BLOCK_BYTES if end is None else min(CSV_BLOCK_BYTES, end - offset))
+        size = parser.block_bytes
+        data = f.read(size if end is None else min(size, end - offset))
         block = data
         if data and (end is None or offset + len(data) < end):
             cut = data.rfind(b"\n") + 1
@@ -697,7 +702,7 @@ def _read_halves(path, f, parser, offset):
     half wins (it is the earlier line); False if either half meets a block the fast way
     cannot read (the caller reads the whole file again in one process)."""
     size = os.fstat(f.fileno()).st_size
-    f.seek(offset + CSV_BLOCK_BYTES)
+    f.seek(offset + parser.block_bytes)
     f.readline()
     first_end = min(f.tell(), size)
     f.seek(offset)
@@ -893,6 +898,47 @@ def _time_error(v, ref):
         v, time.strftime("%Y-%m-%d", time.gmtime(v)), abs(v - ref) // 86400, time.strftime("%Y-%m-%d", time.gmtime(ref)))
 
 
+class _PlainRows(object):
+    """The shape of a plain row of a generic CSV: every cell an unsigned integer, or (the
+    address columns) a dotted quad, so the row is a fixed run of numbers with '.' between
+    an address's parts, the delimiter between cells and a newline at its end."""
+
+    def __init__(self, ncol, addr_cols, delim):
+        seps, self.first, octets, ints = [], [], [], []
+        for col in range(ncol):
+            self.first.append(len(seps))
+            last = "\n" if col == ncol - 1 else delim
+            if col in addr_cols:
+                octets += range(len(seps), len(seps) + 4)
+                seps += [".", ".", ".", last]
+            else:
+                ints.append(len(seps))
+                seps.append(last)
+        self.ncol, self.addr_cols, self.delim = ncol, addr_cols, delim
+        self.pattern = "".join(seps).encode()
+        self.m = len(seps)
+        self.octets, self.ints = np.array(octets, dtype=np.int64), np.array(ints, dtype=np.int64)
+        self.dbyte = ord(delim)
+        self.table = bytes.maketrans(b".\n" + delim.encode(), b",,,")
+
+    def with_delim(self, delim):
+        """The same shape with another delimiter (None unless one ASCII byte that is not a
+        digit, '.' or a newline)."""
+        if len(delim) != 1 or ord(delim) > 127 or delim in "0123456789.\n\r":
+            return None
+        return _PlainRows(self.ncol, self.addr_cols, delim)
+
+    def is_sep(self, raw):
+        """'.', newline, the delimiter, and any other byte under '0' (which breaks the shape)."""
+        low = raw < 48
+        return low if self.dbyte < 48 else low | (raw == self.dbyte)
+
+    def is_odd(self, raw):
+        """Bytes above '9' other than the delimiter: such a row is read the usual way."""
+        high = raw > 57
+        return high if self.dbyte < 58 else high & (raw != self.dbyte)
+
+
 class _CsvBase(object):
     """Reads blocks of lines or chunks of csv rows; subclasses ``convert`` columns and ``finish``."""
 
@@ -902,6 +948,9 @@ class _CsvBase(object):
         self.delim = ","
         self.parts = []
         self.ref_ts = None           # median time of the first chunk: what "far away" is measured from
+        self.plain = None            # _PlainRows: the dialect's rows may be all numbers (see _plain_block)
+        self.block_bytes = CSV_BLOCK_BYTES
+        self.defer_times = False     # convert leaves check_times to its caller
 
     def check_times(self, ts, column):
         """_CellError at the first implausible time of a chunk (see TS_MIN, MAX_SPAN)."""
@@ -941,6 +990,8 @@ class _CsvBase(object):
             block = block.replace(b"\r\n", b"\n")
             if b"\r" in block:
                 return False
+        if self.plain is not None and self._plain_block(block, first_line):
+            return True
         try:
             text = block.decode("utf-8")
         except UnicodeDecodeError as e:
@@ -1102,6 +1153,12 @@ class _GenericCsv(_CsvBase):
         self.coders = {"link": self.links, "addr": self.addrs}
         self.code_columns = {"link": ("link",), "addr": ("src", "dst")}
         self.caches = dict((k, {}) for k in ("ts", "proto", "sport", "dport", "dscp", "tos"))
+        if scale == 1 and "link" not in cols:
+            self.plain = _PlainRows(len(names), (cols["src"], cols["dst"]), self.delim)
+            self.block_bytes = 4 * CSV_BLOCK_BYTES      # fewer calls: each plain block's cost is mostly per call
+        self.ranges = [(k, hi) for k, hi in (("proto", 255), ("sport", 65535), ("dport", 65535), ("dscp", 63), ("tos", 255))
+                       if k in cols]
+        self.plain_misses = 0
 
     def convert(self, cols):
         c = self.cols
@@ -1142,10 +1199,132 @@ class _GenericCsv(_CsvBase):
             values = [v if v.strip() else self.default_link for v in cols[c["link"]]]
             out["link"] = self.links.encode(values)
         else:
-            out["link"] = np.full(n, self.links.add(self.default_link) if self.default_link not in self.links.index
-                                  else self.links.index[self.default_link], dtype=np.int32)
+            out["link"] = np.full(n, self._default_link_code(), dtype=np.int32)
         out["dirflag"] = np.full(n, -1, dtype=np.int8)
-        self.check_times(out["ts"], name[c[self.time_col]])     # last: a malformed cell is named first
+        if not self.defer_times:
+            self.check_times(out["ts"], name[c[self.time_col]])     # last: a malformed cell is named first
+        return out
+
+    def _default_link_code(self):
+        return self.links.index[self.default_link] if self.default_link in self.links.index else self.links.add(self.default_link)
+
+    def _plain_block(self, block, first_line):
+        """Read a block of plain rows at once: where every cell is an unsigned integer or (src,
+        dst) a dotted quad, the block is one run of numbers, which np.fromstring reads in one
+        call.  Rows with a byte above '9' (IPv6 addresses, protocol names) are cut out first
+        and read the usual way, then put back in file order.  False, for the usual way to
+        read the whole block (and name the line of an error): anything else in the block,
+        such as an empty cell, a leading zero, a value out of range, a blank line."""
+        plan = self.plain
+        if plan.delim != self.delim:
+            plan = self.plain = plan.with_delim(self.delim)
+            if plan is None:
+                self.block_bytes = CSV_BLOCK_BYTES
+                return False
+        raw = np.frombuffer(block, dtype=np.uint8)
+        if not len(raw) or raw[-1] != 10:
+            return False
+        odd = np.flatnonzero(plan.is_odd(raw))
+        others = None
+        if len(odd):
+            ends = np.flatnonzero(raw == 10)
+            others = np.unique(np.searchsorted(ends, odd))
+            if len(others) * 2 > len(ends):
+                return self._plain_miss()
+            cut_from = np.where(others > 0, ends[others - 1] + 1, 0).tolist()
+            cut_to = (ends[others] + 1).tolist()
+            keep, cut, at = [], [], 0
+            for a, b in zip(cut_from, cut_to):
+                keep.append(block[at:a])
+                cut.append(block[a:b])
+                at = b
+            keep.append(block[at:])
+            block, others_block = b"".join(keep), b"".join(cut)
+            raw = np.frombuffer(block, dtype=np.uint8)
+        nums = self._plain_numbers(block, raw, plan)
+        if nums is None:
+            return self._plain_miss()
+        self.plain_misses = 0
+        out = self._plain_columns(nums, plan)
+        if others is not None:
+            before = len(self.parts)
+            self.plain, self.defer_times = None, True
+            try:
+                done = _CsvBase.fast_block(self, others_block, first_line)
+            except NetstackError:
+                done = False        # read the block again the usual way, which names the line
+            finally:
+                self.plain, self.defer_times = plan, False
+            if not done or len(self.parts) != before + 1:
+                return False
+            theirs = self.parts.pop()
+            mine = np.ones(len(nums) + len(others), dtype=bool)
+            mine[others] = False
+            for k in out:
+                col = np.empty(len(mine), dtype=out[k].dtype)
+                col[mine] = out[k]
+                col[others] = theirs[k]
+                out[k] = col
+        try:
+            self.check_times(out["ts"], self.names[self.cols[self.time_col]])
+        except _CellError as e:       # every line of the block is a row: its index is its line
+            line = first_line + e.index
+            raise NetstackError("%s line %d: field '%s': %s" % (self.path, line, e.column, e.msg),
+                                field="%s:%d:%s" % (self.path, line, e.column))
+        self.parts.append(out)
+        self.st["rows"] += len(nums)
+        return True
+
+    def _plain_miss(self):
+        """A block the plain way could not read: after three in a row, stop trying."""
+        self.plain_misses += 1
+        if self.plain_misses >= 3:
+            self.plain, self.block_bytes = None, CSV_BLOCK_BYTES
+        return False
+
+    def _plain_numbers(self, block, raw, plan):
+        """The numbers of a block of plain rows, one row of ``plan.m`` each; None unless every
+        line has the plain shape, with no empty cell, no leading zero (inet_pton refuses one
+        in an address; a count with one goes the usual way), no octet over 255, no value
+        saturated (too big for int64) or out of its column's range."""
+        if not len(raw):
+            return None
+        skeleton = block.translate(None, b"0123456789")      # the separators, in order
+        rows = len(skeleton) // plan.m
+        if skeleton != plan.pattern * rows:
+            return None
+        sep = plan.is_sep(raw)
+        if sep[0] or (sep[1:] & sep[:-1]).any() or (raw[0] == 48 and not sep[1]) or \
+                ((raw[1:-1] == 48) & sep[:-2] & ~sep[2:]).any():
+            return None
+        nums = np.fromstring(block[:-1].translate(plan.table), dtype=np.int64, sep=",")
+        if len(nums) != rows * plan.m:
+            return None
+        nums = nums.reshape(rows, plan.m)
+        if (nums[:, plan.octets] > 255).any() or (nums[:, plan.ints] == _INT64_MAX).any():
+            return None
+        for key, hi in self.ranges:
+            if (nums[:, plan.first[self.cols[key]]] > hi).any():
+                return None
+        return nums
+
+    def _plain_columns(self, nums, plan):
+        """convert()'s columns from the numbers of plain rows."""
+        c, n = self.cols, len(nums)
+
+        def cell(name):
+            return np.ascontiguousarray(nums[:, plan.first[c[name]]])
+        out = {"ts": cell(self.time_col), "bytes": cell("bytes"),
+               "packets": cell("packets") if "packets" in c else np.ones(n, dtype=np.int64)}
+        for key in ("proto", "sport", "dport", "dscp", "tos"):
+            out[key] = cell(key) if key in c else np.zeros(n, dtype=np.int64)
+        if "dscp" not in c:
+            out["dscp"] = out["tos"] >> 2
+        keys = [(nums[:, o] << 24) | (nums[:, o + 1] << 16) | (nums[:, o + 2] << 8) | nums[:, o + 3]
+                for o in (plan.first[c["src"]], plan.first[c["dst"]])]
+        out["src"], out["dst"] = np.split(self.addrs.encode_keys(np.concatenate(keys)), 2)
+        out["link"] = np.full(n, self._default_link_code(), dtype=np.int32)
+        out["dirflag"] = np.full(n, -1, dtype=np.int8)
         return out
 
     def finish(self):
