@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from ansible_collections.netstack.tuning.plugins.module_utils.traffic import ingest as flowfile, data as trafficdata
-from ansible_collections.netstack.tuning.plugins.module_utils.core import nsutil
+from ansible_collections.netstack.tuning.plugins.module_utils.core import cpus, nsutil
 from ansible_collections.netstack.tuning.plugins.module_utils.core.common import NetstackError
 from ansible_collections.netstack.tuning.tools import flowencode
 
@@ -51,7 +51,7 @@ def reader(request, monkeypatch):
     if request.param == "two processes":
         monkeypatch.setattr(flowfile, "PARALLEL_MIN_BYTES", 0)
         monkeypatch.setattr(flowfile, "CSV_BLOCK_BYTES", 64)
-        monkeypatch.setattr(flowfile, "_cpus", lambda: 2)
+        monkeypatch.setattr(cpus, "usable", lambda: 2)
         real = nsutil.Child
 
         def spy(*a, **kw):
@@ -144,7 +144,7 @@ def test_two_processes_read_what_one_does(tmp_path, monkeypatch):
     real = nsutil.Child
     monkeypatch.setattr(nsutil, "Child", lambda *a, **kw: children.append(real(*a, **kw)) or children[-1])
     monkeypatch.setattr(flowfile, "PARALLEL_MIN_BYTES", 0)
-    monkeypatch.setattr(flowfile, "_cpus", lambda: 2)
+    monkeypatch.setattr(cpus, "usable", lambda: 2)
     monkeypatch.setattr(flowfile, "CSV_BLOCK_BYTES", 512)
     stats = {}
     two = flowfile.read(path, stats=stats)

@@ -571,3 +571,21 @@ def test_pieces_of_one_drift_are_one_alert():
                        ev("spike", 20 * h + 1200, 20 * h + 1500, 2.0)], 6 * h)
     assert [(a["kind"], a["start"], a["end"]) for a in got] == [
         ("drift", 0, 9 * h), ("drift", 9 * h + 600, 12 * h), ("spike", 20 * h, 20 * h + 300), ("spike", 20 * h + 1200, 20 * h + 1500)]
+
+
+def test_series_analysed_in_two_processes_give_the_same_result(monkeypatch):
+    """From PARALLEL_MIN_RECORDS records, every other series is analysed in a forked child:
+    the result is the one process's, to the last bit of every float (it comes back as JSON,
+    which writes floats exactly), series and anomalies in the same order."""
+    from ansible_collections.netstack.tuning.tools import trafficgen
+    import json
+    rec, _labels, _truth = trafficgen.generate(seed=3, sites=2, days=14)
+
+    def run(least):
+        monkeypatch.setattr(ta, "PARALLEL_MIN_RECORDS", least)
+        r = ta.analyze(rec)
+        return json.dumps(dict((k, v) for k, v in r.items() if k not in ("analysis_seconds", "records_per_second")),
+                          sort_keys=True)
+    one, two = run(1 << 60), run(0)
+    assert len(json.loads(one)["series"]) >= 4 and json.loads(one)["anomalies"]
+    assert two == one

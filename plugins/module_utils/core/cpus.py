@@ -17,6 +17,7 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+import os
 import re
 
 _RANGE = re.compile(r"^([0-9]+)(?:-([0-9]+)(?::([0-9]+)/([0-9]+))?)?$")
@@ -108,3 +109,12 @@ def cpulist_to_mask(text, nbits=None):
 def mask_to_cpulist(mask):
     """``"3"`` -> ``"0-1"``."""
     return format_cpulist(mask_to_cpus(mask))
+
+
+def usable():
+    """How many CPUs this process may run on (its affinity mask; the machine's count where
+    the platform has no mask)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1

@@ -57,6 +57,7 @@ try:
 except ImportError:
     np = None  # trafficdata.require_numpy() says so where it is needed
 
+from ansible_collections.netstack.tuning.plugins.module_utils.core import cpus, nsutil
 from ansible_collections.netstack.tuning.plugins.module_utils.core.common import NetstackError, strict_int, strict_number
 from ansible_collections.netstack.tuning.plugins.module_utils.traffic import data as trafficdata
 
@@ -121,6 +122,8 @@ MAX_BINS = 4000000           # bins per series (about 38 years at 300 s, 7.6 at 
 GAP_DENSITY = 0.9            # empty bins count as gaps in data with records in at least 90 % of bins
 MAX_LIST = 10000             # holidays, percentiles
 LINK_WIDE_SHARE = 0.1        # attribution: values with this share of a link's bytes must all change alike for "the whole link"
+PARALLEL_MIN_RECORDS = 200000  # from this many records, half of the series are analysed in a forked child
+CHILD_TIMEOUT = 3600
 SLIDING_MIN = 32             # windows from this many bins take sliding_nanmedian (below, a partition per window is faster)
 _DECIMAL = re.compile(r"\A\s*[-+]?(?:[0-9]{1,20}(?:\.[0-9]{0,20})?|\.[0-9]{1,20})(?:[eE][-+]?[0-9]{1,3})?\s*\Z")
 _DATE = re.compile(r"\A([0-9]{4})-([0-9]{2})-([0-9]{2})\Z")
@@ -1171,6 +1174,58 @@ def _downsample(times, values, points):
 
 # ------------------------------------------------------------------ the whole analysis
 
+def _series(rec, binned, slicer, o, i):
+    """(series entry, its volume anomalies, its plot) of series ``i``."""
+    step, bps = o["step"], binned.bps()
+    link, direction = binned.links[i], binned.directions[i]
+    valid = binned.valid[i]
+    v = bps[i][valid]
+    tz, holidays = link_calendar(o, link)
+    local = binned.local(tz)
+    model = Model(bps[i], valid, local, step, holidays)
+    expected = model.expected_bps()
+    pct = dict(("p%g" % p, float(np.percentile(v, p))) for p in o["percentiles"])
+    one = {"link": link, "direction": direction, "bins": int(valid.sum()), "bytes": float(binned.bytes[i].sum()),
+           "mean_bps": float(v.mean()), "peak_bps": float(v.max()), "percentiles_bps": pct,
+           "season": model.season, "noise_sigma": model.sigma,
+           "timezone": str(tz) if tz is not None else "UTC",
+           "profile": profile(binned, i, holidays, local)}
+    found = []
+    for kind, i0, i1, score, mag in _volume_events(model, o):
+        t0, t1 = int(binned.times[i0]), int(binned.times[i1]) + step
+        exp_bytes = float(expected[i0:i1 + 1].sum() * step / 8)
+        ref0 = max(int(binned.times[0]), t0 - DAY)
+        found.append({
+            "kind": kind, "link": link, "directions": [direction], "start": t0, "end": t1 - 1,
+            "score": round(float(score), 2), "magnitude": round(mag, 3),
+            "observed_bps": float(bps[i][i0:i1 + 1].mean()), "expected_bps": float(expected[i0:i1 + 1].mean()),
+            "top_contributors": attribute(rec, slicer, link, t0, t1, ref0, t0, exp_bytes, o["top_k"], direction)
+            if t0 > ref0 else []})
+    tt, vv = _downsample(binned.times, np.where(valid, bps[i], np.nan), o["plot_points"])
+    _te, ee = _downsample(binned.times, np.where(valid, expected, np.nan), o["plot_points"])
+    return one, found, {"link": link, "direction": direction, "t": tt, "bps": vv, "expected_bps": ee}
+
+
+def _each_series(rec, binned, slicer, o):
+    """_series of every series, in order.  With PARALLEL_MIN_RECORDS records or more and two
+    CPUs, every other series is worked out in a forked child (the series are independent;
+    the child's answer comes back as JSON, which keeps every float exactly)."""
+    n = len(binned.links)
+    if len(rec) < PARALLEL_MIN_RECORDS or n < 2 or cpus.usable() < 2:
+        return [_series(rec, binned, slicer, o, i) for i in range(n)]
+    child = nsutil.Child(lambda: [_series(rec, binned, slicer, o, i) for i in range(1, n, 2)])
+    try:
+        mine = [_series(rec, binned, slicer, o, i) for i in range(0, n, 2)]
+    except BaseException:
+        child.kill()
+        raise
+    theirs = child.result(CHILD_TIMEOUT, NetstackError("the process analysing half of the series gave no answer in %d s"
+                                                       % CHILD_TIMEOUT, field="records"))
+    out = [None] * n
+    out[0::2], out[1::2] = mine, [tuple(t) for t in theirs]
+    return out
+
+
 def analyze(rec, opts=None):
     """Everything above, as one JSON-ready dict."""
     trafficdata.require_numpy()
@@ -1180,35 +1235,12 @@ def analyze(rec, opts=None):
         raise NetstackError("no traffic records to analyse", field="records")
     step = o["step"]
     binned = Binned(rec, step)
-    bps = binned.bps()
     slicer = Slicer(rec)
     series, anomalies, plots = [], [], []
-    for i, (link, direction) in enumerate(zip(binned.links, binned.directions)):
-        valid = binned.valid[i]
-        v = bps[i][valid]
-        tz, holidays = link_calendar(o, link)
-        local = binned.local(tz)
-        model = Model(bps[i], valid, local, step, holidays)
-        expected = model.expected_bps()
-        pct = dict(("p%g" % p, float(np.percentile(v, p))) for p in o["percentiles"])
-        series.append({"link": link, "direction": direction, "bins": int(valid.sum()), "bytes": float(binned.bytes[i].sum()),
-                       "mean_bps": float(v.mean()), "peak_bps": float(v.max()), "percentiles_bps": pct,
-                       "season": model.season, "noise_sigma": model.sigma,
-                       "timezone": str(tz) if tz is not None else "UTC",
-                       "profile": profile(binned, i, holidays, local)})
-        for kind, i0, i1, score, mag in _volume_events(model, o):
-            t0, t1 = int(binned.times[i0]), int(binned.times[i1]) + step
-            exp_bytes = float(expected[i0:i1 + 1].sum() * step / 8)
-            ref0 = max(int(binned.times[0]), t0 - DAY)
-            anomalies.append({
-                "kind": kind, "link": link, "directions": [direction], "start": t0, "end": t1 - 1,
-                "score": round(float(score), 2), "magnitude": round(mag, 3),
-                "observed_bps": float(bps[i][i0:i1 + 1].mean()), "expected_bps": float(expected[i0:i1 + 1].mean()),
-                "top_contributors": attribute(rec, slicer, link, t0, t1, ref0, t0, exp_bytes, o["top_k"], direction)
-                if t0 > ref0 else []})
-        tt, vv = _downsample(binned.times, np.where(valid, bps[i], np.nan), o["plot_points"])
-        _te, ee = _downsample(binned.times, np.where(valid, expected, np.nan), o["plot_points"])
-        plots.append({"link": link, "direction": direction, "t": tt, "bps": vv, "expected_bps": ee})
+    for one, found, plot in _each_series(rec, binned, slicer, o):
+        series.append(one)
+        anomalies.extend(found)
+        plots.append(plot)
     for link, prefix, i0, i1, share in _new_prefixes(rec, binned, o):
         t0, t1 = int(binned.times[i0]), int(binned.times[i1]) + step
         anomalies.append({"kind": "new_prefix", "link": link, "directions": sorted(set(binned.directions)),

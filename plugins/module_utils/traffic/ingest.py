@@ -49,7 +49,7 @@ try:
 except ImportError:  # ansible-test sanity imports module_utils without numpy
     np = None  # trafficdata.require_numpy() says so where it is needed
 
-from ansible_collections.netstack.tuning.plugins.module_utils.core import nsutil
+from ansible_collections.netstack.tuning.plugins.module_utils.core import cpus, nsutil
 from ansible_collections.netstack.tuning.plugins.module_utils.core.common import NetstackError
 from ansible_collections.netstack.tuning.plugins.module_utils.traffic import data as trafficdata
 
@@ -645,7 +645,7 @@ def _read_csv(path, link, loc, st):
             parser = _csv_dialect(path, names, link, loc, st)
             parser.delim = delim
             offset = len(header_bytes)
-            if os.fstat(f.fileno()).st_size - offset >= PARALLEL_MIN_BYTES and _cpus() > 1:
+            if os.fstat(f.fileno()).st_size - offset >= PARALLEL_MIN_BYTES and cpus.usable() > 1:
                 if _read_halves(path, f, parser, offset):
                     return parser.finish()
                 # a block the fast way cannot read (quotes, bare CRs): all of it again, one process
@@ -685,13 +685,6 @@ def _read_blocks(f, parser, offset, line, end):
         offset += len(block)
         line += block.count(b"\n")
     return True, offset, line
-
-
-def _cpus():
-    try:
-        return len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        return os.cpu_count() or 1
 
 
 def _read_halves(path, f, parser, offset):
