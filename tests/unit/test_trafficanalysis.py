@@ -574,7 +574,7 @@ def test_pieces_of_one_drift_are_one_alert():
 
 
 def test_series_analysed_in_two_processes_give_the_same_result(monkeypatch):
-    """From PARALLEL_MIN_RECORDS records, every other series is analysed in a forked child:
+    """From PARALLEL_MIN_RECORDS records, two of every three series are analysed in a forked child:
     the result is the one process's, to the last bit of every float (it comes back as JSON,
     which writes floats exactly), series and anomalies in the same order."""
     from ansible_collections.netstack.tuning.tools import trafficgen

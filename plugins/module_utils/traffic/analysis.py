@@ -1206,24 +1206,27 @@ def _series(rec, binned, slicer, o, i):
     return one, found, {"link": link, "direction": direction, "t": tt, "bps": vv, "expected_bps": ee}
 
 
-def _each_series(rec, binned, slicer, o):
-    """_series of every series, in order.  With PARALLEL_MIN_RECORDS records or more and two
-    CPUs, every other series is worked out in a forked child (the series are independent;
-    the child's answer comes back as JSON, which keeps every float exactly)."""
+def _each_series(rec, binned, slicer, o, meanwhile):
+    """(_series of every series, in order; ``meanwhile()``).  With PARALLEL_MIN_RECORDS records
+    or more and two CPUs, a forked child works out two of every three series while this
+    process works out the third and ``meanwhile`` (the rest of the analysis, which does not
+    need the series).  The series are independent; the child's answer comes back as JSON,
+    which keeps every float exactly."""
     n = len(binned.links)
     if len(rec) < PARALLEL_MIN_RECORDS or n < 2 or cpus.usable() < 2:
-        return [_series(rec, binned, slicer, o, i) for i in range(n)]
-    child = nsutil.Child(lambda: [_series(rec, binned, slicer, o, i) for i in range(1, n, 2)])
+        return [_series(rec, binned, slicer, o, i) for i in range(n)], meanwhile()
+    theirs = [i for i in range(n) if i % 3]
+    child = nsutil.Child(lambda: [_series(rec, binned, slicer, o, i) for i in theirs])
     try:
-        mine = [_series(rec, binned, slicer, o, i) for i in range(0, n, 2)]
+        done = dict((i, _series(rec, binned, slicer, o, i)) for i in range(0, n, 3))
+        extra = meanwhile()
     except BaseException:
         child.kill()
         raise
-    theirs = child.result(CHILD_TIMEOUT, NetstackError("the process analysing half of the series gave no answer in %d s"
+    answer = child.result(CHILD_TIMEOUT, NetstackError("the process analysing part of the series gave no answer in %d s"
                                                        % CHILD_TIMEOUT, field="records"))
-    out = [None] * n
-    out[0::2], out[1::2] = mine, [tuple(t) for t in theirs]
-    return out
+    done.update(zip(theirs, (tuple(t) for t in answer)))
+    return [done[i] for i in range(n)], extra
 
 
 def analyze(rec, opts=None):
@@ -1237,25 +1240,27 @@ def analyze(rec, opts=None):
     binned = Binned(rec, step)
     slicer = Slicer(rec)
     series, anomalies, plots = [], [], []
-    for one, found, plot in _each_series(rec, binned, slicer, o):
+    each, (new, proj, bill, talkers) = _each_series(
+        rec, binned, slicer, o, lambda: (_new_prefixes(rec, binned, o), project(binned, o), billing(binned, o),
+                                         top_talkers(rec, o["top_k"])))
+    for one, found, plot in each:
         series.append(one)
         anomalies.extend(found)
         plots.append(plot)
-    for link, prefix, i0, i1, share in _new_prefixes(rec, binned, o):
+    for link, prefix, i0, i1, share in new:
         t0, t1 = int(binned.times[i0]), int(binned.times[i1]) + step
         anomalies.append({"kind": "new_prefix", "link": link, "directions": sorted(set(binned.directions)),
                           "start": t0, "end": t1 - 1, "prefix": prefix, "share": round(share, 3),
                           "score": round(share / o["new_prefix_share"], 2), "magnitude": round(share, 3),
                           "top_contributors": [{"dimension": "prefix", "value": prefix, "new": True, "share": share}]})
     anomalies = _combine(anomalies, o["shift_window"])
-    proj = project(binned, o)
     _note_recent_changes(proj, anomalies, int(binned.times[-1]) + step)
     result = {
         "step": step, "start": int(binned.times[0]), "end": int(binned.times[-1]) + step - 1,
         "records": int(len(rec)), "bytes": float(rec.ints["bytes"].sum()),
         "links": sorted(set(binned.links)), "series": series, "anomalies": anomalies, "gaps": binned.gaps(),
-        "billing": billing(binned, o), "projection": proj, "water_levels": water_levels(binned, proj, o),
-        "top_talkers": top_talkers(rec, o["top_k"]), "plots": plots,
+        "billing": bill, "projection": proj, "water_levels": water_levels(binned, proj, o),
+        "top_talkers": talkers, "plots": plots,
         "options": dict((k, v) for k, v in o.items() if not k.startswith("_")),
     }
     secs = time.time() - started
