@@ -1016,6 +1016,7 @@ def project(binned, o):
         b, blo, bhi, a = theil_sen(x, adj)
         resid = adj - (a + b * x)
         shift = _level_shift(adj, resid)
+        after = None
         if shift is not None:
             # A lasting step is not growth. The trend is the whole history's with the step
             # taken out (a few days after a step are far too few for a slope: they gave
@@ -1034,8 +1035,7 @@ def project(binned, o):
         # autocorrelation rho > 0 the slope's interval is widened by sqrt((1 + rho) / (1 - rho))
         rho = min(max(_lag1(resid), 0.0), 0.9)
         if rho > 0:
-            groups = (np.arange(len(adj)) >= shift[0]).astype(np.int64) if shift is not None else None
-            _b, blo, bhi, _a = theil_sen(x, adj, z=1.645 * math.sqrt((1 + rho) / (1 - rho)), groups=groups)
+            _b, blo, bhi, _a = theil_sen(x, adj, z=1.645 * math.sqrt((1 + rho) / (1 - rho)), groups=after)
         rlo, rhi = np.percentile(resid, [5, 95])
         fut = np.arange(1, horizon + 1, dtype=float)
         fwd = _day_kind(full[-1] + fut.astype(np.int64), holidays)
