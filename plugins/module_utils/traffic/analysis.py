@@ -539,15 +539,7 @@ class Model(object):
         nk = int(kind.max()) + 1 if len(kind) else 1
         prof = np.full(nk * self.per_day, np.nan)
         ndays = int(dn.max()) + 1 if len(dn) else 1
-        # A working day's kind seen on fewer than 3 days (two weeks of data: two Mondays)
-        # also takes the median working day as one more day: the median of two days is their
-        # mean, and one day's 2-hour outage would put half of it into the expected shape.
         pooled = None
-        work = kind < 5
-        if nk > 1 and work.any():
-            rows = np.full((ndays, self.per_day), np.nan)
-            rows[dn[work], tod[work]] = y[work]
-            pooled = row_nanmedian(rows.T)[None, :]
         for k in range(nk):
             sel = kind == k
             if not sel.any():
@@ -556,7 +548,15 @@ class Model(object):
             # place each sample by (day number relative to the first day, time of day); the
             # hour repeated when clocks go back keeps its later sample
             rows[dn[sel], tod[sel]] = y[sel]
-            if k < 5 and pooled is not None and len(np.unique(dn[sel])) < 3:
+            # A working day's kind seen on fewer than 3 days (two weeks of data: two Mondays)
+            # also takes the median working day as one more day: the median of two days is
+            # their mean, and one day's 2-hour outage would put half of it into the shape.
+            if nk > 1 and k < 5 and len(np.unique(dn[sel])) < 3:
+                if pooled is None:
+                    work = kind < 5
+                    every = np.full((ndays, self.per_day), np.nan)
+                    every[dn[work], tod[work]] = y[work]
+                    pooled = row_nanmedian(every.T)[None, :]
                 rows = np.concatenate([rows, pooled])
             stacked = np.concatenate([np.roll(rows, -1, axis=1), rows, np.roll(rows, 1, axis=1)], axis=0)
             prof[k * self.per_day:(k + 1) * self.per_day] = row_nanmedian(stacked.T)

@@ -556,6 +556,16 @@ def _int_in(lo, hi, what):
     return conv
 
 
+# the generic dialect's small integer columns: (name, highest value, reader of a cell that is not plain digits)
+_SMALL_INTS = (("proto", 255, _parse_proto), ("sport", 65535, _parse_port), ("dport", 65535, _parse_port),
+               ("dscp", 63, _int_in(0, 63, "a DSCP value")), ("tos", 255, _int_in(0, 255, "a TOS byte")))
+
+
+def _line_error(path, line, column, msg):
+    """The error of a bad cell, naming the file, the line and the column."""
+    return NetstackError("%s line %d: field '%s': %s" % (path, line, column, msg), field="%s:%d:%s" % (path, line, column))
+
+
 def _ipv4_keys(values):
     """The 32-bit values of a column of dotted quads (int64), read at once; None unless every
     cell is one exactly as inet_pton reads it (four decimal parts 0-255, no leading zeros, no
@@ -791,8 +801,7 @@ def _read_csv_module(path, f, offset, first_line, delim, parser):
                 parser.chunk(chunk, not following and not ends_with_newline)
             except _CellError as e:
                 line = _csv_line(path, delim, offset, first_line, base + e.index)
-                raise NetstackError("%s line %d: field '%s': %s" % (path, line, e.column, e.msg),
-                                    field="%s:%d:%s" % (path, line, e.column))
+                raise _line_error(path, line, e.column, e.msg)
             base += len(chunk)
             chunk = following
     except UnicodeDecodeError:
@@ -1010,8 +1019,7 @@ class _CsvBase(object):
                 if have != self.ncol:
                     e = self.count_error(have, i == len(lines) - 1 and not newline_at_end)
                     line = first_line + i
-                    raise NetstackError("%s line %d: field '%s': %s" % (self.path, line, e.column, e.msg),
-                                        field="%s:%d:%s" % (self.path, line, e.column))
+                    raise _line_error(self.path, line, e.column, e.msg)
                 keep.append(i)
             if not keep:
                 return True
@@ -1023,8 +1031,7 @@ class _CsvBase(object):
             self.parts.append(self.convert(cols))
         except _CellError as e:
             line = first_line + (e.index if keep is None else keep[e.index])
-            raise NetstackError("%s line %d: field '%s': %s" % (self.path, line, e.column, e.msg),
-                                field="%s:%d:%s" % (self.path, line, e.column))
+            raise _line_error(self.path, line, e.column, e.msg)
         self.st["rows"] += len(cols[0])
         return True
 
@@ -1149,8 +1156,7 @@ class _GenericCsv(_CsvBase):
         if scale == 1 and "link" not in cols:
             self.plain = _PlainRows(len(names), (cols["src"], cols["dst"]), self.delim)
             self.block_bytes = 4 * CSV_BLOCK_BYTES      # fewer calls: each plain block's cost is mostly per call
-        self.ranges = [(k, hi) for k, hi in (("proto", 255), ("sport", 65535), ("dport", 65535), ("dscp", 63), ("tos", 255))
-                       if k in cols]
+        self.ranges = [(k, hi) for k, hi, _conv in _SMALL_INTS if k in cols]
         self.plain_misses = 0
 
     def convert(self, cols):
@@ -1166,17 +1172,9 @@ class _GenericCsv(_CsvBase):
         out["bytes"] = _bytes_column(cols[c["bytes"]], name[c["bytes"]], self.scale)
         if "packets" in c:
             out["packets"] = _uint_column(cols[c["packets"]], name[c["packets"]], "an integer packet count")
-        else:
-            out["packets"] = np.ones(n, dtype=np.int64)
-        for key, lo, hi, conv in (("proto", 0, 255, _parse_proto), ("sport", 0, 65535, _parse_port),
-                                  ("dport", 0, 65535, _parse_port), ("dscp", 0, 63, _int_in(0, 63, "a DSCP value")),
-                                  ("tos", 0, 255, _int_in(0, 255, "a TOS byte"))):
+        for key, hi, conv in _SMALL_INTS:
             if key in c:
-                out[key] = _small_int_column(cols[c[key]], name[c[key]], lo, hi, conv, self.caches[key])
-            else:
-                out[key] = np.zeros(n, dtype=np.int64)
-        if "dscp" not in c:
-            out["dscp"] = out["tos"] >> 2
+                out[key] = _small_int_column(cols[c[key]], name[c[key]], 0, hi, conv, self.caches[key])
         for side in ("src", "dst"):
             values = cols[c[side]]
             keys = _ipv4_keys(values)
@@ -1191,15 +1189,25 @@ class _GenericCsv(_CsvBase):
         if "link" in c:
             values = [v if v.strip() else self.default_link for v in cols[c["link"]]]
             out["link"] = self.links.encode(values)
-        else:
-            out["link"] = np.full(n, self._default_link_code(), dtype=np.int32)
-        out["dirflag"] = np.full(n, -1, dtype=np.int8)
+        self._fill_missing(out, n)
         if not self.defer_times:
             self.check_times(out["ts"], name[c[self.time_col]])     # last: a malformed cell is named first
         return out
 
-    def _default_link_code(self):
-        return self.links.index[self.default_link] if self.default_link in self.links.index else self.links.add(self.default_link)
+    def _fill_missing(self, out, n):
+        """The columns the file does not have, and the direction flag (not in CSV)."""
+        c = self.cols
+        if "packets" not in c:
+            out["packets"] = np.ones(n, dtype=np.int64)
+        for key, _hi, _conv in _SMALL_INTS:
+            if key not in c:
+                out[key] = np.zeros(n, dtype=np.int64)
+        if "dscp" not in c:
+            out["dscp"] = out["tos"] >> 2
+        if "link" not in c:
+            link = self.links.index[self.default_link] if self.default_link in self.links.index else self.links.add(self.default_link)
+            out["link"] = np.full(n, link, dtype=np.int32)
+        out["dirflag"] = np.full(n, -1, dtype=np.int8)
 
     def _plain_block(self, block, first_line):
         """Read a block of plain rows at once: where every cell is an unsigned integer or (src,
@@ -1262,8 +1270,7 @@ class _GenericCsv(_CsvBase):
             self.check_times(out["ts"], self.names[self.cols[self.time_col]])
         except _CellError as e:       # every line of the block is a row: its index is its line
             line = first_line + e.index
-            raise NetstackError("%s line %d: field '%s': %s" % (self.path, line, e.column, e.msg),
-                                field="%s:%d:%s" % (self.path, line, e.column))
+            raise _line_error(self.path, line, e.column, e.msg)
         self.parts.append(out)
         self.st["rows"] += len(nums)
         return True
@@ -1303,21 +1310,14 @@ class _GenericCsv(_CsvBase):
 
     def _plain_columns(self, nums, plan):
         """convert()'s columns from the numbers of plain rows."""
-        c, n = self.cols, len(nums)
-
-        def cell(name):
-            return np.ascontiguousarray(nums[:, plan.first[c[name]]])
-        out = {"ts": cell(self.time_col), "bytes": cell("bytes"),
-               "packets": cell("packets") if "packets" in c else np.ones(n, dtype=np.int64)}
-        for key in ("proto", "sport", "dport", "dscp", "tos"):
-            out[key] = cell(key) if key in c else np.zeros(n, dtype=np.int64)
-        if "dscp" not in c:
-            out["dscp"] = out["tos"] >> 2
+        c = self.cols
+        out = dict((key, np.ascontiguousarray(nums[:, plan.first[c[key]]]))
+                   for key in ("bytes", "packets") + tuple(k for k, _hi, _conv in _SMALL_INTS) if key in c)
+        out["ts"] = np.ascontiguousarray(nums[:, plan.first[c[self.time_col]]])
         keys = [(nums[:, o] << 24) | (nums[:, o + 1] << 16) | (nums[:, o + 2] << 8) | nums[:, o + 3]
                 for o in (plan.first[c["src"]], plan.first[c["dst"]])]
         out["src"], out["dst"] = np.split(self.addrs.encode_keys(np.concatenate(keys)), 2)
-        out["link"] = np.full(n, self._default_link_code(), dtype=np.int32)
-        out["dirflag"] = np.full(n, -1, dtype=np.int8)
+        self._fill_missing(out, len(nums))
         return out
 
     def finish(self):
