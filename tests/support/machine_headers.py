@@ -21,6 +21,10 @@ import pytest
 
 REPO = Path(__file__).resolve().parent.parent.parent
 PLAYBOOK = REPO / "tests" / "lab" / "headers.yml"
+# One journal directory per test process, named by its PID: a process killed in the middle
+# of its session (a CI timeout, an ended session) leaves the fallback links behind, and
+# recover() undoes them from the journal before the next `make test` snapshots the machine.
+STATE_ROOT = Path("/run/netstack-test-headers")
 
 
 def present():
@@ -54,7 +58,8 @@ def apply(state, state_dir):
 def for_session():
     """Headers present for the block; made (and afterwards removed) only if missing."""
     made = not present()
-    state_dir = tempfile.mkdtemp(prefix="netstack-headers-")
+    STATE_ROOT.mkdir(exist_ok=True)
+    state_dir = tempfile.mkdtemp(prefix="%d-" % os.getpid(), dir=str(STATE_ROOT))
     try:
         if made:
             apply("present", state_dir)
@@ -64,8 +69,44 @@ def for_session():
         if made:
             apply("absent", state_dir)
         shutil.rmtree(state_dir, ignore_errors=True)
+        _rmdir_if_empty(STATE_ROOT)
     if made:
         assert not present(), "the headers fallback was not removed"
+
+
+def _rmdir_if_empty(path):
+    try:
+        path.rmdir()
+    except OSError:  # absent, or another session's journal is in it
+        pass
+
+
+def _alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def recover():
+    """Undo the fallback of every test process that died inside for_session(); returns what
+    was undone, one line each.  A live process's journal is left alone."""
+    undone = []
+    if not STATE_ROOT.is_dir():
+        return undone
+    for d in sorted(STATE_ROOT.iterdir()):
+        pid = d.name.split("-", 1)[0]
+        if not pid.isdigit() or _alive(int(pid)):
+            continue
+        if any(d.iterdir()):
+            apply("absent", str(d))
+            undone.append("headers fallback of killed process %s (journal %s)" % (pid, d))
+        shutil.rmtree(d, ignore_errors=True)
+    _rmdir_if_empty(STATE_ROOT)
+    return undone
 
 
 @pytest.fixture(scope="session")

@@ -13,7 +13,10 @@ other they took the sum.  Within a lane stages run in order; a failed stage does
 the others (the table shows every result), the suite fails at the end.
 
 The machine is snapshotted before the first stage (tests/support/machine_state.py) and
-compared after the last: anything a suite left behind fails the run, named.  The timing
+compared after the last: anything a suite left behind fails the run, named.  Before the
+snapshot, what a killed earlier run left behind of the suite's own (the test lab, the
+headers fallback of a dead test process) is removed and named: a session or CI job cut off
+in the middle of the lab stage must not fail the next run.  The timing
 table goes to stdout and to tests/output/timings.md (the last one is quoted in
 docs/testing.md, so growth shows the day it happens).
 """
@@ -113,6 +116,14 @@ def table(results, total, leftover):
     return "\n".join(lines)
 
 
+def recover_killed_run():
+    sys.path.insert(0, str(REPO / "tests" / "support"))
+    import lab_names
+    import machine_headers
+    undone = ["test lab: %s" % ", ".join(found) for found in [lab_names.remove_stale()] if found]
+    return undone + machine_headers.recover()
+
+
 def main(argv):
     all_stages = stages()
     if argv[:1] == ["--list"]:
@@ -128,6 +139,8 @@ def main(argv):
     logdir.mkdir(exist_ok=True)
     os.environ["PATH"] = str(VENV_BIN) + os.pathsep + os.environ.get("PATH", "")
     os.environ.setdefault("ANSIBLE_CONFIG", str(REPO / "ansible.cfg"))
+    for line in recover_killed_run():
+        print("suite: removed what an interrupted earlier run left: %s" % line)
     snap = OUT / "machine-before.json"
     state_py = [DEBIAN_PY, str(REPO / "tests" / "support" / "machine_state.py")]
     subprocess.run(state_py + ["snapshot", str(snap)], check=True)
