@@ -1092,6 +1092,123 @@ class _CsvBase(object):
         return [i for i, row in enumerate(chunk) if row]
 
 
+_WORD_MASKS = np.array([(1 << (8 * k)) - 1 for k in range(8)] + [(1 << 64) - 1], dtype=np.uint64)
+_WORD_MIX = np.array([0x9E3779B97F4A7C15, 0xC2B2AE3D27D4EB4F, 0x165667B19E3779F9], dtype=np.uint64)
+_WORD_PAD = b"\0" * 64                 # words read past a block's last cell
+
+
+class _TextWords(object):
+    """One text column of the native CSV (link, direction, prefix, port class) read by its
+    bytes: a cell of up to 8 * ``words`` bytes is its length and that many 8-byte words,
+    which a table of the cells met so far turns into the coder's codes (one binary search on
+    a hash of them per cell, then an exact comparison of them all).  A cell not in the table
+    goes through the coder once, which checks and canonicalises it as the usual way does."""
+
+    def __init__(self, coder, words):
+        self.coder, self.WORDS = coder, words
+        self.hashes = np.zeros(0, dtype=np.uint64)
+        self.parts = np.zeros((1 + words, 0), dtype=np.uint64)
+        self.codes = np.zeros(0, dtype=np.int32)
+
+    def codes_of(self, block, words, starts, lens):
+        """The codes of the cells at ``starts`` (``lens`` bytes each) of ``block``, read
+        through ``words`` (its 8-byte words at every offset); None where a cell is longer
+        than 8 * WORDS bytes, empty, not UTF-8, refused by the coder, or two cells collide."""
+        if not len(lens) or lens.min() < 1 or lens.max() > 8 * self.WORDS:
+            return None
+        # words past the longest cell are zero in every cell here: equal lengths and equal
+        # words up to there are equal cells, and a zero word adds nothing to the hash
+        parts = [lens.astype(np.uint64)]
+        for k in range(-(-int(lens.max()) // 8)):
+            parts.append(words[starts + 8 * k] & _WORD_MASKS[np.minimum(np.maximum(lens - 8 * k, 0), 8)])
+        h = parts[0].copy()
+        for k, part in enumerate(parts[1:]):
+            h += part * _WORD_MIX[k % len(_WORD_MIX)] * np.uint64(2 * k + 1)
+        for _attempt in range(2):
+            if len(self.hashes):
+                at = np.minimum(np.searchsorted(self.hashes, h), len(self.hashes) - 1)
+                ok = self.hashes[at] == h
+                for k, part in enumerate(parts):
+                    ok &= self.parts[k][at] == part
+                if ok.all():
+                    return self.codes[at]
+                miss = np.flatnonzero(~ok)
+            else:
+                miss = np.arange(len(h))
+            if not self._learn(block, starts, lens, h, miss):
+                return None
+        return None
+
+    def _learn(self, block, starts, lens, h, miss):
+        uniq, first = np.unique(h[miss], return_index=True)
+        if np.isin(uniq, self.hashes).any():
+            return False                    # a hash already taken by other bytes
+        rows = miss[first].tolist()
+        try:
+            cells = [block[a:a + n].decode("utf-8") for a, n in zip(starts[rows].tolist(), lens[rows].tolist())]
+            codes = self.coder.encode(cells)
+        except (UnicodeDecodeError, _BadValues):
+            return False                    # the usual way names the line
+        at = np.searchsorted(self.hashes, uniq)
+        self.hashes = np.insert(self.hashes, at, uniq)
+        self.codes = np.insert(self.codes, at, codes)
+        new = np.zeros((1 + self.WORDS, len(rows)), dtype=np.uint64)
+        new[0] = lens[rows]
+        for j, (a, n) in enumerate(zip(starts[rows].tolist(), lens[rows].tolist())):
+            new[1:, j] = np.frombuffer(block[a:a + n].ljust(8 * self.WORDS, b"\0"), dtype="<u8")
+        self.parts = np.insert(self.parts, at, new, axis=1)
+        return True
+
+
+_ASCII_ZEROS = np.uint64(0x3030303030303030)
+_HIGH_NIBBLES = np.uint64(0xF0F0F0F0F0F0F0F0)
+_PLUS_SIX = np.uint64(0x0606060606060606)
+_EIGHT_DIGITS = np.array([1, 10 ** 8, 10 ** 16], dtype=np.uint64)   # the place of a word's eight digits
+_KEEP_HIGH = np.array([((1 << 64) - 1) ^ ((1 << (8 * (8 - k))) - 1) for k in range(8)] + [(1 << 64) - 1],
+                      dtype=np.uint64)              # the top k bytes of a word
+
+
+def _digit_words(words, ends, lens):
+    """The unsigned integers of cells of up to 18 digits ending at ``ends`` (``lens`` bytes
+    each), read eight digits to a word of ``words`` (the little-endian 8-byte word at every
+    offset): the bytes before a cell in its first word are set to '0', every byte is checked
+    to be a digit, and the eight digits become one number in three multiplications.  None
+    where a cell is empty, longer than 18 bytes or has a byte that is not a digit."""
+    if not len(lens) or lens.min() < 1 or lens.max() > 18:
+        return None
+    value = np.zeros(len(lens), dtype=np.uint64)
+    wrong = np.zeros(len(lens), dtype=np.uint64)            # a high nibble not 3 (before or after +6)
+    for k in range(-(-int(lens.max()) // 8)):
+        keep = _KEEP_HIGH[np.minimum(np.maximum(lens - 8 * k, 0), 8)] if k else _KEEP_HIGH[np.minimum(lens, 8)]
+        w = (words[ends - 8 * (k + 1)] & keep) | (_ASCII_ZEROS & ~keep)
+        wrong |= ((w & _HIGH_NIBBLES) ^ _ASCII_ZEROS) | (((w + _PLUS_SIX) & _HIGH_NIBBLES) ^ _ASCII_ZEROS)
+        w = w - _ASCII_ZEROS                               # one digit per byte, the first lowest
+        w = ((w * np.uint64(10)) + (w >> np.uint64(8))) & np.uint64(0x00FF00FF00FF00FF)
+        w = ((w * np.uint64(100)) + (w >> np.uint64(16))) & np.uint64(0x0000FFFF0000FFFF)
+        w = ((w * np.uint64(10000)) + (w >> np.uint64(32))) & np.uint64(0xFFFFFFFF)
+        value += w * _EIGHT_DIGITS[k]
+    if wrong.any():
+        return None
+    return value.astype(np.int64)
+
+
+class _NativeWords(object):
+    """How _NativeCsv._words_block reads a native row: its text columns with the most 8-byte
+    words a cell of each may take (an IPv6 prefix with its length fits in 48 bytes), and its
+    number columns with their highest value."""
+
+    TEXT = (("link", 4), ("direction", 1), ("prefix", 6), ("port_class", 2))
+    NUMBERS = (("ts", None), ("proto", 255), ("dscp", 63), ("bytes", None), ("packets", None))
+
+    def __init__(self, delim):
+        self.dbyte = ord(delim)
+        self.cols = dict((name, i) for i, name in enumerate(trafficdata.HEADER))
+
+    @staticmethod
+    def usable(delim):
+        return len(delim) == 1 and ord(delim) < 128 and delim not in "0123456789./\n\r\"\0"
+
+
 class _NativeCsv(_CsvBase):
 
     def __init__(self, path, st):
@@ -1103,6 +1220,72 @@ class _NativeCsv(_CsvBase):
             "port_class": _Coder(_canon_in(trafficdata.CLASS_NAMES, "a port class")),
         }
         self.code_columns = dict((name, (name,)) for name in self.coders)
+        self.words = None                  # _NativeWords of this delimiter; False: not this file
+        self.texts = dict((name, _TextWords(self.coders[name], words)) for name, words in _NativeWords.TEXT)
+        self.word_misses = 0
+        self.block_bytes = 4 * CSV_BLOCK_BYTES
+
+    def fast_block(self, block, first_line):
+        if self.words is None:
+            self.words = _NativeWords(self.delim) if _NativeWords.usable(self.delim) else False
+        if self.words and self._words_block(block, first_line):
+            return True
+        return _CsvBase.fast_block(self, block, first_line)
+
+    def _words_miss(self):
+        """A block the words way could not read: after three in a row, stop trying."""
+        self.word_misses += 1
+        if self.word_misses >= 3:
+            self.words, self.block_bytes = False, CSV_BLOCK_BYTES
+        return False
+
+    def _words_block(self, block, first_line):
+        """Read a block of native rows without splitting it into strings.  The separators are
+        found at once, then every cell is read through 8-byte words of the block: the text
+        cells (link, direction, prefix, port class) are coded through a table of the cells
+        met so far (_TextWords), the number cells are parsed eight digits to a word
+        (_digit_words).  False, for the usual way to read the block (and name the line of an
+        error), on anything else: quotes, a CR, a blank line, an empty cell, a byte that is
+        not a digit in a number, a number of more than 18 digits or out of its column's
+        range, a text cell too long for its words or one the coder refuses."""
+        plan = self.words
+        if b'"' in block or b"\r" in block or block[-1:] != b"\n":
+            return False
+        raw = np.frombuffer(block, dtype=np.uint8)
+        seps = np.flatnonzero((raw == plan.dbyte) | (raw == 10))
+        ncol = len(trafficdata.HEADER)
+        if len(seps) % ncol:
+            return self._words_miss()
+        n = len(seps) // ncol
+        if (raw[seps[ncol - 1::ncol]] != 10).any() or np.count_nonzero(raw[seps] == 10) != n:
+            return self._words_miss()
+        ends = seps.reshape(n, ncol).T.copy()                   # a row per column
+        starts = np.concatenate(([0], seps[:-1] + 1)).reshape(n, ncol).T.copy()
+        lens = ends - starts
+        # the block's 8-byte words at every offset, from 24 bytes before it to 64 after it
+        words = np.ndarray((len(block) + 24 + len(_WORD_PAD) - 7,), dtype="<u8",
+                           buffer=_WORD_PAD[:24] + block + _WORD_PAD, strides=(1,))
+        out = {}
+        for name, _words in plan.TEXT:
+            col = plan.cols[name]
+            codes = self.texts[name].codes_of(block, words[24:], starts[col], lens[col])
+            if codes is None:
+                return self._words_miss()
+            out[name] = codes
+        for name, hi in plan.NUMBERS:
+            col = plan.cols[name]
+            values = _digit_words(words, ends[col] + 24, lens[col])
+            if values is None or (hi is not None and (values > hi).any()):
+                return self._words_miss()
+            out[name] = values
+        self.word_misses = 0
+        try:
+            self.check_times(out["ts"], "ts")
+        except _CellError as e:         # every line of the block is a row: its index is its line
+            raise _line_error(self.path, first_line + e.index, e.column, e.msg)
+        self.parts.append(out)
+        self.st["rows"] += n
+        return True
 
     def convert(self, cols):
         h = trafficdata.HEADER
