@@ -1105,7 +1105,7 @@ class _TextWords(object):
     goes through the coder once, which checks and canonicalises it as the usual way does."""
 
     def __init__(self, coder, words):
-        self.coder, self.WORDS = coder, words
+        self.coder, self.nwords = coder, words
         self.hashes = np.zeros(0, dtype=np.uint64)
         self.parts = np.zeros((1 + words, 0), dtype=np.uint64)
         self.codes = np.zeros(0, dtype=np.int32)
@@ -1113,8 +1113,8 @@ class _TextWords(object):
     def codes_of(self, block, words, starts, lens):
         """The codes of the cells at ``starts`` (``lens`` bytes each) of ``block``, read
         through ``words`` (its 8-byte words at every offset); None where a cell is longer
-        than 8 * WORDS bytes, empty, not UTF-8, refused by the coder, or two cells collide."""
-        if not len(lens) or lens.min() < 1 or lens.max() > 8 * self.WORDS:
+        than 8 * nwords bytes, empty, not UTF-8, refused by the coder, or two cells collide."""
+        if not len(lens) or lens.min() < 1 or lens.max() > 8 * self.nwords:
             return None
         # words past the longest cell are zero in every cell here: equal lengths and equal
         # words up to there are equal cells, and a zero word adds nothing to the hash
@@ -1152,10 +1152,10 @@ class _TextWords(object):
         at = np.searchsorted(self.hashes, uniq)
         self.hashes = np.insert(self.hashes, at, uniq)
         self.codes = np.insert(self.codes, at, codes)
-        new = np.zeros((1 + self.WORDS, len(rows)), dtype=np.uint64)
+        new = np.zeros((1 + self.nwords, len(rows)), dtype=np.uint64)
         new[0] = lens[rows]
         for j, (a, n) in enumerate(zip(starts[rows].tolist(), lens[rows].tolist())):
-            new[1:, j] = np.frombuffer(block[a:a + n].ljust(8 * self.WORDS, b"\0"), dtype="<u8")
+            new[1:, j] = np.frombuffer(block[a:a + n].ljust(8 * self.nwords, b"\0"), dtype="<u8")
         self.parts = np.insert(self.parts, at, new, axis=1)
         return True
 
@@ -1179,7 +1179,7 @@ def _digit_words(words, ends, lens):
     value = np.zeros(len(lens), dtype=np.uint64)
     wrong = np.zeros(len(lens), dtype=np.uint64)            # a high nibble not 3 (before or after +6)
     for k in range(-(-int(lens.max()) // 8)):
-        keep = _KEEP_HIGH[np.minimum(np.maximum(lens - 8 * k, 0), 8)] if k else _KEEP_HIGH[np.minimum(lens, 8)]
+        keep = _KEEP_HIGH[np.minimum(np.maximum(lens - 8 * k, 0), 8)]
         w = (words[ends - 8 * (k + 1)] & keep) | (_ASCII_ZEROS & ~keep)
         wrong |= ((w & _HIGH_NIBBLES) ^ _ASCII_ZEROS) | (((w + _PLUS_SIX) & _HIGH_NIBBLES) ^ _ASCII_ZEROS)
         w = w - _ASCII_ZEROS                               # one digit per byte, the first lowest
@@ -1206,7 +1206,7 @@ class _NativeWords(object):
 
     @staticmethod
     def usable(delim):
-        return len(delim) == 1 and ord(delim) < 128 and delim not in "0123456789./\n\r\"\0"
+        return len(delim) == 1 and ord(delim) < 128 and delim not in "0123456789\n\r\"\0"
 
 
 class _NativeCsv(_CsvBase):
