@@ -38,17 +38,36 @@ def leftovers():
             left.append("process %s: %s" % (pid, cmdline.strip()))
     if os.path.exists(STATE):
         left.append(STATE)
+    left += ["cgroup " + d for d in _cgroups()]
     return left
 
 
+def _cgroups():
+    """The lab hosts' cgroups (inventories/lab: netstack-lab-HOST, made by the roles the lab
+    tests apply and removed by their rollbacks) in the machine's cgroup v2 hierarchy."""
+    found = []
+    for root in ("/sys/fs/cgroup/unified", "/sys/fs/cgroup"):
+        if os.path.isfile(os.path.join(root, "cgroup.procs")) and os.path.isfile(os.path.join(root, "cgroup.controllers")):
+            found += sorted(str(p) for p in Path(root).glob("netstack-lab-%s-*" % PREFIX) if p.is_dir())
+    return found
+
+
+def _rmdir_tree(path):
+    for sub in sorted((p for p in Path(path).iterdir() if p.is_dir()), reverse=True):
+        _rmdir_tree(sub)
+    os.rmdir(path)
+
+
 def remove_stale():
-    """Stop a test lab that a killed run left (the lab script's own stop); returns what was
-    there.  Only the suite calls this, before its first stage: no test lab is in use then."""
+    """Stop a test lab that a killed run left (the lab script's own stop) and remove its
+    hosts' cgroups; returns what was there.  Only the suite calls this, before its first stage: no test lab is in use then."""
     found = leftovers()
     if found:
         with tempfile.TemporaryDirectory() as tmp:  # stop removes the inventory it is given
             subprocess.run([str(LAB), "stop"], env=env(Path(tmp, "hosts.yml")), capture_output=True, text=True,
                            check=True)
+        for d in _cgroups():        # empty once the lab's processes are gone
+            _rmdir_tree(d)
         still = leftovers()
         if still:
             raise RuntimeError("a test lab left by an earlier run could not be removed: %s" % still)
