@@ -314,7 +314,12 @@ def main():
     if parts != {"detection", "world", "forecast", "throughput"} and os.path.exists(os.path.join(RESULTS, "traffic.json")):
         with open(os.path.join(RESULTS, "traffic.json")) as f:
             out = json.load(f)
-    out.update({"date": datetime.datetime.utcnow().strftime("%Y-%m-%d %H:%M UTC"), "host": platform.node(),
+    now = datetime.datetime.utcnow().strftime("%Y-%m-%d %H:%M UTC")
+    ran = out.get("part_dates") or dict((p, out["date"]) for p in ("detection", "world", "forecast", "throughput")
+                                        if out.get("date"))
+    ran.update((p, now) for p in parts)
+    out["part_dates"] = ran
+    out.update({"date": now, "host": platform.node(),
            "kernel": platform.release(), "cpus": os.cpu_count(), "seeds": seeds, "numpy": np.__version__,
            "parts_run_last": sorted(parts)})
     if "throughput" in parts:
@@ -381,6 +386,10 @@ def markdown(out):
              "%s, %s, kernel %s, %d CPUs, numpy %s; held-out seeds %d-%d (the detector was tuned on 0-4)."
              % (out["date"], out["host"], out["kernel"], out["cpus"], out["numpy"], out["seeds"][0], out["seeds"][-1]), "",
              "## Detection, trafficgen (per run: median (min-max) over %d runs of 4 sites x 28 days)" % len(out["seeds"]), ""]
+    dates = out.get("part_dates", {})
+    if len(set(dates.values())) > 1:
+        lines[4:4] = ["Parts run at different times (`--parts`): %s." % "; ".join(
+            "%s %s" % (p, dates[p]) for p in ("detection", "world", "forecast", "throughput") if p in dates), ""]
     lines += detection_table(d, KINDS)
     lines += ["Recall counts a label as detected by a detection of any kind on its link that overlaps it (2-bin "
               "tolerance); precision counts detections reported as the kind that overlap any label; \"named as this "
