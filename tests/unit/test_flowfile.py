@@ -674,6 +674,21 @@ def test_plain_rows_read_at_once_as_the_cell_by_cell_reader_reads_them(head, dat
             os.unlink(path)
 
 
+def test_an_error_names_the_same_line_after_the_at_once_reader_gives_up(tmp_path, monkeypatch):
+    """Hypothesis found this one: three blocks with a leading zero make the at-once reader give
+    up; it used to go back to smaller blocks then, and as a block names a malformed cell
+    before a bad time, a millisecond time on line 18 and an empty time on line 19 were
+    reported as line 18 one way and line 19 the other."""
+    monkeypatch.setattr(flowfile, "CSV_BLOCK_BYTES", 48)
+    odd = {0: "1700000000", 1: "1700000000", 2: "01700000000", 5: "01700000000", 7: "1700000000",
+           9: "01700000000", 12: "1700000000", 13: "1700000000", 15: "1700000000", 16: "1700000000000", 17: ""}
+    rows = ["\t".join([odd.get(i, str(T0 + i)), "10.%d.0.%d" % (i % 3, i), "10.%d.0.%d" % (i % 3, i)] +
+                      [str(i * 37 % 256)] * 4) for i in range(18)]
+    path = _write(tmp_path, "ms.csv", "ts\tsrc\tdst\tsport\tdport\tpkts\tbytes\n" + "\n".join(rows) + "\n")
+    assert _plain_or_not(path, True) == _plain_or_not(path, False)
+    assert ":19:ts" in _plain_or_not(path, True)[1][1]
+
+
 def test_plain_rows_take_the_at_once_reader_and_ipv6_rows_keep_their_place(tmp_path, monkeypatch):
     """A flow log of dotted quads is read the at-once way (it is what makes it fast); IPv6
     rows in its blocks are read cell by cell and come back in file order."""
