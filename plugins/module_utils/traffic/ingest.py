@@ -297,9 +297,12 @@ class _Localizer(object):
         local = np.zeros(len(keys), dtype=bool)
         pref = np.zeros(len(keys), dtype=np.int32)
         pcoder = _Coder()
-        v4 = np.fromiter((0 <= k < (1 << 32) for k in keys), dtype=bool, count=len(keys))
+        # one pass in C: as floats, IPv4 keys are exact and every other key (-1, IPv6 with bit
+        # 128 set) falls outside 0 .. 2**32
+        approx = np.fromiter(keys, dtype=np.float64, count=len(keys))
+        v4 = (approx >= 0) & (approx < float(1 << 32))
         if v4.any():
-            k4 = np.fromiter((k for k in keys if 0 <= k < (1 << 32)), dtype=np.int64, count=int(v4.sum()))
+            k4 = approx[v4].astype(np.int64)
             hit = np.zeros(len(k4), dtype=bool)
             for mask, net in self.nets:
                 if not net & self.V6:
@@ -322,8 +325,7 @@ class _Localizer(object):
         n = len(cols["ts"])
         keys = list(addr_keys) or [-1]
         local, pref, pcoder = self._local_and_prefix(keys)
-        src = np.asarray(cols["src"], dtype=np.int64)
-        dst = np.asarray(cols["dst"], dtype=np.int64)
+        src, dst = cols["src"], cols["dst"]             # codes: indexes into addr_keys
         dst_local, src_local = local[dst], local[src]
         out = ~dst_local & (src_local | (np.asarray(cols["dirflag"]) == 1))
         prefix_codes = np.where(out, pref[dst], pref[src])
