@@ -2,6 +2,7 @@
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """netstack_facts engine: real probes on this machine, parsers on recorded inputs."""
 
+import errno
 import json
 import os
 import shutil
@@ -465,3 +466,39 @@ def test_sysctl_files_precedence_and_keys(tmp_path):
     assert [f["path"] for f in files] == [str(etc / "10-net.conf"), str(lib / "50-pid.conf"), str(conf)]
     assert files[0]["keys"] == ["net.core.somaxconn", "net.ipv4.tcp_fastopen"]
     assert files[2]["keys"] == ["vm.swappiness"]
+
+
+def test_bpf_prog_load_tries_again_when_the_verifier_says_eagain(monkeypatch):
+    """The verifier stops with EAGAIN when a signal is pending; the probe once reported
+    sock_ops as unsupported on a busy machine for that (a CI run).  A pending signal at the
+    right instant cannot be arranged from here, so the syscall is stood in for: EAGAIN twice
+    then an fd is a load; EAGAIN on every try is the answer after PROG_LOAD_ATTEMPTS."""
+    calls = []
+
+    def flaky(cmd, attr):
+        calls.append(cmd)
+        if len(calls) <= 2:
+            raise OSError(errno.EAGAIN, "Resource temporarily unavailable")
+        return 42
+    monkeypatch.setattr(facts, "_bpf", flaky)
+    assert facts.bpf_prog_load(7) == 42 and len(calls) == 3
+
+    calls[:] = []
+
+    def always(cmd, attr):
+        calls.append(cmd)
+        raise OSError(errno.EAGAIN, "Resource temporarily unavailable")
+    monkeypatch.setattr(facts, "_bpf", always)
+    with pytest.raises(OSError) as e:
+        facts.bpf_prog_load(7)
+    assert e.value.errno == errno.EAGAIN and len(calls) == facts.PROG_LOAD_ATTEMPTS
+
+    calls[:] = []
+
+    def refused(cmd, attr):
+        calls.append(cmd)
+        raise OSError(errno.EINVAL, "Invalid argument")
+    monkeypatch.setattr(facts, "_bpf", refused)
+    with pytest.raises(OSError):
+        facts.bpf_prog_load(7)
+    assert len(calls) == 1                      # any other error is the answer at once

@@ -18,6 +18,7 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 import ctypes
+import errno
 import glob
 import mmap
 import os
@@ -57,6 +58,7 @@ def probe_kernel():
 # --------------------------------------------------------------------------- bpf
 
 BPF_MAP_CREATE, BPF_PROG_LOAD = 0, 5
+PROG_LOAD_ATTEMPTS = 5          # BPF_PROG_LOAD tries before an EAGAIN is an answer (libbpf's count)
 _ATTR_SIZE = 128  # enough for the fields used; the rest is zero, which every kernel accepts
 # r0 = 0; exit
 _PROG = struct.pack("=BBhiBBhi", 0xB7, 0, 0, 0, 0x95, 0, 0, 0)
@@ -108,13 +110,18 @@ def bpf_prog_load(prog_type, attach_type=0, log_size=0):
                      ctypes.addressof(log) if log_size else 0,
                      (maj << 16) | (minor << 8) | min(patch, 255), 0)
     struct.pack_into("=I", attr, 68, attach_type)  # after prog_name[16] and prog_ifindex
-    try:
-        return _bpf(BPF_PROG_LOAD, attr)
-    except OSError as e:
-        lines = [ln for ln in log.value.decode("utf-8", "replace").splitlines() if ln.strip()]
-        if lines:
-            raise OSError(e.errno, "%s (verifier: %s)" % (e.strerror, lines[-1].strip()))
-        raise
+    for attempt in range(1, PROG_LOAD_ATTEMPTS + 1):
+        try:
+            return _bpf(BPF_PROG_LOAD, attr)
+        except OSError as e:
+            # the verifier stops with EAGAIN when a signal is pending (a child exiting, on a
+            # busy machine): load again, as libbpf does
+            if e.errno == errno.EAGAIN and attempt < PROG_LOAD_ATTEMPTS:
+                continue
+            lines = [ln for ln in log.value.decode("utf-8", "replace").splitlines() if ln.strip()]
+            if lines:
+                raise OSError(e.errno, "%s (verifier: %s)" % (e.strerror, lines[-1].strip()))
+            raise
 
 
 def bpf_map_create(map_type, key_size, value_size, max_entries, flags=0):
