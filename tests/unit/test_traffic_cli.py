@@ -127,3 +127,55 @@ def test_oneshot_refuses_to_take_the_agents_collector(tmp_path):
         traffic.collect(p)
     assert e.value.field == "mode"
     assert not (tmp_path / "state").exists()
+
+
+def _numpy_hint():
+    import numpy as np
+    core = getattr(np, "_core", None) or np.core
+    return core.multiarray._get_madvise_hugepage()
+
+
+@pytest.mark.parametrize("defrag,env,off", [
+    ("always defer defer+madvise [madvise] never\n", {}, True),         # Debian's default
+    ("always defer [defer+madvise] madvise never\n", {}, True),
+    ("[always] defer defer+madvise madvise never\n", {}, True),
+    ("always [defer] defer+madvise madvise never\n", {}, False),        # no fault compacts synchronously
+    ("always defer defer+madvise madvise [never]\n", {}, False),
+    ("no mode chosen\n", {}, False),
+    (None, {}, False),                                                  # no THP in this kernel
+    ("always defer defer+madvise [madvise] never\n", {"NUMPY_MADVISE_HUGEPAGE": "1"}, False),   # the user's choice wins
+])
+def test_large_arrays_drop_the_huge_page_hint_only_where_a_fault_would_compact(tmp_path, defrag, env, off):
+    from ansible_collections.netstack.tuning.plugins.module_utils.traffic import data as trafficdata
+    path = tmp_path / "defrag"
+    if defrag is not None:
+        path.write_text(defrag)
+    before = _numpy_hint()
+    with trafficdata.large_arrays(str(path), env) as dropped:
+        assert dropped is off
+        assert _numpy_hint() == (False if off else before)
+    assert _numpy_hint() == before
+    with pytest.raises(ZeroDivisionError):
+        with trafficdata.large_arrays(str(path), env):
+            1 // 0
+    assert _numpy_hint() == before                                      # put back on an error too
+
+
+def test_analyze_reads_and_analyses_without_the_hint_and_puts_it_back(tmp_path, monkeypatch):
+    from ansible_collections.netstack.tuning.plugins.module_utils.traffic import data as trafficdata
+    from ansible_collections.netstack.tuning.plugins.module_utils.traffic import analysis as trafficanalysis
+    (tmp_path / "defrag").write_text("always defer defer+madvise [madvise] never\n")
+    monkeypatch.setattr(trafficdata, "THP_DEFRAG", str(tmp_path / "defrag"))
+    monkeypatch.delenv("NUMPY_MADVISE_HUGEPAGE", raising=False)
+    seen, real = [], trafficanalysis.analyze
+    monkeypatch.setattr(trafficanalysis, "analyze", lambda rec, opts: seen.append(_numpy_hint()) or real(rec, opts))
+    before = _numpy_hint()
+    rec, _labels, _truth = trafficgen.generate(seed=3, sites=1, days=2, step=3600)
+    traffic.write_csv(str(tmp_path / "t.csv"), rec)
+    res = traffic.analyze_files({"sources": [str(tmp_path / "t.csv")]})
+    assert res["records"] == len(rec) and seen == [False]
+    assert _numpy_hint() == before
+    (tmp_path / "bad.csv").write_text("ts,link\n1,a\n")
+    with pytest.raises(NetstackError):
+        traffic.analyze_files({"sources": [str(tmp_path / "bad.csv")]})
+    assert _numpy_hint() == before

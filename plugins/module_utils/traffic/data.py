@@ -29,6 +29,10 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+import contextlib
+import os
+import re
+
 try:
     import numpy as np
     HAS_NUMPY = True
@@ -103,6 +107,50 @@ def require_numpy(what="traffic analysis"):
     if not HAS_NUMPY:
         raise NetstackError("numpy is required for %s (python3-numpy on the host, or run it on the controller)" % what,
                             field="numpy")
+
+
+THP_DEFRAG = "/sys/kernel/mm/transparent_hugepage/defrag"
+# Defrag modes in which a page fault in a region marked MADV_HUGEPAGE may compact memory
+# synchronously (Documentation/admin-guide/mm/transhuge.rst); "defer" and "never" do not.
+STALLING_DEFRAG = ("always", "madvise", "defer+madvise")
+
+
+def _hugepage_switch():
+    """numpy's (private, 1.20+) setter of its MADV_HUGEPAGE hint; None where there is none."""
+    core = getattr(np, "_core", None) if np is not None else None
+    if core is None and np is not None:
+        core = getattr(np, "core", None)            # numpy 1.x (Debian 12's 1.24)
+    return getattr(getattr(core, "multiarray", None), "_set_madvise_hugepage", None)
+
+
+@contextlib.contextmanager
+def large_arrays(defrag_path=None, environ=None):
+    """Within it, numpy does not mark its large arrays MADV_HUGEPAGE where the kernel's THP
+    defrag mode makes such a fault compact memory synchronously.  numpy marks every array of
+    4 MiB or more; where free memory is fragmented (a large file in the page cache), each
+    fault of a marked region may then stall in compaction.  Reading and analysing a 10 M-row
+    flow log made many such arrays: 0.92-0.99 M records/s end to end with the hint against
+    1.13-1.16 M/s without it, interleaved (docs/traffic.md).  numpy's own switch
+    (NUMPY_MADVISE_HUGEPAGE in the environment) wins where it is set.  Yields whether the
+    hint was turned off; the setting is put back on the way out."""
+    environ = os.environ if environ is None else environ
+    switch = _hugepage_switch()
+    mode = None
+    if switch is not None and "NUMPY_MADVISE_HUGEPAGE" not in environ:
+        try:
+            with open(defrag_path or THP_DEFRAG) as f:
+                chosen = re.search(r"\[([^\]]+)\]", f.read())
+            mode = chosen.group(1) if chosen else None
+        except (IOError, OSError):
+            mode = None
+    if mode not in STALLING_DEFRAG:
+        yield False
+        return
+    before = switch(False)
+    try:
+        yield True
+    finally:
+        switch(before)
 
 
 class Records(object):

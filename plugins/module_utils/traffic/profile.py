@@ -242,6 +242,7 @@ def analyze_files(params, check_mode=False):
     """The ``analyze`` action of traffic_profile.  Every option (the analysis settings, the
     output and report paths) is checked before any file is read, in check mode too."""
     from ansible_collections.netstack.tuning.plugins.module_utils.traffic import ingest as flowfile, analysis as trafficanalysis, report as trafficreport
+    from ansible_collections.netstack.tuning.plugins.module_utils.traffic import data as trafficdata
     opts = trafficanalysis.options(params.get("analysis") or {}, prefix="analysis.")
     targets = {}
     for field in ("output", "report"):
@@ -251,15 +252,16 @@ def analyze_files(params, check_mode=False):
         raise NetstackError("output and report name the same file (%s)" % targets["report"][:200], field="report")
     files = expand_sources(params.get("sources"))
     started = time.time()
-    rec = flowfile.read_many(files, fmt=params.get("format") or "auto", local_prefixes=params.get("local_prefixes") or (),
-                             prefix_v4=_given(params, "prefix_v4", 24), prefix_v6=_given(params, "prefix_v6", 48)) if files else None
-    if rec is None or not len(rec):
-        # Nothing counted (idle interfaces, a fresh store): an honest empty report, not a failure.
-        result = {"records": 0, "bytes": 0, "links": [], "series": [], "anomalies": [], "billing": [], "projection": [],
-                  "water_levels": [], "top_talkers": {}, "plots": [], "start": None, "end": None,
-                  "step": opts["step"], "notes": ["no traffic records in %d source file(s)" % len(files)]}
-    else:
-        result = trafficanalysis.analyze(rec, params.get("analysis") or {})
+    with trafficdata.large_arrays():
+        rec = flowfile.read_many(files, fmt=params.get("format") or "auto", local_prefixes=params.get("local_prefixes") or (),
+                                 prefix_v4=_given(params, "prefix_v4", 24), prefix_v6=_given(params, "prefix_v6", 48)) if files else None
+        if rec is None or not len(rec):
+            # Nothing counted (idle interfaces, a fresh store): an honest empty report, not a failure.
+            result = {"records": 0, "bytes": 0, "links": [], "series": [], "anomalies": [], "billing": [], "projection": [],
+                      "water_levels": [], "top_talkers": {}, "plots": [], "start": None, "end": None,
+                      "step": opts["step"], "notes": ["no traffic records in %d source file(s)" % len(files)]}
+        else:
+            result = trafficanalysis.analyze(rec, params.get("analysis") or {})
     # End to end: reading the files included (the analysis' own records/s leaves it out).
     total = time.time() - started
     result["end_to_end_seconds"] = round(total, 3)
