@@ -8,8 +8,9 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "support"))
 import machine_headers  # noqa: E402
-from lab_names import LAB, PREFIX, STATE, leftovers  # noqa: E402,F401  (the tests import these from here)
 import lab_names  # noqa: E402
+
+LAB, PREFIX, STATE, leftovers = lab_names.LAB, lab_names.PREFIX, lab_names.STATE, lab_names.leftovers  # the tests import these from here
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent.parent

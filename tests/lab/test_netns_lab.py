@@ -5,8 +5,12 @@ state directory, inventory).
 Runs beside a default lab (if one is up) with its own prefix, network half and state dir.
 Needs root, iproute2 and openssh-server.  Run: .venv/bin/python -m pytest tests/lab -q
 """
+import os
+import stat
 import subprocess
 
+import lab_names
+import machine_headers
 from conftest import HERE, PREFIX, REPO, lab, leftovers
 
 
@@ -39,12 +43,6 @@ def test_the_suite_removes_a_lab_and_a_headers_journal_left_by_a_killed_run(lab_
     """What `make test` does before its snapshot (tests/support/suite.py): a CI job cut off in
     the lab stage left the test lab and the headers fallback behind, and the next run failed
     on them.  A live process's headers journal is kept; a dead one's is undone and removed."""
-    import os
-    import stat
-
-    import lab_names
-    import machine_headers
-
     assert lab(lab_env, "start", "2", check=False).returncode == 0
     assert leftovers()
     dead = subprocess.Popen(["true"])

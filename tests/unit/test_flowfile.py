@@ -805,3 +805,18 @@ def test_native_text_cells_whose_hashes_collide_keep_their_own_codes(tmp_path, m
     records = flowfile.read(_write(tmp_path, "same.csv", HEADER + "\n" + "\n".join(rows) + "\n"))
     assert [r["link"] for r in records.rows()] == [links[i % 4] for i in range(40)]
     assert [r["prefix"] for r in records.rows()] == ["10.%d.0.0/16" % (i % 4) for i in range(40)]
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.integers(-5, 300), st.integers(-5, 70000), st.integers(-5, 70000)), min_size=1, max_size=40))
+def test_port_classes_by_table_agree_with_the_plain_rule_in_every_column_width(flows):
+    """port_class_ids takes the reader's narrow columns (uint8 protocol, uint16 ports) as they
+    are and anything else as int64: both give port_class() of every flow."""
+    proto, sport, dport = (np.array(c, dtype=np.int64) for c in zip(*flows))
+    want = [trafficdata.CLASS_ID[trafficdata.port_class(p, s & 0xFFFF, d & 0xFFFF)] if 0 <= p <= 255
+            else trafficdata.CLASS_ID["none"] for p, s, d in flows]
+    assert trafficdata.port_class_ids(proto, sport, dport).tolist() == want
+    fits = (proto >= 0) & (proto <= 255) & (sport >= 0) & (sport <= 65535) & (dport >= 0) & (dport <= 65535)
+    narrow = trafficdata.port_class_ids(proto[fits].astype(np.uint8), sport[fits].astype(np.uint16),
+                                        dport[fits].astype(np.uint16))
+    assert narrow.tolist() == [w for w, f in zip(want, fits.tolist()) if f]
