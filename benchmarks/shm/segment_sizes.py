@@ -24,7 +24,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(HERE)), "tests",
 import shm_path_bench as B  # noqa: E402
 import machine_headers  # noqa: E402  bcc_runtime's headers fallback where the kernel has none
 from bcc import BPF  # noqa: E402
-from pyroute2 import IPRoute  # noqa: E402
+from ansible_collections.netstack.tuning.plugins.module_utils.bpf import program  # noqa: E402
 
 SRC = r"""
 #include <uapi/linux/bpf.h>
@@ -33,7 +33,7 @@ SRC = r"""
 #include <uapi/linux/in.h>
 #include <uapi/linux/ip.h>
 #include <uapi/linux/tcp.h>
-struct val { u32 nseg; u32 max8; u32 max16; u32 maxall; u64 bytes; };
+struct val { u32 nseg; u32 max8; u32 maxall; };
 BPF_HASH(flows, u32, struct val, 65536);
 int rec(struct __sk_buff *skb)
 {
@@ -44,8 +44,7 @@ int rec(struct __sk_buff *skb)
     if ((void *)(ip + 1) > end || ip->protocol != IPPROTO_TCP || ip->ihl != 5) return TC_ACT_OK;
     struct tcphdr *th = (void *)(ip + 1);
     if ((void *)(th + 1) > end) return TC_ACT_OK;
-    u32 plen = bpf_ntohs(ip->tot_len) - 20 - th->doff * 4;
-    if (skb->gso_segs > 1 || skb->len > bpf_ntohs(ip->tot_len) + 14) plen = skb->len - 14 - 20 - th->doff * 4;
+    u32 plen = skb->len - 14 - 20 - th->doff * 4;      // a GSO packet's whole payload too
     if (plen == 0 || plen > 0x7fffffff) return TC_ACT_OK;
     u32 key = ((u32)bpf_ntohs(th->source) << 16) | bpf_ntohs(th->dest);
     struct val zero = {};
@@ -53,57 +52,68 @@ int rec(struct __sk_buff *skb)
     if (!v) return TC_ACT_OK;
     v->nseg += 1;
     if (v->nseg <= 8 && plen > v->max8) v->max8 = plen;
-    if (v->nseg <= 16 && plen > v->max16) v->max16 = plen;
     if (plen > v->maxall) v->maxall = plen;
-    v->bytes += plen;
     return TC_ACT_OK;
 }
 """
+
 
 def main():
     with machine_headers.for_session():
         b = BPF(text=SRC)
         fn = b.load_func("rec", BPF.SCHED_CLS)
-        ipr = IPRoute()
-        lo = ipr.link_lookup(ifname="lo")[0]
-        ipr.tc("add", "clsact", lo)
-        try:
-            ipr.tc("add-filter", "bpf", lo, ":1", fd=fn.fd, name=fn.name, parent="ffff:fff2", classid=1, direct_action=True)
-            tmp = tempfile.mkdtemp(prefix="netstack-segsizes-")
-            os.chmod(tmp, 0o711)
-            ctx = {"tmp": tmp, "seconds": 1, "rate": {}}
-            B.pick_ports()
-            srv = B.Servers(tmp)
-            flows = b["flows"]
+        with program._tc(None) as t:        # the engine's tc over rtnetlink
+            lo = t.ifindex("lo")
+            t.add_clsact(lo)
             try:
-                for tool in B.TOOLS:
-                    if tool.name == "nsbench_pp":
-                        continue
-                    tool.servers(srv, ctx)
-                    server = {"wrk": "nginx", "pgbench": "postgres"}.get(tool.name, tool.name)
-                    sp = B.port("tcp", server)
-                    for label, case in tool.cases:
-                        flows.clear()
-                        tool.fn(ctx, "tcp", case)
-                        per = collections.defaultdict(list)
-                        for k, v in flows.items():
-                            s, d = k.value >> 16, k.value & 0xffff
-                            if d == sp: per["to server"].append(v)
-                            elif s == sp: per["to client"].append(v)
-                        out = []
-                        for side in ("to server", "to client"):
-                            vs = per[side]
-                            if not vs: continue
-                            big8 = sum(1 for v in vs if v.max8 > 32768)
-                            out.append("%s: %d conns, first-8 max %d-%d B (over 32 KiB: %d), all-seg max %d B" % (
-                                side, len(vs), min(v.max8 for v in vs), max(v.max8 for v in vs), big8, max(v.maxall for v in vs)))
-                        print("%-9s %-14s | %s" % (tool.name, label, " | ".join(out)), flush=True)
+                t.replace_filter(lo, "ingress", 1, fn.fd, fn.name)
+                run_cases(b)
             finally:
-                srv.stop()
-                shutil.rmtree(tmp, ignore_errors=True)
-        finally:
-            ipr.tc("del", "clsact", lo)
-            ipr.close()
+                t.del_clsact(lo)
+
+
+def run_cases(b):
+    """Each client case for a second, printing its connections' first segment sizes."""
+    tmp = tempfile.mkdtemp(prefix="netstack-segsizes-")
+    os.chmod(tmp, 0o711)                 # the postgres user passes through to its directory
+    ctx = {"tmp": tmp, "seconds": 1, "rate": {}}
+    B.pick_ports()
+    srv = B.Servers(tmp)
+    flows = b["flows"]
+    try:
+        for tool in B.TOOLS:
+            if tool.name == "nsbench_pp":
+                continue
+            tool.servers(srv, ctx)
+            server_port = B.port("tcp", {"wrk": "nginx", "pgbench": "postgres"}.get(tool.name, tool.name))
+            for label, case in tool.cases:
+                flows.clear()
+                tool.fn(ctx, "tcp", case)
+                print("%-9s %-14s | %s" % (tool.name, label, summary(flows, server_port)), flush=True)
+    finally:
+        srv.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def summary(flows, server_port):
+    """Per direction: connections, the range of the largest of their first 8 segments, how
+    many of those exceed 32 KiB, the largest segment seen."""
+    per = collections.defaultdict(list)
+    for k, v in flows.items():
+        src, dst = k.value >> 16, k.value & 0xffff
+        if dst == server_port:
+            per["to server"].append(v)
+        elif src == server_port:
+            per["to client"].append(v)
+    out = []
+    for side in ("to server", "to client"):
+        vs = per[side]
+        if vs:
+            out.append("%s: %d conns, first-8 max %d-%d B (over 32 KiB: %d), all-seg max %d B" % (
+                side, len(vs), min(v.max8 for v in vs), max(v.max8 for v in vs),
+                sum(1 for v in vs if v.max8 > 32768), max(v.maxall for v in vs)))
+    return " | ".join(out)
+
 
 if __name__ == "__main__":
     main()

@@ -24,6 +24,7 @@ import subprocess
 import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(HERE)), "collections"))
 NETNS = "nstc-capture"
 
 SOURCE = r"""
@@ -96,17 +97,16 @@ int msg_verdict(struct sk_msg_md *msg)
 def inside():
     from bcc import BPF, BPFAttachType
     from bcc.libbcc import lib
-    from pyroute2 import IPRoute
+    from ansible_collections.netstack.tuning.plugins.module_utils.bpf import program
     b = BPF(text=SOURCE)
     tc = b.load_func("tc_capture", BPF.SCHED_CLS)
     mv = b.load_func("msg_verdict", BPF.SK_MSG)
     BPF.attach_func(mv, lib.bpf_table_fd(b.module, b"sh"), BPFAttachType.SK_MSG_VERDICT)
-    with IPRoute() as ipr:
-        lo = ipr.link_lookup(ifname="lo")[0]
-        ipr.link("set", index=lo, state="up")
-        ipr.tc("add", "clsact", lo)
-        ipr.tc("add-filter", "bpf", lo, ":1", fd=tc.fd, name=tc.name, parent="ffff:fff2", classid=1,
-               direct_action=True)
+    with program._tc(None) as t:        # the engine's tc over rtnetlink, in this (the check's) netns
+        lo = t.ifindex("lo")
+        t.ipr.link("set", index=lo, state="up")
+        t.add_clsact(lo)
+        t.replace_filter(lo, "ingress", 1, tc.fd, tc.name)
     res = b["res"]
     names = ("data segments seen", "sockets inserted", "inserts failed", "last insert error",
              "sendmsg redirected", "sendmsg left to TCP")

@@ -3,6 +3,7 @@ import io
 import json
 import re
 
+import numpy as np
 import pytest
 
 from ansible_collections.netstack.tuning.plugins.module_utils.traffic import profile as traffic
@@ -130,7 +131,6 @@ def test_oneshot_refuses_to_take_the_agents_collector(tmp_path):
 
 
 def _numpy_hint():
-    import numpy as np
     core = getattr(np, "_core", None) or np.core
     return core.multiarray._get_madvise_hugepage()
 
@@ -145,11 +145,14 @@ def _numpy_hint():
     (None, {}, False),                                                  # no THP in this kernel
     ("always defer defer+madvise [madvise] never\n", {"NUMPY_MADVISE_HUGEPAGE": "1"}, False),   # the user's choice wins
 ])
-def test_large_arrays_drop_the_huge_page_hint_only_where_a_fault_would_compact(tmp_path, defrag, env, off):
+def test_large_arrays_drop_the_huge_page_hint_only_where_a_fault_would_compact(tmp_path, request, defrag, env, off):
     from ansible_collections.netstack.tuning.plugins.module_utils.traffic import data as trafficdata
     path = tmp_path / "defrag"
     if defrag is not None:
         path.write_text(defrag)
+    set_hint = (getattr(np, "_core", None) or np.core).multiarray._set_madvise_hugepage
+    default = set_hint(True)             # on, whatever numpy chose here: turning it off must show
+    request.addfinalizer(lambda: set_hint(default))
     before = _numpy_hint()
     with trafficdata.large_arrays(str(path), env) as dropped:
         assert dropped is off

@@ -332,14 +332,13 @@ class _Localizer(object):
         out = ~dst_local & (src_local | (np.asarray(cols["dirflag"]) == 1))
         prefix_codes = np.where(out, pref[dst], pref[src])
         pclass = trafficdata.port_class_ids(cols["proto"], cols["sport"], cols["dport"]) if n else np.zeros(0, dtype=np.uint8)
-        proto = np.asarray(cols["proto"], dtype=np.int64)
         ccoder = _Coder()
         for name in trafficdata.CLASS_NAMES:
             ccoder.add(name)
         dcoder = _Coder()
         for name in trafficdata.DIRECTIONS:
             dcoder.add(name)
-        ints = {"ts": cols["ts"], "proto": proto, "dscp": cols["dscp"], "bytes": cols["bytes"], "packets": cols["packets"]}
+        ints = dict((k, cols[k]) for k in trafficdata.INT_COLUMNS)      # Records makes them int64
         codes, cats = {}, {}
         cats["link"], codes["link"] = link_coder.sorted(cols["link"])
         cats["prefix"], codes["prefix"] = pcoder.sorted(prefix_codes)
