@@ -6,7 +6,8 @@ Three arms, side by side in one run, interleaved per repeat (the order rotates):
   tcp  TCP over loopback, the path not used (servers on ports 38000+, outside the policy)
   shm  TCP over loopback with bpf/shm_path.bpf.c capturing the connections (servers on
        ports 31000+, inside the policy 30000-32767; the policy stops below the ephemeral
-       port range so that no client port of anybody else's connection can match it)
+       port range so that no client port of anybody else's connection can match it), in
+       the path's default capture mode "segments" (--capture handshake: the other mode)
   uds  Unix domain stream sockets, where the client can use one: the floor a same-host
        transport can aim for
 
@@ -26,7 +27,8 @@ Clients and cases:
 Each row gets the median over repeats of the per-repeat ratio shm/tcp (and uds/tcp) and a
 verdict: "at least TCP" when that median is >= 1 for throughput, <= 1 for latency.  Every
 shm measurement reads the path's counters before and after (shm_bytes must grow, no capture
-errors, what went over TCP is a trace unless a direction overflowed its max_queue), every
+errors, what went over TCP is a trace unless a direction overflowed its max_queue; or, with
+capture: segments, every connection kept on TCP for a large segment), every
 tcp measurement must capture no socket.  Must run as root with /usr/bin/python3 (bcc).
 Loopback and /tmp only; the path, the servers and the temp dir are removed at the end, also
 on failure, Ctrl-C or SIGTERM.
@@ -419,14 +421,19 @@ def estimate_s(tools, repeats, seconds):
 
 # ------------------------------------------------------------------------------ stats
 def path_ok(arm, d):
-    """shm: payload went socket-to-socket without capture errors, and what went over TCP is a
-    trace (a response written after the client closed: its peer has left the map, that
+    """shm: no capture errors; either (capture: segments) every connection was kept on TCP
+    for a large segment and nothing went socket-to-socket, or payload went socket-to-socket
+    and what went over TCP is a trace (a response written after the client closed: its peer has left the map, that
     direction falls back to TCP; wrk closes with requests in flight) unless a direction
     overflowed its max_queue (then TCP carries it until drained, by design).  tcp and uds:
     nothing captured."""
     if arm == "shm":
+        if d["capture_errors"]:
+            return False
+        if d.get("large_conns") and not d["captured"]:
+            return d["shm_bytes"] == 0      # capture: segments kept every connection on TCP
         spill_ok = d["tcp_bytes"] <= 0.01 * d["shm_bytes"] or d.get("overflows", 0) > 0
-        return d["shm_bytes"] > 0 and d["captured"] > 0 and d["capture_errors"] == 0 and spill_ok
+        return d["shm_bytes"] > 0 and d["captured"] > 0 and spill_ok
     return d["captured"] == 0
 
 
@@ -494,6 +501,8 @@ def main():
                     % ",".join(t.name for t in TOOLS))
     ap.add_argument("--max-queue", type=int, default=None,
                     help="the policy's max_queue in bytes (default: not set, the path's own default)")
+    ap.add_argument("--capture", default="segments", choices=list(shm.CAPTURE_MODES),
+                    help="when connections join the path (default segments, the path's default)")
     ap.add_argument("--out", default=None, help="directory for shm_path.json and shm_path.md (default benchmarks/results)")
     ap.add_argument("--render", metavar="JSON", help="recompute checks and summary from a shm_path.json and rewrite "
                     "shm_path.md and shm_path.json (no measurement)")
@@ -523,6 +532,9 @@ def main():
     policy = {"name": "bench", "ports": POLICY_PORTS}
     if args.max_queue:
         policy["max_queue"] = args.max_queue
+    config = {"policies": [policy], "local_addresses": ["127.0.0.0/8", "::1/128"], "cgroup": "/",
+              "capture": args.capture}
+    capture = dict((k, v) for k, v in shm.public(shm.validate(config)).items() if k.startswith("capture"))
     path = shm.ShmPath(name=NAME, state_dir=os.path.join(tmp, "state"))
     srv = Servers(tmp)
     load_before = os.getloadavg()
@@ -534,8 +546,7 @@ def main():
         # bcc needs the kernel's headers only to compile: where the kernel has none, the
         # bcc_runtime role's fallback is made for the compile and removed right after
         with machine_headers.for_session() as made_headers:
-            path.present({"policies": [policy], "local_addresses": ["127.0.0.0/8", "::1/128"], "cgroup": "/"},
-                         open(shm.default_source()).read())
+            path.present(config, open(shm.default_source()).read())
         pick_ports()
         for start in collections.OrderedDict((t.servers, None) for t in tools):
             start(srv, ctx)
@@ -557,6 +568,7 @@ def main():
         "estimate_s": round(estimate),
         "duration_s": round(duration, 1),
         "policy": policy,
+        "capture": capture,
         "headers_fallback_made_for_compile": made_headers,
         "server_ports": {"shm": SHM_BASE + OFFSET[0], "tcp": TCP_BASE + OFFSET[0], "plus": PORT},
         "tcp_mem": open("/proc/sys/net/ipv4/tcp_mem").read().split(),
@@ -659,10 +671,10 @@ def _versions():
 
 
 # ------------------------------------------------------------------------------ report
-COUNTER_SHOWN = ("captured", "capture_errors", "shm_conns", "tcp_conns", "shm_bytes", "tcp_bytes",
+COUNTER_SHOWN = ("captured", "capture_errors", "large_conns", "shm_conns", "tcp_conns", "shm_bytes", "tcp_bytes",
                  "overflows", "resumes", "grows")
 SPREAD_KEYS = ("median", "min", "max")
-PROGRESS_COUNTERS = {"shm": ("captured", "shm_bytes", "tcp_bytes", "overflows", "resumes", "grows"),
+PROGRESS_COUNTERS = {"shm": ("captured", "large_conns", "shm_bytes", "tcp_bytes", "overflows", "resumes", "grows"),
                      "tcp": ("captured",), "uds": ("captured",)}
 
 
@@ -704,14 +716,16 @@ def render(meta, summary, raw, tools, checks):
                  meta["full_run"]["estimate_s"] / 60.0, meta["cpus"], meta["command"], meta["duration_s"],
                  meta["estimate_s"]))
     L.append("Arms: **tcp** = TCP over 127.0.0.1, servers outside the path's policy (the programs are loaded, "
-             "so this arm pays the sock_ops callback but no sk_msg); **shm** = the same servers' twins on ports "
-             "inside the policy (%s), connections captured by bpf/shm_path.bpf.c; **uds** = Unix domain "
+             "so this arm pays the sock_ops callback and, with capture: segments, the tc program on lo, but no "
+             "sk_msg); **shm** = the same servers' twins on ports "
+             "inside the policy (%s; %s), connections captured by bpf/shm_path.bpf.c; **uds** = Unix domain "
              "stream sockets where the client has them. Cells: median (min-max over repeats). Ratios: per-repeat "
              "arm/tcp, median (min-max). **path vs TCP**: \"at least TCP\" when the median shm/tcp ratio is "
              ">= 1 for throughput or <= 1 for latency, else \"below TCP\". Tool versions: %s. "
              "net.ipv4.tcp_mem = %s pages.\n" % (
                  json.dumps(meta["policy"], sort_keys=True)
                  + ("" if "max_queue" in meta["policy"] else "; max_queue not set: the path's default"),
+                 json.dumps(meta.get("capture") or {"capture": "handshake"}, sort_keys=True),
                  "; ".join("%s" % v for v in meta["versions"].values()),
                  " ".join(meta["tcp_mem"])))
     L.append("The machine is shared (other jobs may run): read spreads before ratios.\n")
@@ -749,8 +763,13 @@ def render(meta, summary, raw, tools, checks):
     L.append("Counter deltas of the path over each shm measurement, median (min-max) over repeats; \"on path\" = "
              "shm_bytes / (shm_bytes + tcp_bytes). overflows: connection directions that left the path for "
              "TCP because the reader's queue reached max_queue; resumes: directions that came back onto the "
-             "path once TCP had drained; grows: times a reading reader's default bound doubled. A shm measurement passes when shm_bytes > 0, sockets were captured, "
-             "capture_errors = 0 and tcp_bytes is at most 1% of shm_bytes unless a direction overflowed; a tcp "
+             "path once TCP had drained; grows: times a reading reader's default bound doubled; large_conns: "
+             "connections capture: segments kept on TCP for good (a data segment above capture_max_segment; "
+             "such a connection never enters the sockhash, its bytes count in neither shm_bytes nor tcp_bytes, "
+             "nor do a captured connection's first segments before it joined). A shm measurement passes when "
+             "capture_errors = 0 and either every connection was kept on TCP (large_conns > 0, nothing captured, "
+             "shm_bytes = 0) or shm_bytes > 0, sockets were captured and tcp_bytes is at most 1% of shm_bytes "
+             "unless a direction overflowed; a tcp "
              "or uds measurement passes when it captured nothing; a measurement whose client failed fails. "
              "tcp_conns > 0 in the wrk rows is teardown: wrk closes with requests in flight, nginx's response "
              "then finds no peer in the map and that direction falls back to TCP; such late responses can land "

@@ -1,8 +1,13 @@
 // SPDX-License-Identifier: GPL-2.0
 // shm_redirect: transparent same-host path for TCP payload (netstack.tuning capability 4).
 //
-// Hooks:  cgroup sock_ops, function `shm_sockops`: adds established same-host connections
-//         that match a policy to `socks`, keyed by its own 4-tuple and netns;
+// Hooks:  cgroup sock_ops, function `shm_sockops`: marks established same-host connections
+//         that match a policy; in capture mode "handshake" it adds both sockets to `socks`
+//         there, keyed by its own 4-tuple and netns;
+//         tc ingress on lo, function `shm_tc` (capture mode "segments"): adds a marked socket
+//         to `socks` once both directions of its connection have carried `seg_count` data
+//         segments of at most `seg_large` bytes, and keeps a connection with a larger one
+//         on TCP for good (it never enters `socks`, so it is plain TCP);
 //         sk_msg verdict on `socks`, function `shm_msg`: moves each sendmsg payload straight
 //         into the peer socket's receive queue (bpf_msg_redirect_hash, BPF_F_INGRESS).
 // Maps (pinned by netstack.tuning.bpf_program under /sys/fs/bpf/netstack/<name>/maps/):
@@ -14,6 +19,13 @@
 //   conns    SK_STORAGE per socket: policy index, path state, the peer's socket
 //   peers    HASH conn_key -> struct peer_ref: each captured socket's address and cookie,
 //            from establishment to close (the peer's queue is read through it)
+//
+// Why "segments": a socket in a sockhash sends through tcp_bpf_sendmsg even when its payload
+// goes over TCP, and that is slower than TCP for bulk; taking a socket out of a sockhash can
+// lose the bytes queued for it.  So connections that carry large segments are never put in.
+// A socket is put in only from tc, while a data segment for it passes: a recvmsg that was
+// already blocked in TCP's own recvmsg when it joined is woken by that very segment, and
+// every later call goes through the sockhash's recvmsg, which reads both queues.
 //
 // Ordering rule (the bug that broke earlier sockmap accelerators): payload is never split
 // between the peer's path queue and TCP while both hold unread bytes of one direction.
@@ -40,6 +52,12 @@
 // reused slot from the peer, and any doubt counts as "queue full".
 
 #include <uapi/linux/bpf.h>
+#include <uapi/linux/pkt_cls.h>
+#include <uapi/linux/if_ether.h>
+#include <uapi/linux/in.h>
+#include <uapi/linux/ip.h>
+#include <uapi/linux/ipv6.h>
+#include <uapi/linux/tcp.h>
 
 #ifndef OFF_SK_USER_DATA
 #error "build through netstack.tuning's shm.py: it passes the running kernel's offsets (-D OFF_*)"
@@ -53,12 +71,15 @@
 #define P_VALID  (1u << 0)
 // config.flags
 #define C_ENABLED (1u << 0)
+#define C_SEGMENTS (1u << 1)  // capture mode "segments" (else "handshake")
 
 // conn_state.state
 #define S_PENDING 0         // no payload yet
 #define S_SHM     1         // on the path
 #define S_TCP     2         // on TCP; may come onto the path once TCP has drained
-#define S_DONE    3         // on TCP for good: the peer left the sockhash (closed)
+#define S_DONE    3         // on TCP for good: the peer left the sockhash (closed), or the
+                            // connection carried a large segment (never entered the sockhash)
+#define S_WATCH   4         // capture mode "segments": not in the sockhash yet, segments counted
 
 #define SOCK_RCVBUF_LOCK 2  // sk_userlocks: the reader set SO_RCVBUF (TCP then never autotunes)
 
@@ -89,6 +110,8 @@ struct config {
     __u32 npolicies[2];
     __u32 nprefixes[2];
     __u32 flags;
+    __u32 seg_count;        // "segments": data segments each direction carries before capture
+    __u32 seg_large;        // "segments": a larger segment keeps its connection on TCP
 };
 
 struct stats {
@@ -103,6 +126,7 @@ struct stats {
     __u64 overflows;        // a direction left the path: its reader's queue was at the bound
     __u64 resumes;          // a direction came (back) onto the path after TCP drained
     __u64 grows;            // a reading reader's default bound doubled (receive autotuning)
+    __u64 large_conns;      // "segments": connections kept on TCP for a large segment
 };
 
 struct conn_state {
@@ -116,6 +140,9 @@ struct conn_state {
     __u64 mark;             // bytes the reader had consumed at the last growth
     __u64 peer_sk;          // the peer's struct sock, from `peers` (0: not known yet)
     __u64 peer_cookie;
+    __u64 netns;            // the socket's netns cookie: its key in `socks`
+    __u32 segs;             // S_WATCH: data segments received so far
+    __u32 pad2;
 };
 
 struct peer_ref {
@@ -278,9 +305,20 @@ int shm_sockops(struct bpf_sock_ops *skops)
     cs->mark = 0;
     cs->peer_sk = 0;
     cs->peer_cookie = 0;
+    cs->netns = key.netns;
+    cs->segs = 0;
+    cs->pad2 = 0;
     struct peer_ref ref = {};
     ref.sk = (__u64)(long)sk;
     ref.cookie = bpf_get_socket_cookie(skops);
+    if (c->flags & C_SEGMENTS) {
+        // shm_tc puts the socket in later, or never; its address is needed from now on
+        // and forgotten at close.
+        cs->state = S_WATCH;
+        peers.update(&key, &ref);
+        bpf_sock_ops_cb_flags_set(skops, skops->bpf_sock_ops_cb_flags | BPF_SOCK_OPS_STATE_CB_FLAG);
+        return 1;
+    }
     // bcc rewrites map methods into statements: keep each call on a line of its own.
     long rc = socks.sock_hash_update(skops, &key, BPF_NOEXIST);
     if (rc == 0) {
@@ -295,6 +333,136 @@ int shm_sockops(struct bpf_sock_ops *skops)
     }
     return 1;
 }
+
+// ------------------------------------------------------------------ capture mode "segments"
+
+// The socket a segment with this tuple is for; its state, or 0xffffffff without one.  With
+// `done`, a watched socket is set to S_DONE.  `segs` gets its segment count.
+static __always_inline __u32 state_of(struct __sk_buff *skb, struct bpf_sock_tuple *t, __u32 tlen,
+                                      int done, __u32 *segs)
+{
+    __u32 state = 0xffffffff;
+    struct bpf_sock *sk = bpf_sk_lookup_tcp(skb, t, tlen, BPF_F_CURRENT_NETNS, 0);
+    if (!sk)
+        return state;
+    struct conn_state *cs = conns.sk_storage_get(sk, 0, 0);
+    if (cs) {
+        if (done && cs->state == S_WATCH)
+            cs->state = S_DONE;
+        state = cs->state;
+        *segs = cs->segs;
+    }
+    bpf_sk_release(sk);
+    return state;
+}
+
+// One data segment of `len` payload bytes for watched socket `sk` (tuple `t`, the segment's
+// own; `pt` the reverse: the sender's socket).  The socket joins `socks` when it and its
+// peer have each received `seg_count` data segments, none above `seg_large`; a larger one
+// keeps both on TCP for good.  The sender joins when a segment passes the other way.
+static __always_inline void watch(struct __sk_buff *skb, struct config *c, struct bpf_sock *sk,
+                                  struct conn_state *cs, struct bpf_sock_tuple *pt, __u32 tlen,
+                                  struct conn_key *key, __u32 len)
+{
+    struct stats *st = stats_of(cs->policy);
+    __u32 psegs = 0;
+    if (len > c->seg_large) {
+        cs->state = S_DONE;
+        state_of(skb, pt, tlen, 1, &psegs);
+        if (st)
+            st->large_conns += 1;
+        return;
+    }
+    if (cs->segs < c->seg_count)
+        cs->segs += 1;
+    if (cs->segs < c->seg_count)
+        return;
+    __u32 pstate = state_of(skb, pt, tlen, 0, &psegs);
+    if (pstate == S_WATCH ? psegs < c->seg_count : (pstate == S_DONE || pstate == 0xffffffff))
+        return;
+    key->netns = cs->netns;
+    cs->state = S_PENDING;
+    // bcc rewrites map methods into statements: keep each call on a line of its own.
+    long rc = socks.update(key, (void *)sk);
+    if (rc == 0) {
+        if (st)
+            st->captured += 1;
+    } else {
+        cs->state = S_DONE;
+        if (st)
+            st->capture_errors += 1;
+    }
+}
+
+// Every segment goes on unchanged (TC_ACT_UNSPEC: tc's later filters still see it).
+int shm_tc(struct __sk_buff *skb)
+{
+    void *data = (void *)(long)skb->data, *end = (void *)(long)skb->data_end;
+    __u32 zero = 0;
+    struct config *c = cfg.lookup(&zero);
+    if (!c || (c->flags & (C_ENABLED | C_SEGMENTS)) != (C_ENABLED | C_SEGMENTS))
+        return TC_ACT_UNSPEC;
+    struct ethhdr *eth = data;
+    if ((void *)(eth + 1) > end)
+        return TC_ACT_UNSPEC;
+    struct bpf_sock_tuple t = {}, pt = {};
+    struct conn_key key = {};
+    struct tcphdr *th;
+    __u32 tlen, hdr;
+    if (eth->h_proto == bpf_htons(ETH_P_IP)) {
+        struct iphdr *ip = (void *)(eth + 1);
+        if ((void *)(ip + 1) > end || ip->protocol != IPPROTO_TCP)
+            return TC_ACT_UNSPEC;
+        __u32 ihl = ip->ihl * 4;
+        if (ihl < sizeof(*ip))
+            return TC_ACT_UNSPEC;
+        th = (void *)ip + ihl;
+        if ((void *)(th + 1) > end)
+            return TC_ACT_UNSPEC;
+        t.ipv4.saddr = pt.ipv4.daddr = ip->saddr;
+        t.ipv4.daddr = pt.ipv4.saddr = ip->daddr;
+        t.ipv4.sport = pt.ipv4.dport = th->source;
+        t.ipv4.dport = pt.ipv4.sport = th->dest;
+        v4mapped(key.lip, ip->daddr);
+        v4mapped(key.rip, ip->saddr);
+        tlen = sizeof(t.ipv4);
+        hdr = sizeof(*eth) + ihl;
+    } else if (eth->h_proto == bpf_htons(ETH_P_IPV6)) {
+        struct ipv6hdr *ip6 = (void *)(eth + 1);
+        if ((void *)(ip6 + 1) > end || ip6->nexthdr != IPPROTO_TCP)
+            return TC_ACT_UNSPEC;
+        th = (void *)(ip6 + 1);
+        if ((void *)(th + 1) > end)
+            return TC_ACT_UNSPEC;
+        __builtin_memcpy(t.ipv6.saddr, &ip6->saddr, 16);
+        __builtin_memcpy(t.ipv6.daddr, &ip6->daddr, 16);
+        __builtin_memcpy(pt.ipv6.saddr, &ip6->daddr, 16);
+        __builtin_memcpy(pt.ipv6.daddr, &ip6->saddr, 16);
+        t.ipv6.sport = pt.ipv6.dport = th->source;
+        t.ipv6.dport = pt.ipv6.sport = th->dest;
+        __builtin_memcpy(key.lip, &ip6->daddr, 16);
+        __builtin_memcpy(key.rip, &ip6->saddr, 16);
+        tlen = sizeof(t.ipv6);
+        hdr = sizeof(*eth) + sizeof(*ip6);
+    } else {
+        return TC_ACT_UNSPEC;
+    }
+    hdr += th->doff * 4;
+    if (skb->len <= hdr)
+        return TC_ACT_UNSPEC;   // no payload: SYN, ACK, FIN
+    key.lport = bpf_ntohs(th->dest);
+    key.rport = bpf_ntohs(th->source);
+    struct bpf_sock *sk = bpf_sk_lookup_tcp(skb, &t, tlen, BPF_F_CURRENT_NETNS, 0);
+    if (!sk)
+        return TC_ACT_UNSPEC;
+    struct conn_state *cs = conns.sk_storage_get(sk, 0, 0);
+    if (cs && cs->state == S_WATCH)
+        watch(skb, c, sk, cs, &pt, tlen, &key, skb->len - hdr);
+    bpf_sk_release(sk);
+    return TC_ACT_UNSPEC;
+}
+
+// ------------------------------------------------------------------ sk_msg
 
 static __always_inline __u64 read_u64(__u64 addr)
 {

@@ -14,10 +14,11 @@ short_description: Transparent same-host path for TCP (eBPF sockops + sk_msg), k
 version_added: 0.1.0
 description:
   - Same-host TCP connections that match a policy are spliced by eBPF with no change to the
-    applications. A cgroup C(sock_ops) program adds each established connection whose two
-    addresses are this host's (O(local_addresses)) and whose service port is in a policy
-    to a sockhash; an C(sk_msg) program moves every send straight into the peer socket's
-    receive queue. The TCP handshake, FIN and RST still use TCP.
+    applications. A cgroup C(sock_ops) program marks each established connection whose two
+    addresses are this host's (O(local_addresses)) and whose service port is in a policy;
+    it joins a sockhash as O(capture) says, and an C(sk_msg) program then moves every send
+    straight into the peer socket's receive queue. The TCP handshake, FIN and RST still use
+    TCP.
   - Each direction of a connection uses one path for its whole life (the first payload
     decides); a connection without a peer on the path stays on TCP, so bytes always arrive in
     order. Connections outside the policy are not touched.
@@ -64,6 +65,27 @@ options:
     description: cgroup v2 path (relative to the cgroup v2 root) whose processes are seen.
     type: str
     default: /
+  capture:
+    description:
+      - When a matching connection joins the path.
+      - V(segments) (a tc program on this namespace's C(lo), clsact ingress, pref 100) lets a
+        connection join once each direction has carried O(capture_segments) data segments, none
+        larger than O(capture_max_segment) bytes. A connection with a larger segment stays plain
+        TCP for its whole life, because on the path large messages are slower than over TCP.
+        Connections of other network namespaces stay on TCP.
+      - V(handshake) lets every matching connection join at establishment (no tc program); bulk
+        transfers then run slower than over TCP.
+    type: str
+    choices: [segments, handshake]
+    default: segments
+  capture_segments:
+    description: For O(capture=segments), data segments each direction carries over TCP before the connection joins (1-64).
+    type: int
+    default: 8
+  capture_max_segment:
+    description: For O(capture=segments), the largest data segment (bytes, 1024-1048576) that still lets a connection join.
+    type: int
+    default: 32768
   name:
     description: Name of the program set (pins under C(/sys/fs/bpf/netstack/<name>)).
     type: str
@@ -145,8 +167,11 @@ def run(module):
         if not p["source_text"]:
             raise NetstackError("the BPF source was not passed (run the module through its action plugin, "
                                 "or set source_text)", field="source_text")
-        norm = shm.validate({"policies": p["policies"], "local_addresses": p["local_addresses"],
-                             "cgroup": p["cgroup"]}, field="")
+        want = {"policies": p["policies"], "local_addresses": p["local_addresses"], "cgroup": p["cgroup"],
+                "capture": p["capture"]}
+        if p["capture"] == "segments":
+            want.update(capture_segments=p["capture_segments"], capture_max_segment=p["capture_max_segment"])
+        norm = shm.validate(want, field="")
         section = {"state": "present", "name": p["name"], "policy": shm.public(norm)}
     else:
         section = {"state": "absent", "name": p["name"]}
@@ -190,6 +215,9 @@ def main():
             policies=dict(type="list", elements="dict"),
             local_addresses=dict(type="list", elements="str", default=["127.0.0.0/8", "::1/128"]),
             cgroup=dict(type="str", default="/"),
+            capture=dict(type="str", default="segments", choices=["segments", "handshake"]),
+            capture_segments=dict(type="int", default=8),
+            capture_max_segment=dict(type="int", default=32768),
             name=dict(type="str", default="shm"),
             config_dir=dict(type="path", default="/etc/netstack/agent.d"),
             notify_agent=dict(type="bool", default=True),

@@ -1,10 +1,17 @@
 #!/usr/bin/python3
-"""SET/GET random values (1 B .. 1 MiB) through redis on 127.0.0.1:6379 with a minimal RESP
-client; prints JSON {values, bytes, intact}."""
+"""SET/GET random values through redis on 127.0.0.1:6379 with a minimal RESP client, one
+connection; prints JSON {values, bytes, intact}.
+
+  resp_probe.py small    values of 1 B .. 4 KiB
+  resp_probe.py mixed    values of 1 B .. 1 MiB (the default)
+"""
 import json
 import os
 import random
 import socket
+import sys
+
+SIZES = {"small": [1, 100, 1000, 4096], "mixed": [1, 100, 4096, 65536, 300000, 1 << 20]}
 
 
 def cmd(s, f, *args):
@@ -21,12 +28,13 @@ def cmd(s, f, *args):
 
 
 def main():
+    sizes = SIZES[sys.argv[1] if len(sys.argv) > 1 else "mixed"]
     rnd = random.Random(7)
     s = socket.create_connection(("127.0.0.1", 6379), timeout=30)
     f = s.makefile("rb")
     ok, total, n = True, 0, 0
     for i in range(60):
-        size = rnd.choice([1, 100, 4096, 65536, 300000, 1 << 20])
+        size = rnd.choice(sizes)
         v = os.urandom(size)
         assert cmd(s, f, "SET", "netstack:%d" % i, v) == b"+OK"
         ok = ok and cmd(s, f, "GET", "netstack:%d" % i) == v

@@ -9,13 +9,22 @@ A policy says which same-host TCP connections take the path:
     {"policies": [{"name": "redis", "ports": 6379},
                   {"name": "web", "ports": "8000-8099", "max_queue": 4194304}],
      "local_addresses": ["127.0.0.0/8", "::1/128"],
-     "cgroup": "/"}
+     "cgroup": "/",
+     "capture": "segments"}
 
 A connection is captured when both of its addresses are in ``local_addresses`` (this host's
 addresses: loopback by default) and its service port (the port the server listens on) is in a
 policy's ``ports``; the first
 matching policy counts it.  ``cgroup`` (relative to the cgroup v2 root) scopes the sock_ops
 hook: only sockets of processes in that cgroup subtree are seen.
+
+``capture`` says when a matching connection joins the path.  "segments" (the default): once
+each direction has carried ``capture_segments`` data segments (default 8), none larger than
+``capture_max_segment`` bytes (default 32 KiB); a connection with a larger segment stays
+plain TCP for its whole life, because a socket on the path sends large messages slower than
+TCP does.  A tc program on this namespace's ``lo`` (clsact ingress, pref ``TC_PRIORITY``)
+watches the segments; connections in other network namespaces stay on TCP.  "handshake":
+every matching connection joins at establishment (fastest start, slower on bulk).
 
 The program keeps two policy sets (double buffer): a change fills the inactive set and
 flips, so a new connection sees the old or the new policy, never a mix.  Connections
@@ -56,13 +65,17 @@ MAX_PREFIXES = 16
 POLICY_FMT = "<IHHI"
 POLICY_SIZE = struct.calcsize(POLICY_FMT)
 PREFIX_FMT = "<16s16s"
-CFG_FMT = "<IIIIII"
-STATS_FMT = "<11Q"
+CFG_FMT = "<IIIIIIII"
+STATS_FMT = "<12Q"
 STATS_SIZE = struct.calcsize(STATS_FMT)
 STATS_FIELDS = ("captured", "capture_errors", "shm_conns", "tcp_conns", "shm_msgs", "shm_bytes",
-                "tcp_msgs", "tcp_bytes", "overflows", "resumes", "grows")
+                "tcp_msgs", "tcp_bytes", "overflows", "resumes", "grows", "large_conns")
 P_VALID = 1
 C_ENABLED = 1
+C_SEGMENTS = 2
+CAPTURE_MODES = ("segments", "handshake")
+CAPTURE_SEGMENTS, CAPTURE_MAX_SEGMENT = 8, 32768
+TC_PRIORITY = 100       # tc pref of shm_tc on lo's clsact ingress
 SOURCE_NAME = "shm_path.bpf.c"
 MAPS = ("socks", "policies", "prefixes", "cfg", "stats")
 DEFAULT_LOCAL = ["127.0.0.0/8", "::1/128"]
@@ -93,6 +106,9 @@ SCHEMA = {
         "local_addresses": {"type": "array", "minItems": 1, "maxItems": MAX_PREFIXES,
                             "items": {"type": "string", "minLength": 2, "maxLength": 64}},
         "cgroup": {"type": "string", "maxLength": 4096},
+        "capture": {"enum": list(CAPTURE_MODES)},
+        "capture_segments": {"type": "integer", "minimum": 1, "maximum": 64},
+        "capture_max_segment": {"type": "integer", "minimum": 1024, "maximum": 1 << 20},
     },
 }
 
@@ -171,13 +187,29 @@ def validate(config, field="shm"):
     cg = config.get("cgroup") or "/"
     if not isinstance(cg, str) or "\0" in cg or "/../" in cg + "/" or cg.endswith("/.."):
         raise NetstackError("a cgroup v2 path (relative to the cgroup v2 root) is required", field=_sub(field, "cgroup"))
-    return {"policies": out, "local_addresses": nets, "cgroup": "/" + cg.strip("/") if cg.strip("/") else "/"}
+    mode = config.get("capture") or "segments"
+    segs = config.get("capture_segments") or CAPTURE_SEGMENTS
+    big = config.get("capture_max_segment") or CAPTURE_MAX_SEGMENT
+    if mode == "handshake" and ("capture_segments" in config or "capture_max_segment" in config):
+        raise NetstackError("capture_segments and capture_max_segment apply to capture: segments only",
+                            field=_sub(field, "capture"))
+    return {"policies": out, "local_addresses": nets, "cgroup": "/" + cg.strip("/") if cg.strip("/") else "/",
+            "capture": mode, "capture_segments": segs, "capture_max_segment": big}
 
 
 def public(norm):
     """The normalised policy as a user writes it (for diffs and return values)."""
-    return {"policies": [_public_policy(p["name"], p) for p in norm["policies"]],
-            "local_addresses": list(norm["local_addresses"]), "cgroup": norm["cgroup"]}
+    out = {"policies": [_public_policy(p["name"], p) for p in norm["policies"]],
+           "local_addresses": list(norm["local_addresses"]), "cgroup": norm["cgroup"]}
+    out.update(_public_capture(norm["capture"], norm["capture_segments"], norm["capture_max_segment"]))
+    return out
+
+
+def _public_capture(mode, segs, big):
+    out = {"capture": mode}
+    if mode == "segments":
+        out.update(capture_segments=segs, capture_max_segment=big)
+    return out
 
 
 def _public_policy(name, p):
@@ -275,8 +307,10 @@ class Maps(bpf.PinnedMaps):
 
     def config(self):
         raw = self.maps["cfg"].lookup(self._key(0))
-        active, p0, p1, x0, x1, flags = struct.unpack(CFG_FMT, raw[:24])
-        return {"active_set": active & 1, "npolicies": [p0, p1], "nprefixes": [x0, x1], "flags": flags}
+        active, p0, p1, x0, x1, flags, segs, big = struct.unpack(CFG_FMT, raw[:struct.calcsize(CFG_FMT)])
+        return {"active_set": active & 1, "npolicies": [p0, p1], "nprefixes": [x0, x1], "flags": flags,
+                "capture": "segments" if flags & C_SEGMENTS else "handshake", "capture_segments": segs,
+                "capture_max_segment": big}
 
     def active(self):
         """(config, [policy dicts], [prefix strings]) of the active set, read from the kernel."""
@@ -322,15 +356,20 @@ class Maps(bpf.PinnedMaps):
         np_, nx = list(c["npolicies"]), list(c["nprefixes"])
         np_[new] = len(norm["policies"])
         nx[new] = len(norm["local_addresses"])
-        flags = C_ENABLED if enabled else 0
+        flags = (C_ENABLED if enabled else 0) | (C_SEGMENTS if norm["capture"] == "segments" else 0)
+        segs, big = norm["capture_segments"], norm["capture_max_segment"]
         # Counts of the still inactive set first, then the flip: a reader sees either set whole.
         self.maps["cfg"].update(self._key(0), struct.pack(CFG_FMT, c["active_set"], np_[0], np_[1], nx[0], nx[1],
-                                                          c["flags"]))
-        self.maps["cfg"].update(self._key(0), struct.pack(CFG_FMT, new, np_[0], np_[1], nx[0], nx[1], flags))
+                                                          c["flags"], c["capture_segments"], c["capture_max_segment"]))
+        self.maps["cfg"].update(self._key(0), struct.pack(CFG_FMT, new, np_[0], np_[1], nx[0], nx[1], flags, segs, big))
         return new
 
 
 # ------------------------------------------------------------------ the path on a host
+
+TC_PROGRAM = {"function": "shm_tc", "type": "sched_cls", "interface": "lo", "direction": "ingress",
+              "netns": None, "priority": TC_PRIORITY}
+
 
 class ShmPath(object):
     """Load, configure, inspect and remove the path on this host.
@@ -368,15 +407,29 @@ class ShmPath(object):
             json.dump({"names": names}, f)
         os.rename(tmp, self._names_path())
 
-    def programs(self, cgroup):
+    def programs(self, cgroup, capture="segments"):
         root = bpf.cgroup2_root()
         if root is None:
             raise NetstackError("no cgroup v2 hierarchy is mounted on this host", field="cgroup")
         path = root if cgroup in ("", "/") else os.path.join(root, cgroup.strip("/"))
         if not os.path.isdir(path):
             raise NetstackError("cgroup %s does not exist (%s)" % (cgroup, path), field="cgroup")
-        return [{"function": "shm_sockops", "type": "sock_ops", "cgroup": path},
-                {"function": "shm_msg", "type": "sk_msg", "map": "socks"}]
+        progs = [{"function": "shm_sockops", "type": "sock_ops", "cgroup": path},
+                 {"function": "shm_msg", "type": "sk_msg", "map": "socks"}]
+        if capture == "segments":
+            progs.append(TC_PROGRAM)
+        return progs
+
+    def _check_tc(self, progs):
+        """Refuse to replace another program's tc filter on lo at our priority."""
+        if TC_PROGRAM not in progs:
+            return
+        ours = set(p.get("id") for p in (self.engine.record(self.name) or {}).get("programs", []))
+        ids = bpf.tc_filter_prog_ids(TC_PROGRAM)
+        if ids and not set(ids) & ours:
+            raise NetstackError("tc lo ingress pref %d already holds another program (id %s); capture: segments "
+                                "needs it (capture: handshake does not use tc)" % (TC_PRIORITY, ids[0]),
+                                field="capture")
 
     # -- reading -------------------------------------------------------------
     def state(self):
@@ -403,6 +456,7 @@ class ShmPath(object):
         out["policy"] = {"policies": [_public_policy(names[i] if i < len(names) else "slot%d" % i, p)
                                       for i, p in enumerate(pols)],
                          "local_addresses": nets, "cgroup": out["cgroup"]}
+        out["policy"].update(_public_capture(c["capture"], c["capture_segments"], c["capture_max_segment"]))
         return out
 
     def counters(self):
@@ -432,7 +486,8 @@ class ShmPath(object):
             return self._present(norm, source, check_mode, origin)
 
     def _present(self, norm, source, check_mode, origin):
-        progs = self.programs(norm["cgroup"])  # checks the cgroup before anything is loaded
+        progs = self.programs(norm["cgroup"], norm["capture"])  # checks the cgroup before anything is loaded
+        self._check_tc(progs)
         if not source:
             raise NetstackError("the BPF source %s was not found" % SOURCE_NAME, field="source")
         cflags = kernel_cflags()  # and the kernel's layout (BTF), also in check mode
@@ -503,6 +558,8 @@ def metrics(counters, prefix="netstack_shm"):
                                  "reached max_queue"),
         "resumes": ("counter", "Connection directions that came onto the path after TCP had drained"),
         "grows": ("counter", "Times a reading reader's default queue bound doubled (receive autotuning)"),
+        "large_conns": ("counter", "Connections kept on TCP for good: a data segment above capture_max_segment "
+                                   "(capture: segments)"),
     }
     if not counters:
         return []

@@ -36,9 +36,11 @@ TIMEOUT = 30.0          # default socket timeout: nothing in this suite may bloc
 NAME_PREFIX = "shmtest"
 
 
-def policy(ports="%d-%d" % (ON_LO, ON_HI), local=None, cgroup="/", name="t"):
+def policy(ports="%d-%d" % (ON_LO, ON_HI), local=None, cgroup="/", name="t", capture="handshake"):
+    """Capture at the handshake unless told: most tests here exercise the path itself
+    (test_segments.py the other mode)."""
     return {"policies": [{"name": name, "ports": ports}], "local_addresses": list(local or LOCAL),
-            "cgroup": cgroup}
+            "cgroup": cgroup, "capture": capture}
 
 
 # ------------------------------------------------------------------ counters
