@@ -25,7 +25,8 @@ Clients and cases:
               -S -M prepared, -c 1 and 8: tps; UDS via the server's socket directory
 
 Each row gets the median over repeats of the per-repeat ratio shm/tcp (and uds/tcp) and a
-verdict: "at least TCP" when that median is >= 1 for throughput, <= 1 for latency.  Every
+verdict: "at least TCP" when that median is >= 1 for throughput, <= 1 for latency, or "kept
+on TCP" when capture: segments left every connection of the case plain TCP.  Every
 shm measurement reads the path's counters before and after (shm_bytes must grow, no capture
 errors, what went over TCP is a trace unless a direction overflowed its max_queue; or, with
 capture: segments, every connection kept on TCP for a large segment), every
@@ -441,9 +442,14 @@ def lower_is_better(metric):
     return metric.endswith(("_us", "_ms"))
 
 
-def verdict(metric, ratio):
+def verdict(metric, ratio, kept=False):
+    """"at least TCP" / "below TCP" by the median ratio; "kept on TCP" when capture: segments
+    left every connection of the case plain TCP (the shm arm then is TCP: its ratio shows the
+    two arms' noise and the tc program's cost, both arms pay it)."""
     if not ratio:
         return "n/a"
+    if kept:
+        return "kept on TCP"
     at_least = ratio["median"] <= 1 if lower_is_better(metric) else ratio["median"] >= 1
     return "at least TCP" if at_least else "below TCP"
 
@@ -461,6 +467,8 @@ def summarize(raw, tools):
             rows = raw.get(t.name, {}).get(label)
             if not rows:
                 continue
+            sh = [r["shm"]["counters"] for r in rows if r.get("shm") and "counters" in r["shm"]]
+            kept = bool(sh) and all(c["captured"] == 0 and c.get("large_conns") for c in sh)
             res = {}
             for metric in t.heads + t.others:
                 per = dict((arm, spread([value(r, arm, metric) for r in rows]) if arm in t.arms else None)
@@ -470,7 +478,7 @@ def summarize(raw, tools):
                     if arm in t.arms:
                         per["ratio"][arm] = spread([value(r, arm, metric) / value(r, "tcp", metric) for r in rows
                                                     if value(r, arm, metric) is not None and value(r, "tcp", metric)])
-                per["verdict"] = verdict(metric, per["ratio"].get("shm"))
+                per["verdict"] = verdict(metric, per["ratio"].get("shm"), kept)
                 res[metric] = per
             out.setdefault(t.name, {})[label] = res
     return out
@@ -721,7 +729,9 @@ def render(meta, summary, raw, tools, checks):
              "inside the policy (%s; %s), connections captured by bpf/shm_path.bpf.c; **uds** = Unix domain "
              "stream sockets where the client has them. Cells: median (min-max over repeats). Ratios: per-repeat "
              "arm/tcp, median (min-max). **path vs TCP**: \"at least TCP\" when the median shm/tcp ratio is "
-             ">= 1 for throughput or <= 1 for latency, else \"below TCP\". Tool versions: %s. "
+             ">= 1 for throughput or <= 1 for latency, else \"below TCP\"; \"kept on TCP\" when capture: "
+             "segments kept every connection of the case out of the path (the shm arm then runs plain TCP, so "
+             "its ratio is the two arms' noise). Tool versions: %s. "
              "net.ipv4.tcp_mem = %s pages.\n" % (
                  json.dumps(meta["policy"], sort_keys=True)
                  + ("" if "max_queue" in meta["policy"] else "; max_queue not set: the path's default"),
