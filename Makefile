@@ -75,8 +75,9 @@ bench-tcp:        ## per-connection TCP tuning: sockops overhead, and short-flow
 	/usr/bin/python3 benchmarks/tcp_tuning_overhead.py --repeats 7
 	/usr/bin/python3 benchmarks/tcp_tuning_gain.py
 
-bench-shm:        ## same-host path vs TCP loopback vs Unix sockets, per client (sockperf, iperf3, redis, wrk, pgbench; ~14 min)
+bench-shm:        ## same-host path vs TCP loopback vs Unix sockets, per client (sockperf, iperf3, redis, wrk, pgbench), then the tc program's cost to other TCP (~18 min)
 	/usr/bin/python3 benchmarks/shm_path_bench.py
+	/usr/bin/python3 benchmarks/shm/tc_cost.py
 
 bench-amp:        ## AMP: redis + redis-benchmark under stress-ng: default / irqbalance / static / dynamic partition
 	/usr/bin/python3 benchmarks/amp_bench.py

@@ -112,6 +112,7 @@ struct config {
     __u32 flags;
     __u32 seg_count;        // "segments": data segments each direction carries before capture
     __u32 seg_large;        // "segments": a larger segment keeps its connection on TCP
+    __u64 tc_netns;         // "segments": cookie of the namespace whose lo runs shm_tc (0: any)
 };
 
 struct stats {
@@ -141,8 +142,6 @@ struct conn_state {
     __u64 peer_sk;          // the peer's struct sock, from `peers` (0: not known yet)
     __u64 peer_cookie;
     __u64 netns;            // the socket's netns cookie: its key in `socks`
-    __u32 segs;             // S_WATCH: data segments received so far
-    __u32 pad2;
 };
 
 struct peer_ref {
@@ -158,6 +157,26 @@ BPF_PERCPU_ARRAY(stats, struct stats, MAX_POLICIES + 1);
 BPF_SK_STORAGE(conns, struct conn_state);
 BPF_PERCPU_ARRAY(scratch, __u32, 1);
 BPF_F_TABLE("hash", struct conn_key, struct peer_ref, peers, 65536, BPF_F_NO_PREALLOC);
+
+// "segments": what shm_tc knows of a watched socket, keyed as its incoming segments name it
+// (source = the peer), so that a segment of any other connection costs one lookup that misses.
+struct seg_key {
+    __u32 saddr[4];         // network order, IPv4 as ::ffff:a.b.c.d
+    __u32 daddr[4];
+    __u16 sport;            // host order
+    __u16 dport;
+};
+
+#define W_WATCH  0          // counting its data segments
+#define W_JOINED 1          // in `socks`
+#define W_DONE   2          // never joins: a large segment, or the insert failed
+
+struct seg_val {
+    __u32 segs;
+    __u16 state;
+    __u16 policy;
+};
+BPF_HASH(watch, struct seg_key, struct seg_val, 65536);
 
 static __always_inline void v4mapped(__u32 *a, __u32 ip4)
 {
@@ -252,6 +271,14 @@ static __always_inline struct stats *stats_of(__u32 policy)
         (k).netns = bpf_get_netns_cookie(ctx);                                    \
     } while (0)
 
+// The `watch` key of a socket from its conn_key: its incoming segments come from the peer.
+#define SEG_KEY_OF(wk, k) do {                                                    \
+        __builtin_memcpy((wk).saddr, (k).rip, 16);                                \
+        __builtin_memcpy((wk).daddr, (k).lip, 16);                                \
+        (wk).sport = (k).rport;                                                   \
+        (wk).dport = (k).lport;                                                   \
+    } while (0)
+
 int shm_sockops(struct bpf_sock_ops *skops)
 {
     __u32 op = skops->op;
@@ -263,6 +290,9 @@ int shm_sockops(struct bpf_sock_ops *skops)
             LOAD_KEY(key, skops, local, remote, skops->local_port & 0xffff,
                      bpf_ntohl(skops->remote_port) & 0xffff);
             peers.delete(&key);
+            struct seg_key wk = {};
+            SEG_KEY_OF(wk, key);
+            watch.delete(&wk);
         }
         return 1;
     }
@@ -306,14 +336,23 @@ int shm_sockops(struct bpf_sock_ops *skops)
     cs->peer_sk = 0;
     cs->peer_cookie = 0;
     cs->netns = key.netns;
-    cs->segs = 0;
-    cs->pad2 = 0;
     struct peer_ref ref = {};
     ref.sk = (__u64)(long)sk;
     ref.cookie = bpf_get_socket_cookie(skops);
     if (c->flags & C_SEGMENTS) {
         // shm_tc puts the socket in later, or never; its address is needed from now on
-        // and forgotten at close.
+        // and forgotten at close.  Only lo of tc_netns is watched: elsewhere, plain TCP.
+        if (c->tc_netns && key.netns != c->tc_netns) {
+            cs->state = S_DONE;
+            return 1;
+        }
+        struct seg_key wk = {};
+        struct seg_val wv = {};
+        SEG_KEY_OF(wk, key);
+        wv.policy = pol;
+        long wr = watch.update(&wk, &wv);
+        if (wr)
+            return 1;           // `watch` full: plain TCP
         cs->state = S_WATCH;
         peers.update(&key, &ref);
         bpf_sock_ops_cb_flags_set(skops, skops->bpf_sock_ops_cb_flags | BPF_SOCK_OPS_STATE_CB_FLAG);
@@ -336,77 +375,65 @@ int shm_sockops(struct bpf_sock_ops *skops)
 
 // ------------------------------------------------------------------ capture mode "segments"
 
-// The socket a segment with this tuple is for; its state, or 0xffffffff without one.  With
-// `done`, a watched socket is set to S_DONE.  `segs` gets its segment count.
-static __always_inline __u32 state_of(struct __sk_buff *skb, struct bpf_sock_tuple *t, __u32 tlen,
-                                      int done, __u32 *segs)
+// One data segment of `len` payload bytes for a watched socket (`w`, found by the segment's
+// `wk`; `pk` is its peer's key).  The socket joins `socks` when it and its peer have each
+// received `seg_count` data segments, none large; a large one keeps both on TCP for good.
+// The peer joins when a segment passes the other way.  Large: above `seg_large`, or at
+// least half that without PSH, i.e. the first part of a longer write (TCP cuts a write at
+// half the peer's largest window, 32 KiB early in a loopback connection: a 64 KiB write
+// then arrives as two 32 KiB segments, PSH on the second).
+static __always_inline void watch_segment(struct __sk_buff *skb, struct config *c, struct seg_val *w,
+                                          struct seg_key *pk, struct bpf_sock_tuple *t, __u32 tlen,
+                                          struct conn_key *key, __u32 len, __u32 psh)
 {
-    __u32 state = 0xffffffff;
-    struct bpf_sock *sk = bpf_sk_lookup_tcp(skb, t, tlen, BPF_F_CURRENT_NETNS, 0);
-    if (!sk)
-        return state;
-    struct conn_state *cs = conns.sk_storage_get(sk, 0, 0);
-    if (cs) {
-        if (done && cs->state == S_WATCH)
-            cs->state = S_DONE;
-        state = cs->state;
-        *segs = cs->segs;
-    }
-    bpf_sk_release(sk);
-    return state;
-}
-
-// One data segment of `len` payload bytes for watched socket `sk` (tuple `t`, the segment's
-// own; `pt` the reverse: the sender's socket).  The socket joins `socks` when it and its
-// peer have each received `seg_count` data segments, none above `seg_large`; a larger one
-// keeps both on TCP for good.  The sender joins when a segment passes the other way.
-static __always_inline void watch(struct __sk_buff *skb, struct config *c, struct bpf_sock *sk,
-                                  struct conn_state *cs, struct bpf_sock_tuple *pt, __u32 tlen,
-                                  struct conn_key *key, __u32 len)
-{
-    struct stats *st = stats_of(cs->policy);
-    __u32 psegs = 0;
-    if (len > c->seg_large) {
-        cs->state = S_DONE;
-        state_of(skb, pt, tlen, 1, &psegs);
+    struct stats *st = stats_of(w->policy);
+    struct seg_val *pw = watch.lookup(pk);
+    if (len > c->seg_large || (!psh && len >= c->seg_large / 2)) {
+        w->state = W_DONE;
+        if (pw && pw->state == W_WATCH)
+            pw->state = W_DONE;
         if (st)
             st->large_conns += 1;
         return;
     }
-    if (cs->segs < c->seg_count)
-        cs->segs += 1;
-    if (cs->segs < c->seg_count)
+    if (w->segs < c->seg_count)
+        w->segs += 1;
+    if (w->segs < c->seg_count || !pw || pw->state == W_DONE ||
+        (pw->state == W_WATCH && pw->segs < c->seg_count))
         return;
-    __u32 pstate = state_of(skb, pt, tlen, 0, &psegs);
-    if (pstate == S_WATCH ? psegs < c->seg_count : (pstate == S_DONE || pstate == 0xffffffff))
+    // Join: the socket itself, for the insert (and its state, which the sk_msg program reads).
+    w->state = W_DONE;
+    struct bpf_sock *sk = bpf_sk_lookup_tcp(skb, t, tlen, BPF_F_CURRENT_NETNS, 0);
+    if (!sk)
         return;
-    key->netns = cs->netns;
-    cs->state = S_PENDING;
-    // bcc rewrites map methods into statements: keep each call on a line of its own.
-    long rc = socks.update(key, (void *)sk);
-    if (rc == 0) {
-        if (st)
-            st->captured += 1;
-    } else {
-        cs->state = S_DONE;
-        if (st)
-            st->capture_errors += 1;
+    struct conn_state *cs = conns.sk_storage_get(sk, 0, 0);
+    if (cs && cs->state == S_WATCH) {
+        key->netns = cs->netns;
+        cs->state = S_PENDING;
+        // bcc rewrites map methods into statements: keep each call on a line of its own.
+        long rc = socks.update(key, (void *)sk);
+        if (rc == 0) {
+            w->state = W_JOINED;
+            if (st)
+                st->captured += 1;
+        } else {
+            cs->state = S_DONE;
+            if (st)
+                st->capture_errors += 1;
+        }
     }
+    bpf_sk_release(sk);
 }
 
 // Every segment goes on unchanged (TC_ACT_UNSPEC: tc's later filters still see it).
 int shm_tc(struct __sk_buff *skb)
 {
     void *data = (void *)(long)skb->data, *end = (void *)(long)skb->data_end;
-    __u32 zero = 0;
-    struct config *c = cfg.lookup(&zero);
-    if (!c || (c->flags & (C_ENABLED | C_SEGMENTS)) != (C_ENABLED | C_SEGMENTS))
-        return TC_ACT_UNSPEC;
     struct ethhdr *eth = data;
     if ((void *)(eth + 1) > end)
         return TC_ACT_UNSPEC;
-    struct bpf_sock_tuple t = {}, pt = {};
-    struct conn_key key = {};
+    struct bpf_sock_tuple t = {};
+    struct seg_key wk = {}, pk = {};
     struct tcphdr *th;
     __u32 tlen, hdr;
     if (eth->h_proto == bpf_htons(ETH_P_IP)) {
@@ -419,12 +446,12 @@ int shm_tc(struct __sk_buff *skb)
         th = (void *)ip + ihl;
         if ((void *)(th + 1) > end)
             return TC_ACT_UNSPEC;
-        t.ipv4.saddr = pt.ipv4.daddr = ip->saddr;
-        t.ipv4.daddr = pt.ipv4.saddr = ip->daddr;
-        t.ipv4.sport = pt.ipv4.dport = th->source;
-        t.ipv4.dport = pt.ipv4.sport = th->dest;
-        v4mapped(key.lip, ip->daddr);
-        v4mapped(key.rip, ip->saddr);
+        t.ipv4.saddr = ip->saddr;
+        t.ipv4.daddr = ip->daddr;
+        t.ipv4.sport = th->source;
+        t.ipv4.dport = th->dest;
+        v4mapped(wk.saddr, ip->saddr);
+        v4mapped(wk.daddr, ip->daddr);
         tlen = sizeof(t.ipv4);
         hdr = sizeof(*eth) + ihl;
     } else if (eth->h_proto == bpf_htons(ETH_P_IPV6)) {
@@ -436,12 +463,10 @@ int shm_tc(struct __sk_buff *skb)
             return TC_ACT_UNSPEC;
         __builtin_memcpy(t.ipv6.saddr, &ip6->saddr, 16);
         __builtin_memcpy(t.ipv6.daddr, &ip6->daddr, 16);
-        __builtin_memcpy(pt.ipv6.saddr, &ip6->daddr, 16);
-        __builtin_memcpy(pt.ipv6.daddr, &ip6->saddr, 16);
-        t.ipv6.sport = pt.ipv6.dport = th->source;
-        t.ipv6.dport = pt.ipv6.sport = th->dest;
-        __builtin_memcpy(key.lip, &ip6->daddr, 16);
-        __builtin_memcpy(key.rip, &ip6->saddr, 16);
+        t.ipv6.sport = th->source;
+        t.ipv6.dport = th->dest;
+        __builtin_memcpy(wk.saddr, &ip6->saddr, 16);
+        __builtin_memcpy(wk.daddr, &ip6->daddr, 16);
         tlen = sizeof(t.ipv6);
         hdr = sizeof(*eth) + sizeof(*ip6);
     } else {
@@ -450,15 +475,25 @@ int shm_tc(struct __sk_buff *skb)
     hdr += th->doff * 4;
     if (skb->len <= hdr)
         return TC_ACT_UNSPEC;   // no payload: SYN, ACK, FIN
-    key.lport = bpf_ntohs(th->dest);
-    key.rport = bpf_ntohs(th->source);
-    struct bpf_sock *sk = bpf_sk_lookup_tcp(skb, &t, tlen, BPF_F_CURRENT_NETNS, 0);
-    if (!sk)
+    wk.sport = bpf_ntohs(th->source);
+    wk.dport = bpf_ntohs(th->dest);
+    struct seg_val *w = watch.lookup(&wk);
+    if (!w || w->state != W_WATCH)
+        return TC_ACT_UNSPEC;   // not watched (other traffic), or decided
+    __u32 zero = 0;
+    struct config *c = cfg.lookup(&zero);
+    if (!c || (c->flags & (C_ENABLED | C_SEGMENTS)) != (C_ENABLED | C_SEGMENTS))
         return TC_ACT_UNSPEC;
-    struct conn_state *cs = conns.sk_storage_get(sk, 0, 0);
-    if (cs && cs->state == S_WATCH)
-        watch(skb, c, sk, cs, &pt, tlen, &key, skb->len - hdr);
-    bpf_sk_release(sk);
+    __builtin_memcpy(pk.saddr, wk.daddr, 16);
+    __builtin_memcpy(pk.daddr, wk.saddr, 16);
+    pk.sport = wk.dport;
+    pk.dport = wk.sport;
+    struct conn_key key = {};
+    __builtin_memcpy(key.lip, wk.daddr, 16);
+    __builtin_memcpy(key.rip, wk.saddr, 16);
+    key.lport = wk.dport;
+    key.rport = wk.sport;
+    watch_segment(skb, c, w, &pk, &t, tlen, &key, skb->len - hdr, th->psh);
     return TC_ACT_UNSPEC;
 }
 

@@ -35,11 +35,36 @@ def test_validate_normalises():
     ({"policies": [{"name": "a", "ports": 1, "max_queue": 1 << 31}]}, "shm.policies[0].max_queue"),
     ({"policies": [{"name": "a", "ports": 1, "max_queue": "4M"}]}, "shm.policies[0].max_queue"),
     ({"policies": [{"name": "a", "ports": 1, "max_queue": True}]}, "shm.policies[0].max_queue"),
+    ({"policies": [], "capture": "later"}, "shm.capture"),
+    ({"policies": [], "capture_segments": 0}, "shm.capture_segments"),
+    ({"policies": [], "capture_segments": 65}, "shm.capture_segments"),
+    ({"policies": [], "capture_max_segment": 100}, "shm.capture_max_segment"),
+    ({"policies": [], "capture_max_segment": "32K"}, "shm.capture_max_segment"),
+    ({"policies": [], "capture": "handshake", "capture_segments": 4}, "shm.capture"),
 ])
 def test_validate_names_the_field(cfg, field):
     with pytest.raises(NetstackError) as e:
         shm.validate(cfg)
     assert e.value.field.startswith(field), e.value.field
+
+
+def test_capture_defaults_and_public_form():
+    n = shm.validate({"policies": []})
+    assert (n["capture"], n["capture_segments"], n["capture_max_segment"]) == ("segments", 8, 32768)
+    assert shm.public(n)["capture"] == "segments" and shm.public(n)["capture_segments"] == 8
+    h = shm.public(shm.validate({"policies": [], "capture": "handshake"}))
+    assert h["capture"] == "handshake" and "capture_segments" not in h and "capture_max_segment" not in h
+    n = shm.validate({"policies": [], "capture_segments": 3, "capture_max_segment": 4096})
+    assert shm.public(shm.validate(shm.public(n))) == shm.public(n)
+
+
+def test_capture_mode_decides_the_programs(tmp_path, monkeypatch):
+    monkeypatch.setattr(shm.bpf, "cgroup2_root", lambda: str(tmp_path))
+    p = shm.ShmPath(name="t", state_dir=str(tmp_path / "state"))
+    seg = p.programs("/", "segments")
+    assert [x["type"] for x in seg] == ["sock_ops", "sk_msg", "sched_cls"]
+    assert seg[2]["interface"] == "lo" and seg[2]["direction"] == "ingress" and seg[2]["priority"] == shm.TC_PRIORITY
+    assert [x["type"] for x in p.programs("/", "handshake")] == ["sock_ops", "sk_msg"]
 
 
 def test_prefix_round_trip():

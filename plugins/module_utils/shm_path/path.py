@@ -53,6 +53,7 @@ import ipaddress
 import json
 import os
 import re
+import socket
 import struct
 
 from ansible_collections.netstack.tuning.plugins.module_utils.core.common import NetstackError, collection_file, schema_error, schema_field
@@ -65,7 +66,7 @@ MAX_PREFIXES = 16
 POLICY_FMT = "<IHHI"
 POLICY_SIZE = struct.calcsize(POLICY_FMT)
 PREFIX_FMT = "<16s16s"
-CFG_FMT = "<IIIIIIII"
+CFG_FMT = "<IIIIIIIIQ"
 STATS_FMT = "<12Q"
 STATS_SIZE = struct.calcsize(STATS_FMT)
 STATS_FIELDS = ("captured", "capture_errors", "shm_conns", "tcp_conns", "shm_msgs", "shm_bytes",
@@ -300,6 +301,22 @@ def decode_policy(raw):
 
 # ------------------------------------------------------------------ the maps
 
+SO_NETNS_COOKIE = 71
+
+
+def netns_cookie():
+    """This process's network namespace cookie (the namespace whose lo runs shm_tc), or 0
+    where the kernel cannot tell it (before 5.14): then every namespace's connections are
+    watched, and only this one's lo decides."""
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        return struct.unpack("<Q", s.getsockopt(socket.SOL_SOCKET, SO_NETNS_COOKIE, 8))[0]
+    except OSError:
+        return 0
+    finally:
+        s.close()
+
+
 class Maps(bpf.PinnedMaps):
     """The pinned maps of one loaded shm_redirect program."""
 
@@ -307,10 +324,10 @@ class Maps(bpf.PinnedMaps):
 
     def config(self):
         raw = self.maps["cfg"].lookup(self._key(0))
-        active, p0, p1, x0, x1, flags, segs, big = struct.unpack(CFG_FMT, raw[:struct.calcsize(CFG_FMT)])
+        active, p0, p1, x0, x1, flags, segs, big, netns = struct.unpack(CFG_FMT, raw[:struct.calcsize(CFG_FMT)])
         return {"active_set": active & 1, "npolicies": [p0, p1], "nprefixes": [x0, x1], "flags": flags,
                 "capture": "segments" if flags & C_SEGMENTS else "handshake", "capture_segments": segs,
-                "capture_max_segment": big}
+                "capture_max_segment": big, "tc_netns": netns}
 
     def active(self):
         """(config, [policy dicts], [prefix strings]) of the active set, read from the kernel."""
@@ -343,6 +360,15 @@ class Maps(bpf.PinnedMaps):
         """Sockets now in the sockhash (each captured connection has two)."""
         return sum(1 for key in self.maps["socks"].keys())
 
+    def watched(self):
+        """Sockets that capture: segments is watching or has decided on, while they are open
+        (0 where the program has no such map)."""
+        path = os.path.join(self.pin_dir, "maps", "watch")
+        if not os.path.exists(path):
+            return 0
+        with bpf.Map.pinned(path) as m:
+            return sum(1 for key in m.keys())
+
     def write(self, norm, enabled=True):
         """Publish a policy: fill the inactive set, then flip."""
         c = self.config()
@@ -360,8 +386,10 @@ class Maps(bpf.PinnedMaps):
         segs, big = norm["capture_segments"], norm["capture_max_segment"]
         # Counts of the still inactive set first, then the flip: a reader sees either set whole.
         self.maps["cfg"].update(self._key(0), struct.pack(CFG_FMT, c["active_set"], np_[0], np_[1], nx[0], nx[1],
-                                                          c["flags"], c["capture_segments"], c["capture_max_segment"]))
-        self.maps["cfg"].update(self._key(0), struct.pack(CFG_FMT, new, np_[0], np_[1], nx[0], nx[1], flags, segs, big))
+                                                          c["flags"], c["capture_segments"], c["capture_max_segment"],
+                                                          c["tc_netns"]))
+        self.maps["cfg"].update(self._key(0), struct.pack(CFG_FMT, new, np_[0], np_[1], nx[0], nx[1], flags, segs, big,
+                                                          netns_cookie()))
         return new
 
 
@@ -468,6 +496,7 @@ class ShmPath(object):
             with Maps(st["pin_dir"]) as m:
                 slots = m.stats()
                 sockets = m.connections()
+                watched = m.watched()
         except NetstackError:
             return None
         names = self._names()
@@ -476,7 +505,7 @@ class ShmPath(object):
             if i < len(names) or any(s.values()):
                 per[names[i] if i < len(names) else "slot%d" % i] = s
         total = dict((k, sum(s[k] for s in slots)) for k in STATS_FIELDS)
-        return {"policies": per, "total": total, "sockets": sockets}
+        return {"policies": per, "total": total, "sockets": sockets, "watched": watched}
 
     # -- changing ------------------------------------------------------------
     def present(self, config, source, check_mode=False, origin=None):
@@ -568,4 +597,6 @@ def metrics(counters, prefix="netstack_shm"):
         kind, text = help_[k]
         lines += prom.family("%s_%s_total" % (prefix, k), kind, text,
                              [({"policy": pol}, s[k]) for pol, s in sorted(counters["policies"].items())])
-    return lines + prom.one("%s_sockets" % prefix, "gauge", "Sockets on the same-host path now", counters["sockets"])
+    lines += prom.one("%s_sockets" % prefix, "gauge", "Sockets on the same-host path now", counters["sockets"])
+    return lines + prom.one("%s_watched" % prefix, "gauge", "Open sockets capture: segments watches or has decided "
+                            "on", counters.get("watched", 0))

@@ -52,11 +52,12 @@ def snap(p):
         return None
     out = dict(c["total"])
     out["sockets"] = c["sockets"]
+    out["watched"] = c["watched"]
     return out
 
 
 def delta(after, before):
-    return dict((k, after[k] - before[k]) for k in after if k != "sockets")
+    return dict((k, after[k] - before[k]) for k in after if k not in ("sockets", "watched"))
 
 
 def carried(d, total, peer_closed=False):
