@@ -6,8 +6,8 @@
 //         there, keyed by its own 4-tuple and netns;
 //         tc ingress on lo, function `shm_tc` (capture mode "segments"): adds a marked socket
 //         to `socks` once both directions of its connection have carried `seg_count` data
-//         segments of at most `seg_large` bytes, and keeps a connection with a larger one
-//         on TCP for good (it never enters `socks`, so it is plain TCP);
+//         segments, none large (above `seg_large`, or half that without PSH), and keeps a
+//         connection with a large one on TCP for good (it never enters `socks`: plain TCP);
 //         sk_msg verdict on `socks`, function `shm_msg`: moves each sendmsg payload straight
 //         into the peer socket's receive queue (bpf_msg_redirect_hash, BPF_F_INGRESS).
 // Maps (pinned by netstack.tuning.bpf_program under /sys/fs/bpf/netstack/<name>/maps/):
@@ -19,6 +19,8 @@
 //   conns    SK_STORAGE per socket: policy index, path state, the peer's socket
 //   peers    HASH conn_key -> struct peer_ref: each captured socket's address and cookie,
 //            from establishment to close (the peer's queue is read through it)
+//   watch    HASH seg_key -> struct seg_val ("segments"): each marked socket's segment count
+//            and decision, keyed by the tuple of the segments it receives, to close
 //
 // Why "segments": a socket in a sockhash sends through tcp_bpf_sendmsg even when its payload
 // goes over TCP, and that is slower than TCP for bulk; taking a socket out of a sockhash can
