@@ -273,6 +273,20 @@ static __always_inline struct stats *stats_of(__u32 policy)
         (k).netns = bpf_get_netns_cookie(ctx);                                    \
     } while (0)
 
+// Counts a `socks` insert's result (0: in); a socket that could not go in stays on TCP.
+static __always_inline int counted_insert(long rc, struct conn_state *cs, struct stats *st)
+{
+    if (rc == 0) {
+        if (st)
+            st->captured += 1;
+        return 1;
+    }
+    cs->state = S_DONE;
+    if (st)
+        st->capture_errors += 1;
+    return 0;
+}
+
 // The `watch` key of a socket from its conn_key: its incoming segments come from the peer.
 #define SEG_KEY_OF(wk, k) do {                                                    \
         __builtin_memcpy((wk).saddr, (k).rip, 16);                                \
@@ -362,15 +376,9 @@ int shm_sockops(struct bpf_sock_ops *skops)
     }
     // bcc rewrites map methods into statements: keep each call on a line of its own.
     long rc = socks.sock_hash_update(skops, &key, BPF_NOEXIST);
-    if (rc == 0) {
+    if (counted_insert(rc, cs, st)) {
         peers.update(&key, &ref);
         bpf_sock_ops_cb_flags_set(skops, skops->bpf_sock_ops_cb_flags | BPF_SOCK_OPS_STATE_CB_FLAG);
-        if (st)
-            st->captured += 1;
-    } else {
-        cs->state = S_DONE;
-        if (st)
-            st->capture_errors += 1;
     }
     return 1;
 }
@@ -414,15 +422,8 @@ static __always_inline void watch_segment(struct __sk_buff *skb, struct config *
         cs->state = S_PENDING;
         // bcc rewrites map methods into statements: keep each call on a line of its own.
         long rc = socks.update(key, (void *)sk);
-        if (rc == 0) {
+        if (counted_insert(rc, cs, st))
             w->state = W_JOINED;
-            if (st)
-                st->captured += 1;
-        } else {
-            cs->state = S_DONE;
-            if (st)
-                st->capture_errors += 1;
-        }
     }
     bpf_sk_release(sk);
 }

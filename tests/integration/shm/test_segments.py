@@ -203,3 +203,40 @@ def test_full_duplex_reader_blocked_while_joining(seg_path, closer):
     d = delta(snap(p), before)
     assert d["captured"] == 2 and d["capture_errors"] == 0 and d["large_conns"] == 0, d
     assert d["shm_bytes"] > total // 2, d
+
+
+def test_waitall_reader_across_the_join(seg_path, closer):
+    """A client blocked in recv(MSG_WAITALL) when its socket joins: the server joined first
+    (it sent a banner, so its count filled first); its reply's first half goes over TCP and
+    makes the client join, the second half goes onto the path.  Measured on 6.18: the waiting
+    call returns the first half (a short read, as MSG_WAITALL on the path does anyway) and the
+    next call the rest; nothing stalls until the timeout and every byte arrives in order."""
+    p = seg_path
+    lis = closer(listener())
+    c, s = closer(*pair(lis))
+    s.sendall(b"banner")
+    assert _read(c, 6) == b"banner"
+    for _ in range(SEGS - 1):
+        exchange(c, s, 100)
+    c.sendall(b"q" * 100)
+    assert _read(s, 100) == b"q" * 100          # the server's 8th: it joins
+    got, took = [], []
+
+    def client():
+        t0 = time.monotonic()
+        while sum(len(x) for x in got) < 200:
+            got.append(c.recv(200 - sum(len(x) for x in got), socket.MSG_WAITALL))
+            took.append(time.monotonic() - t0)
+        return len(got)
+
+    before = snap(p)
+    w = Worker(client)
+    time.sleep(0.1)
+    s.sendall(b"A" * 100)
+    time.sleep(0.5)                            # TCP drains, so the rest takes the path
+    s.sendall(b"B" * 100)
+    calls = w.join(30)
+    assert b"".join(got) == b"A" * 100 + b"B" * 100
+    assert calls <= 2 and took[-1] < 5, (calls, took)
+    d = delta(snap(p), before)
+    assert d["captured"] == 1 and d["tcp_bytes"] == 100 and d["shm_bytes"] == 100, d
