@@ -2,6 +2,7 @@
 import json
 import os
 import signal
+import struct
 import sys
 import time
 
@@ -65,6 +66,16 @@ def test_capture_mode_decides_the_programs(tmp_path, monkeypatch):
     assert [x["type"] for x in seg] == ["sock_ops", "sk_msg", "sched_cls"]
     assert seg[2]["interface"] == "lo" and seg[2]["direction"] == "ingress" and seg[2]["priority"] == shm.TC_PRIORITY
     assert [x["type"] for x in p.programs("/", "handshake")] == ["sock_ops", "sk_msg"]
+
+
+def test_values_of_an_older_program_decode():
+    """A program pinned by the previous engine has a 24-byte cfg and 11 counters per CPU: read
+    as zero-padded (capture mode handshake, no large_conns) until present replaces it."""
+    old_cfg = struct.pack("<IIIIII", 1, 2, 3, 4, 5, shm.C_ENABLED)
+    vals = struct.unpack(shm.CFG_FMT, shm._padded(old_cfg, shm.CFG_FMT))
+    assert vals == (1, 2, 3, 4, 5, shm.C_ENABLED, 0, 0, 0)
+    old_stats = struct.pack("<11Q", *range(1, 12))
+    assert struct.unpack(shm.STATS_FMT, shm._padded(old_stats, shm.STATS_FMT)) == tuple(range(1, 12)) + (0,)
 
 
 def test_prefix_round_trip():

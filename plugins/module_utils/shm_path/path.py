@@ -317,14 +317,21 @@ def netns_cookie():
         s.close()
 
 
+def _padded(raw, fmt):
+    """A map value cut or zero-padded to ``fmt``: a program pinned by an older version of this
+    engine has shorter values (fewer fields), read until `present` replaces it."""
+    size = struct.calcsize(fmt)
+    return bytes(raw[:size]).ljust(size, b"\0")
+
+
 class Maps(bpf.PinnedMaps):
     """The pinned maps of one loaded shm_redirect program."""
 
     NAMES = MAPS
 
     def config(self):
-        raw = self.maps["cfg"].lookup(self._key(0))
-        active, p0, p1, x0, x1, flags, segs, big, netns = struct.unpack(CFG_FMT, raw[:struct.calcsize(CFG_FMT)])
+        raw = _padded(self.maps["cfg"].lookup(self._key(0)), CFG_FMT)
+        active, p0, p1, x0, x1, flags, segs, big, netns = struct.unpack(CFG_FMT, raw)
         return {"active_set": active & 1, "npolicies": [p0, p1], "nprefixes": [x0, x1], "flags": flags,
                 "capture": "segments" if flags & C_SEGMENTS else "handshake", "capture_segments": segs,
                 "capture_max_segment": big, "tc_netns": netns}
@@ -346,7 +353,7 @@ class Maps(bpf.PinnedMaps):
         for i in range(MAX_POLICIES + 1):
             tot = [0] * len(STATS_FIELDS)
             for v in sm.per_cpu(sm.lookup(self._key(i))):
-                for j, x in enumerate(struct.unpack(STATS_FMT, v[:STATS_SIZE])):
+                for j, x in enumerate(struct.unpack(STATS_FMT, _padded(v, STATS_FMT))):
                     tot[j] += x
             out.append(dict(zip(STATS_FIELDS, tot)))
         return out
